@@ -1,0 +1,57 @@
+"""Neural Assets: 3D-aware multi-object scene synthesis with image diffusion models (JAX/Flax)."""
+import setuptools
+
+# jax/flax are pinned to the minor versions this code is tested with on Python 3.11.
+INSTALL_REQUIRES = [
+    "jax[cpu]>=0.10,<0.11",
+    "flax>=0.12,<0.13",
+    "optax>=0.2.4",
+    "orbax-checkpoint>=0.11",
+    "grain>=0.2.10",
+    "array-record>=0.7",
+    "clu>=0.0.12",
+    "ml_collections>=1.0",
+    "einops>=0.8",
+    "absl-py",
+    "numpy",
+    "scipy",
+    "safetensors>=0.4",
+    "pillow",
+    "matplotlib",
+    "tqdm",
+]
+
+EXTRAS = {
+    # The PyTorch reference libraries that define the checkpoint formats, and test tools.
+    # torch is pinned: the CPU wheel of this exact version is what a plain install finds offline;
+    # an unpinned `torch` pulls a multi-GB CUDA build.
+    "test": [
+        "torch==2.13.0",
+        "diffusers>=0.30",
+        "transformers>=4.45",
+        "pytest",
+        "pytest-xdist",
+        "scikit-image",
+        "tensorflow-cpu",  # clu's TensorBoard writer and the real dataset formats.
+        "tensorflow-datasets",
+        "pyarrow",
+        "nbclient",
+        "nbformat",
+        "ipykernel",
+    ],
+    # Reading the original dataset formats (TFDS / tf.train records / Parquet) once, to convert
+    # them to ArrayRecord. Training reads ArrayRecord and never imports TensorFlow.
+    "data": ["tensorflow-cpu", "tensorflow-datasets", "pyarrow"],
+    "gpu": ["jax[cuda12]>=0.10,<0.11"],
+    "tpu": ["jax[tpu]>=0.10,<0.11"],
+}
+
+setuptools.setup(
+    name="neural_assets",
+    version="0.1.0",
+    description=__doc__,
+    packages=setuptools.find_packages(include=["neural_assets*", "data_pipelines*", "configs*"]),
+    python_requires=">=3.11",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+)
