@@ -28,8 +28,12 @@ def get_config(variant: str = "vitb8") -> ml_collections.ConfigDict:
       intermediate_size=mlp,
       patch_size=patch,
       image_size=224 if kind == "dino" else 518,
-      layer_norm_eps=1e-6,
+      # As in the published transformers config.json files (facebook/dino-* say 1e-12, although
+      # the original DINO code used 1e-6; the difference is far below float32 resolution).
+      layer_norm_eps=1e-12 if kind == "dino" else 1e-6,
       num_register_tokens=registers,
+      # transformers' Dinov2WithRegistersModel resamples position embeddings with antialiasing.
+      interpolate_antialias=registers > 0,
       # ImageNet normalisation expected by every DINO checkpoint.
       image_mean=(0.485, 0.456, 0.406),
       image_std=(0.229, 0.224, 0.225),

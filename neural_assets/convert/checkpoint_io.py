@@ -82,4 +82,4 @@ def fill_params(template: Mapping[str, Any], converted: Mapping[tuple[str, ...],
         f"{what}: checkpoint parameter {'/'.join(extra[0])} has no place in the model built from "
         f"the config ({len(extra)} unused in all).")
   return traverse_util.unflatten_dict(
-      {p: np.asarray(converted[p], dtype=np.asarray(flat[p]).dtype) for p in flat})
+      {p: np.asarray(converted[p], dtype=flat[p].dtype) for p in flat})

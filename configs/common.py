@@ -1,0 +1,95 @@
+"""Training, evaluation, checkpoint, mesh and optimizer sections shared by every experiment config.
+
+Each experiment config (`configs/movi_e.py`, `configs/smoke.py`, ...) calls these builders and
+overrides what differs. Values tagged (open) are not published by the paper (paper.md); they are
+the third-party readings or common choices, exposed here so that a run can change them.
+"""
+import ml_collections
+
+
+def mesh_config() -> ml_collections.ConfigDict:
+  # 'data' takes whatever devices are left; fsdp > 1 splits parameters and optimizer state.
+  return ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+
+
+def sharding_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      # (regex, spec) pairs, first match wins; unmatched arrays: largest dim divisible by fsdp.
+      rules=(),
+      # Arrays smaller than this stay replicated (biases, norms): gathering them costs more
+      # than the memory they would save.
+      min_size_to_shard=2 ** 14,
+  ))
+
+
+def optimizer_config() -> ml_collections.ConfigDict:
+  """AdamW as read from the authors' setting (open: not in the paper; paper.md)."""
+  return ml_collections.ConfigDict(dict(
+      lr=5e-5,  # (open) UNet and visual encoder (pre-trained parts).
+      new_layers_lr=1e-3,  # (open) token MLPs and projections (new layers).
+      pretrained_prefixes=("unet", "tokenizer/encoder"),
+      frozen_prefixes=(),  # e.g. ("tokenizer/encoder",) to freeze DINO (paper: fine-tuned).
+      warmup_steps=1000,  # (open)
+      decay="constant",  # (open) 'cosine' | 'linear' | 'constant'.
+      decay_steps=0,  # 0: decay until training ends.
+      end_lr_factor=0.0,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      weight_decay=0.01,  # (open) optax / PyTorch AdamW default.
+      clip_grad_norm=1.0,  # (open)
+      ema_decay=0.0,  # 0: no EMA of the weights.
+  ))
+
+
+def training_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      num_train_steps=100_000,  # (open)
+      seed=42,
+      # Parameters stay float32 (master weights); 'bfloat16' runs the forward/backward in bf16.
+      compute_dtype="float32",
+      # Skip the update (keep params and optimizer state) when the loss or a gradient is NaN/Inf,
+      # and count it; False applies the update anyway.
+      skip_nonfinite=True,
+      # Encode targets with a sample of the VAE posterior (as diffusers' SD training) or its mean.
+      vae_sample_posterior=True,
+      # Stop with an error after this many consecutive skipped steps (0: never).
+      max_consecutive_nonfinite=20,
+      log_every_steps=50,
+      image_summary_every_steps=1000,
+      num_image_summaries=4,
+      profile_every_steps=0,  # 0: no profiling; else a short trace every this many steps.
+      profile_num_steps=5,
+      # Path to an orbax checkpoint written by `python -m neural_assets.convert` holding
+      # {'unet', 'tokenizer': {'encoder'}, 'vae'}; empty: random initialisation.
+      init_checkpoint="",
+  ))
+
+
+def checkpoint_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      every_steps=1000,
+      max_to_keep=3,
+      async_save=True,
+  ))
+
+
+def eval_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      every_steps=5000,  # 0: no periodic evaluation during training.
+      # Batches per evaluation (-1: the whole eval split); batch size: data.eval_global_batch_size.
+      num_batches=8,
+      seed=0,
+      use_ema=True,  # Sample with the EMA weights when they exist.
+  ))
+
+
+def add_common(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Adds the shared sections to `config` (in place) and returns it."""
+  config.mesh = mesh_config()
+  config.sharding = sharding_config()
+  config.optimizer = optimizer_config()
+  config.training = training_config()
+  config.checkpoint = checkpoint_config()
+  config.eval = eval_config()
+  return config

@@ -1,0 +1,45 @@
+"""The Neural Assets conditioning (asset tokenizer) at the paper's / release's values.
+
+`config.model.conditioning` of every experiment. Tags as in /work/shared/docs/paper.md:
+(release) = the authors' code, (paper) = the paper, (open) = our choice.
+Usage: `conditioning.get_config()` (MOVi-E: 23 objects, DINO ViT-B/8) or
+`get_config('vits16', max_objects=10)` for MOVi-A/B/C with a small encoder.
+"""
+import ml_collections
+
+from configs import dino
+
+
+def get_config(encoder_variant: str = "vitb8", max_objects: int = 23) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      # Foreground slots; the background slot is appended by the model (release: 23 for MOVi-E).
+      max_objects=max_objects,
+      # Visual encoder (fine-tuned DINO ViT-B/8, release); includes the preprocessing keys
+      # `input_size`, `image_mean`, `image_std`.
+      encoder=dino.get_config(encoder_variant),
+      # Resize of the (masked) source image to `encoder.input_size`: bilinear (release);
+      # antialiasing is (open), off as in tf.image.resize's default.
+      resize_method="bilinear",
+      resize_antialias=False,
+      # Value painted outside the foreground boxes (object image) / inside them (background).
+      fill_value=0.5,
+      # RoIAlign: 2x2 bins -> 4 tokens per slot (release); samples per bin and the half-pixel
+      # convention are (open).
+      roi_output_size=(2, 2),
+      roi_sampling_ratio=2,
+      roi_aligned=True,
+      # Appearance and pose token width (= context_dim / 2, release).
+      token_dim=512,
+      # Pose token: corners p0, p1, p2, p4 of the target-camera box, (u, v, depth) each -> 12-D,
+      # then Dense 1024 -> GELU -> Dense token_dim (release).
+      pose_corner_indices=(0, 1, 2, 4),
+      pose_hidden_dim=1024,
+      # Background "pose": relative camera pose (3x3 rotation + translation = 12-D) through
+      # Dense 24 -> GELU -> Dense 12 before the shared pose MLP (release).
+      background_pose_hidden_dim=24,
+      background_pose_dim=12,
+      # Asset token width: SD-2.1's cross-attention dim (release).
+      context_dim=1024,
+      # Classifier-free guidance: all conditioning dropped per example with this prob (release).
+      cfg_drop_prob=0.1,
+  ))

@@ -1,0 +1,499 @@
+"""Procedural multi-object videos in the MOVi-E schema, rendered by a vectorised numpy ray caster.
+
+Each video: a textured ground plane (z = 0, world z up as in Kubric), K objects of different
+shapes (box, sphere, cylinder; non-uniform sizes make cuboids, ellipsoids and discs), colours and
+textures (solid, checker, stripes); resting objects slide and spin about +z, "dynamic" objects
+float and tumble about random axes; the camera moves on a straight line while looking at a point
+near the origin (as in MOVi-E). Every pixel ray is intersected analytically with every primitive
+(in the primitive's unit space), shaded with a directional light plus ambient, and the renderer
+also returns the distance to the camera centre (Kubric's `depth`), the instance ids, world normals
+and object coordinates.
+
+The output of `generate_example` has the *decoded* layout and feature names of a MOVi-E TFDS
+example (`video`, `segmentations`, `depth`, `normal`, `object_coordinates`, `metadata/...`,
+`camera/...` in the Blender camera convention, `instances/...` with Kubric's `bboxes_3d` corner
+order, see data_pipelines/movi_e.py), so `movi_e.example_to_video_record` converts it exactly as it
+converts the real data, and `movi_e.write_tfds` can store it as a real TFDS dataset. Differences
+from the real data: optical flow is not rendered (zeros, range [0, 0]); `instances/category` is the
+shape index into `SHAPES` (not a GSO category); mass / friction / restitution are placeholders.
+
+CLI (no TensorFlow needed unless --tfds_dir is given):
+  python -m data_pipelines.synthetic --out_dir DIR --num_videos N --resolution 128 \
+      --num_frames 8 --seed 0 [--tfds_dir TFDS_DIR] [--num_workers 2]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import multiprocessing
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from neural_assets import geometry
+
+SHAPES = ("box", "sphere", "cylinder")
+PATTERNS = ("solid", "checker", "stripes")
+
+
+@dataclasses.dataclass(frozen=True)
+class SceneConfig:
+  """Every knob of the generator (lengths in metres, angles in radians, times in frames)."""
+  height: int = 128
+  width: int = 128
+  num_frames: int = 8
+  min_objects: int = 3
+  max_objects: int = 6
+  min_size: float = 0.6  # extent of an object along each of its axes.
+  max_size: float = 1.8
+  spawn_radius: float = 2.5  # objects start within this distance of the origin (xy).
+  dynamic_prob: float = 0.3  # chance that an object floats and tumbles.
+  dynamic_height: tuple[float, float] = (1.0, 2.5)
+  max_speed: float = 0.15  # per frame.
+  max_spin: float = 0.25  # per frame.
+  # Camera: MOVi-E-like shell around the origin, moving on a straight line.
+  camera_distance: tuple[float, float] = (7.0, 10.0)
+  camera_elevation: tuple[float, float] = (0.35, 0.9)
+  camera_speed: float = 0.25  # per frame.
+  camera_target_jitter: float = 0.5
+  focal_length: float = 35.0  # Kubric's MOVi defaults.
+  sensor_width: float = 32.0
+  # Shading.
+  ambient: float = 0.35
+  light_direction: tuple[float, float, float] = (0.4, -0.3, 1.0)  # towards the light.
+  checker_period: float = 1.0  # ground checker size.
+  texture_frequency: float = 2.0  # object checker / stripes per unit half-extent.
+  far: float = 100.0  # depth of rays that hit nothing (sky).
+  min_separation: float = 0.2  # gap between spawned object footprints.
+
+
+# ------------------------------------------------------------------------------------------------
+# Scene sampling.
+
+
+def _look_at_opencv(position: np.ndarray, target: np.ndarray) -> np.ndarray:
+  """OpenCV camera-to-world rotation [3, 3] looking from `position` at `target`, world z up."""
+  forward = target - position
+  forward = forward / np.linalg.norm(forward)
+  right = np.cross(forward, [0.0, 0.0, 1.0])
+  right = right / np.linalg.norm(right)
+  down = np.cross(forward, right)
+  return np.stack([right, down, forward], axis=-1)
+
+
+def sample_scene(rng: np.random.Generator, config: SceneConfig) -> dict[str, Any]:
+  """Samples the static description of a scene (objects, motion, camera path, colours)."""
+  num_objects = int(rng.integers(config.min_objects, config.max_objects + 1))
+  shapes = rng.integers(0, len(SHAPES), num_objects)
+  sizes = rng.uniform(config.min_size, config.max_size, (num_objects, 3))
+  spheres = shapes == SHAPES.index("sphere")
+  # Half of the spheres are round, the other half ellipsoids.
+  round_sphere = spheres & (rng.random(num_objects) < 0.5)
+  sizes[round_sphere] = sizes[round_sphere, :1]
+  cylinders = shapes == SHAPES.index("cylinder")
+  sizes[cylinders, 1] = sizes[cylinders, 0]  # circular cross-section.
+  dynamic = rng.random(num_objects) < config.dynamic_prob
+  radius = 0.5 * np.linalg.norm(sizes, axis=-1)  # bounding-sphere radius.
+  # Non-overlapping footprints by rejection sampling (falls back to overlap after many tries).
+  centers = np.zeros((num_objects, 3))
+  for k in range(num_objects):
+    for _ in range(100):
+      xy = rng.uniform(-config.spawn_radius, config.spawn_radius, 2)
+      if np.all(np.linalg.norm(centers[:k, :2] - xy, axis=-1)
+                > radius[:k] + radius[k] + config.min_separation):
+        break
+    centers[k, :2] = xy
+  centers[:, 2] = np.where(dynamic, rng.uniform(*config.dynamic_height, num_objects),
+                           sizes[:, 2] / 2)
+  velocities = np.zeros((num_objects, 3))
+  velocities[:, :2] = rng.uniform(-config.max_speed, config.max_speed, (num_objects, 2))
+  velocities[~dynamic & (rng.random(num_objects) < 0.4)] = 0.0  # some objects stay put.
+  # Resting objects spin about +z; dynamic ones about a random axis.
+  axes = np.tile([0.0, 0.0, 1.0], (num_objects, 1))
+  random_axes = rng.normal(size=(num_objects, 3))
+  axes[dynamic] = random_axes[dynamic] / np.linalg.norm(random_axes[dynamic], axis=-1,
+                                                        keepdims=True)
+  spins = rng.uniform(-config.max_spin, config.max_spin, num_objects)
+  yaw0 = rng.uniform(0, 2 * np.pi, num_objects)
+  tilt = np.where(dynamic[:, None, None],
+                  geometry.quaternion_to_matrix(_random_unit_quaternions(rng, num_objects)),
+                  np.eye(3))
+  base_rotations = np.einsum("kij,kjl->kil", geometry.yaw_rotation(yaw0), tilt)
+  colors = rng.uniform(0.1, 1.0, (num_objects, 2, 3))
+  patterns = rng.integers(0, len(PATTERNS), num_objects)
+  # Camera: start on a shell, move on a straight line, always look near the origin.
+  azimuth = rng.uniform(0, 2 * np.pi)
+  elevation = rng.uniform(*config.camera_elevation)
+  dist = rng.uniform(*config.camera_distance)
+  cam_start = dist * np.array([np.cos(azimuth) * np.cos(elevation),
+                               np.sin(azimuth) * np.cos(elevation), np.sin(elevation)])
+  cam_dir = rng.normal(size=3)
+  cam_dir[2] *= 0.3
+  cam_velocity = cam_dir / np.linalg.norm(cam_dir) * rng.uniform(0, config.camera_speed)
+  target = np.append(rng.uniform(-config.camera_target_jitter, config.camera_target_jitter, 2),
+                     0.0)
+  ground = rng.uniform(0.2, 0.8, (2, 3))
+  sky = rng.uniform(0.5, 0.95, 3)
+  return dict(shapes=shapes, sizes=sizes, dynamic=dynamic, centers=centers,
+              velocities=velocities, axes=axes, spins=spins, base_rotations=base_rotations,
+              colors=colors, patterns=patterns, cam_start=cam_start, cam_velocity=cam_velocity,
+              target=target, ground=ground, sky=sky)
+
+
+def _random_unit_quaternions(rng: np.random.Generator, n: int) -> np.ndarray:
+  q = rng.normal(size=(n, 4))
+  return q / np.linalg.norm(q, axis=-1, keepdims=True)
+
+
+def _axis_angle(axes: np.ndarray, angles: np.ndarray) -> np.ndarray:
+  """[K, 3] unit axes, [K] angles -> [K, 3, 3] rotations (Rodrigues)."""
+  half = angles / 2
+  q = np.concatenate([np.cos(half)[:, None], np.sin(half)[:, None] * axes], axis=-1)
+  return geometry.quaternion_to_matrix(q)
+
+
+def scene_at(scene: dict[str, Any], frame: int) -> dict[str, np.ndarray]:
+  """Object and camera poses at a frame.
+
+  Returns:
+    centers [K, 3], rotations [K, 3, 3] (object-to-world), cam_to_world [4, 4] (OpenCV).
+  """
+  centers = scene["centers"] + frame * scene["velocities"]
+  rotations = np.einsum("kij,kjl->kil", _axis_angle(scene["axes"], frame * scene["spins"]),
+                        scene["base_rotations"])
+  cam_pos = scene["cam_start"] + frame * scene["cam_velocity"]
+  cam_pos[2] = max(cam_pos[2], 1.0)  # never below the ground.
+  cam_to_world = geometry.pose_matrix(_look_at_opencv(cam_pos, scene["target"]), cam_pos)
+  return dict(centers=centers, rotations=rotations, cam_to_world=cam_to_world)
+
+
+# ------------------------------------------------------------------------------------------------
+# Ray casting.
+
+
+def camera_rays(cam_to_world: np.ndarray, intrinsics: np.ndarray, height: int,
+                width: int) -> tuple[np.ndarray, np.ndarray]:
+  """Unit world-space rays through the pixel centres.
+
+  Args:
+    cam_to_world: [4, 4] OpenCV camera-to-world; intrinsics: [3, 3] normalised.
+
+  Returns:
+    origin [3], directions [H * W, 3] (row-major pixels).
+  """
+  v, u = np.meshgrid((np.arange(height) + 0.5) / height, (np.arange(width) + 0.5) / width,
+                     indexing="ij")
+  dirs = np.stack([(u - intrinsics[0, 2]) / intrinsics[0, 0],
+                   (v - intrinsics[1, 2]) / intrinsics[1, 1], np.ones_like(u)], axis=-1)
+  dirs = dirs.reshape(-1, 3) @ cam_to_world[:3, :3].T
+  dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
+  return cam_to_world[:3, 3], dirs
+
+
+def _intersect_unit(shape: str, o: np.ndarray, d: np.ndarray, eps: float = 1e-6):
+  """Ray / unit-primitive intersection in the primitive's unit space.
+
+  Args:
+    shape: "box" ([-1, 1]^3), "sphere" (radius 1) or "cylinder" (radius 1 about z, z in [-1, 1]).
+    o: [3] ray origin; d: [N, 3] ray directions (not unit: t is the world distance).
+
+  Returns:
+    t [N] (inf on a miss), unit-space normal [N, 3].
+  """
+  n = d.shape[0]
+  normal = np.zeros((n, 3))
+  with np.errstate(divide="ignore", invalid="ignore"):
+    if shape == "box":
+      t1, t2 = (-1.0 - o) / d, (1.0 - o) / d
+      t_min, t_max = np.minimum(t1, t2), np.maximum(t1, t2)
+      t_min = np.where(np.isnan(t_min), -np.inf, t_min)
+      t_max = np.where(np.isnan(t_max), np.inf, t_max)
+      near, far = t_min.max(axis=-1), t_max.min(axis=-1)
+      hit = (near <= far) & (near > eps)
+      axis = t_min.argmax(axis=-1)
+      normal[np.arange(n), axis] = -np.sign(d[np.arange(n), axis])
+      t = np.where(hit, near, np.inf)
+    elif shape == "sphere":
+      a = np.einsum("ni,ni->n", d, d)
+      b = 2 * d @ o
+      c = o @ o - 1.0
+      disc = b * b - 4 * a * c
+      t = (-b - np.sqrt(np.maximum(disc, 0))) / (2 * a)
+      t = np.where((disc >= 0) & (t > eps), t, np.inf)
+      normal = o + np.where(np.isfinite(t), t, 0)[:, None] * d
+    elif shape == "cylinder":
+      a = d[:, 0] ** 2 + d[:, 1] ** 2
+      b = 2 * (o[0] * d[:, 0] + o[1] * d[:, 1])
+      c = o[0] ** 2 + o[1] ** 2 - 1.0
+      disc = b * b - 4 * a * c
+      t_side = (-b - np.sqrt(np.maximum(disc, 0))) / (2 * a)
+      z_side = o[2] + t_side * d[:, 2]
+      t_side = np.where((disc >= 0) & (a > 0) & (np.abs(z_side) <= 1) & (t_side > eps),
+                        t_side, np.inf)
+      cap_z = np.where(d[:, 2] < 0, 1.0, -1.0)  # the cap facing the ray.
+      t_cap = (cap_z - o[2]) / d[:, 2]
+      xy = o[:2] + t_cap[:, None] * d[:, :2]
+      t_cap = np.where((np.sum(xy * xy, axis=-1) <= 1) & (t_cap > eps), t_cap, np.inf)
+      t = np.minimum(t_side, t_cap)
+      p = o + np.where(np.isfinite(t_side), t_side, 0)[:, None] * d
+      side_normal = np.stack([p[:, 0], p[:, 1], np.zeros(n)], axis=-1)
+      cap_normal = np.stack([np.zeros(n), np.zeros(n), cap_z], axis=-1)
+      normal = np.where((t_cap < t_side)[:, None], cap_normal, side_normal)
+    else:
+      raise ValueError(f"Unknown shape {shape!r}; expected one of {SHAPES}.")
+  return t, normal
+
+
+def _pattern(pattern: str, p_local: np.ndarray, frequency: float) -> np.ndarray:
+  """[N, 3] unit-space points -> [N] bool selecting the second texture colour."""
+  cells = np.floor(p_local * frequency).astype(np.int64)
+  if pattern == "solid":
+    return np.zeros(p_local.shape[0], bool)
+  if pattern == "checker":
+    return (cells.sum(axis=-1) % 2) == 1
+  if pattern == "stripes":
+    return (cells[:, 2] % 2) == 1
+  raise ValueError(f"Unknown pattern {pattern!r}; expected one of {PATTERNS}.")
+
+
+def render_frame(scene: dict[str, Any], poses: dict[str, np.ndarray], intrinsics: np.ndarray,
+                 config: SceneConfig) -> dict[str, np.ndarray]:
+  """Ray-casts one frame.
+
+  Returns:
+    rgb [H, W, 3] uint8; depth [H, W] float (distance to the camera centre; `far` for sky);
+    segmentation [H, W] uint8 (0 = background, k + 1 = object k); normal [H, W, 3] world unit
+    normals; object_coordinates [H, W, 3] in [0, 1] (position inside the object's box).
+  """
+  h, w = config.height, config.width
+  origin, dirs = camera_rays(poses["cam_to_world"], intrinsics, h, w)
+  n = dirs.shape[0]
+  best_t = np.full(n, np.inf)
+  seg = np.zeros(n, np.int64)
+  normals = np.zeros((n, 3))
+  normals[:, 2] = 1.0
+  colors = np.zeros((n, 3))
+  obj_coords = np.zeros((n, 3))
+  # Ground plane z = 0.
+  with np.errstate(divide="ignore", invalid="ignore"):
+    t_ground = np.where(dirs[:, 2] < -1e-9, -origin[2] / dirs[:, 2], np.inf)
+  ground_hit = np.isfinite(t_ground) & (t_ground < config.far)
+  best_t = np.where(ground_hit, t_ground, np.inf)
+  p_ground = origin + np.where(ground_hit, t_ground, 0)[:, None] * dirs
+  cell = np.floor(p_ground[:, :2] / config.checker_period).astype(np.int64).sum(-1) % 2
+  colors[:] = np.where(ground_hit[:, None], scene["ground"][cell], scene["sky"])
+  for k, shape_id in enumerate(scene["shapes"]):
+    rot, center = poses["rotations"][k], poses["centers"][k]
+    half = scene["sizes"][k] / 2
+    # World -> unit space: p_l = S^-1 R^T (p - c).
+    # Cull with the bounding sphere first: only rays that can hit are intersected exactly.
+    offset = origin - center
+    b = dirs @ offset
+    candidates = np.nonzero(b * b - (offset @ offset - half @ half) >= 0)[0]
+    if candidates.size == 0:
+      continue
+    o_l = (rot.T @ offset) / half
+    d_l = (dirs[candidates] @ rot) / half
+    t_c, n_c = _intersect_unit(SHAPES[shape_id], o_l, d_l)
+    closer = t_c < best_t[candidates]
+    if not np.any(closer):
+      continue
+    idx = candidates[closer]
+    best_t[idx] = t_c[closer]
+    seg[idx] = k + 1
+    n_w = (n_c[closer] / half) @ rot.T
+    normals[idx] = n_w / np.linalg.norm(n_w, axis=-1, keepdims=True)
+    p_l = o_l + t_c[closer, None] * d_l[closer]
+    second = _pattern(PATTERNS[scene["patterns"][k]], p_l, config.texture_frequency)
+    colors[idx] = scene["colors"][k][second.astype(np.int64)]
+    obj_coords[idx] = np.clip((p_l + 1) / 2, 0, 1)
+  light = np.asarray(config.light_direction, np.float64)
+  light = light / np.linalg.norm(light)
+  hit = np.isfinite(best_t)
+  # Light both faces of a surface the camera sees (normals may face away on thin objects).
+  facing = np.where((np.einsum("ni,ni->n", normals, dirs) > 0)[:, None], -normals, normals)
+  lambert = np.clip(facing @ light, 0, 1)
+  shade = np.where(hit, config.ambient + (1 - config.ambient) * lambert, 1.0)
+  rgb = np.clip(colors * shade[:, None] * 255 + 0.5, 0, 255).astype(np.uint8)
+  depth = np.where(hit, best_t, config.far)
+  return dict(rgb=rgb.reshape(h, w, 3), depth=depth.reshape(h, w),
+              segmentation=seg.reshape(h, w).astype(np.uint8),
+              normal=np.where(hit[:, None], normals, 0).reshape(h, w, 3),
+              object_coordinates=obj_coords.reshape(h, w, 3))
+
+
+# ------------------------------------------------------------------------------------------------
+# MOVi-E-schema example.
+
+
+def _quantize(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+  scale = (hi - lo) if hi > lo else 1.0
+  return np.round((x - lo) / scale * 65535).astype(np.uint16)
+
+
+def generate_example(seed: int, index: int, config: SceneConfig = SceneConfig()) -> dict[str, Any]:
+  """Renders video `index` of the stream `seed` in the decoded MOVi-E layout (deterministic).
+
+  Returns:
+    Nested dict: video [T, H, W, 3] uint8, segmentations [T, H, W, 1] uint8, depth [T, H, W, 1]
+    uint16 (+ metadata/depth_range), normal / object_coordinates [T, H, W, 3] uint16,
+    forward_flow / backward_flow [T, H, W, 2] uint16 zeros, camera/..., instances/... ([K, ...]
+    arrays; bboxes / bbox_frames as lists of K arrays), metadata/..., background, events.
+  """
+  if config.min_objects < 1 or config.max_objects < config.min_objects:
+    raise ValueError(f"Need 1 <= min_objects <= max_objects, got {config.min_objects}, "
+                     f"{config.max_objects}.")
+  if config.max_objects > 254:
+    raise ValueError("At most 254 objects fit the uint8 segmentation.")
+  rng = np.random.default_rng([seed, index])
+  scene = sample_scene(rng, config)
+  t_frames, h, w = config.num_frames, config.height, config.width
+  k_objects = len(scene["shapes"])
+  intrinsics = geometry.kubric_intrinsics(config.focal_length, config.sensor_width, h, w)
+  intrinsics = intrinsics.astype(np.float64)
+  frames, depths, segs, normals, coords = [], [], [], [], []
+  obj_centers, obj_rots, cam_poses = [], [], []
+  for f in range(t_frames):
+    poses = scene_at(scene, f)
+    out = render_frame(scene, poses, intrinsics, config)
+    frames.append(out["rgb"])
+    depths.append(out["depth"])
+    segs.append(out["segmentation"])
+    normals.append(out["normal"])
+    coords.append(out["object_coordinates"])
+    obj_centers.append(poses["centers"])
+    obj_rots.append(poses["rotations"])
+    cam_poses.append(poses["cam_to_world"])
+  depth = np.stack(depths)[..., None]
+  depth_range = np.array([depth.min(), depth.max()], np.float32)
+  seg = np.stack(segs)[..., None]
+  centers = np.stack(obj_centers, axis=1)  # [K, T, 3]
+  rotations = np.stack(obj_rots, axis=1)  # [K, T, 3, 3]
+  cam_to_world = np.stack(cam_poses)  # [T, 4, 4] OpenCV
+  blender_c2w = geometry.blender_to_opencv(cam_to_world)  # the axis flip is its own inverse.
+  corners = geometry.box_corners(centers, scene["sizes"][:, None, :], rotations)  # [K, T, 8, 3]
+  w2c = geometry.invert_pose(cam_to_world)
+  uv, _ = geometry.project(geometry.transform_points(w2c[None], centers), intrinsics)
+  counts = np.stack([(seg[..., 0] == k + 1).sum(axis=(1, 2)) for k in range(k_objects)])
+  bboxes, bbox_frames = [], []
+  for k in range(k_objects):
+    frames_k = np.nonzero(counts[k])[0]
+    boxes_k = []
+    for f in frames_k:
+      ys, xs = np.nonzero(seg[f, ..., 0] == k + 1)
+      boxes_k.append([ys.min() / h, xs.min() / w, (ys.max() + 1) / h, (xs.max() + 1) / w])
+    bboxes.append(np.asarray(boxes_k, np.float32).reshape(-1, 4))
+    bbox_frames.append(frames_k.astype(np.int32))
+  velocities = np.broadcast_to(scene["velocities"][:, None], (k_objects, t_frames, 3))
+  ang_vel = np.broadcast_to((scene["axes"] * scene["spins"][:, None])[:, None],
+                            (k_objects, t_frames, 3))
+  float32 = lambda x: np.asarray(x, np.float32)  # pylint: disable=unnecessary-lambda-assignment
+  unit16 = lambda x: _quantize((np.stack(x) + 1) / 2, 0.0, 1.0)  # [-1, 1] -> uint16.
+  return {
+      "metadata": {
+          "video_name": f"synthetic_{seed}_{index:06d}".encode(),
+          "width": np.int32(w), "height": np.int32(h), "num_frames": np.int32(t_frames),
+          "num_instances": np.uint16(k_objects), "depth_range": depth_range,
+          "forward_flow_range": np.zeros(2, np.float32),
+          "backward_flow_range": np.zeros(2, np.float32),
+      },
+      "background": b"procedural",
+      "camera": {
+          "focal_length": np.float32(config.focal_length),
+          "sensor_width": np.float32(config.sensor_width),
+          "field_of_view": np.float32(2 * np.arctan2(config.sensor_width / 2,
+                                                     config.focal_length)),
+          "positions": float32(blender_c2w[:, :3, 3]),
+          "quaternions": float32(geometry.matrix_to_quaternion(blender_c2w[:, :3, :3])),
+      },
+      "instances": {
+          "mass": np.ones(k_objects, np.float32),
+          "friction": np.full(k_objects, 0.5, np.float32),
+          "restitution": np.full(k_objects, 0.5, np.float32),
+          "positions": float32(centers),
+          "quaternions": float32(geometry.matrix_to_quaternion(rotations)),
+          "velocities": float32(velocities),
+          "angular_velocities": float32(ang_vel),
+          "bboxes_3d": float32(corners),
+          "image_positions": float32(uv),
+          "bboxes": bboxes,
+          "bbox_frames": bbox_frames,
+          "visibility": np.minimum(counts, 65535).astype(np.uint16),
+          "asset_id": np.array([SHAPES[s].encode() for s in scene["shapes"]], dtype=object),
+          "category": scene["shapes"].astype(np.int64),
+          "scale": float32(scene["sizes"].max(axis=-1)),
+          "is_dynamic": scene["dynamic"].astype(bool),
+      },
+      "events": {"collisions": []},
+      "video": np.stack(frames),
+      "segmentations": seg,
+      "depth": _quantize(depth, *depth_range),
+      "normal": unit16(normals),
+      "object_coordinates": _quantize(np.stack(coords), 0.0, 1.0),
+      "forward_flow": np.zeros((t_frames, h, w, 2), np.uint16),
+      "backward_flow": np.zeros((t_frames, h, w, 2), np.uint16),
+  }
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI.
+
+
+def _record_worker(args):
+  seed, index, config, image_format = args
+  from data_pipelines import movi_e  # pylint: disable=g-import-not-at-top
+  return movi_e.example_to_video_record(generate_example(seed, index, config), image_format)
+
+
+def generate_records(seed: int, num_videos: int, config: SceneConfig, image_format: str = "png",
+                     num_workers: int = 1):
+  """Yields video records of videos 0..num_videos-1 of stream `seed`, in order."""
+  jobs = [(seed, i, config, image_format) for i in range(num_videos)]
+  if num_workers <= 1:
+    yield from map(_record_worker, jobs)
+    return
+  with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
+    yield from pool.imap(_record_worker, jobs)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--out_dir", required=True, help="Where to write video-record shards.")
+  parser.add_argument("--num_videos", type=int, default=16)
+  parser.add_argument("--resolution", type=int, default=128)
+  parser.add_argument("--num_frames", type=int, default=8)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--split", default="train")
+  parser.add_argument("--min_objects", type=int, default=SceneConfig.min_objects)
+  parser.add_argument("--max_objects", type=int, default=SceneConfig.max_objects)
+  parser.add_argument("--records_per_shard", type=int, default=256)
+  parser.add_argument("--image_format", default="png", choices=("png", "jpeg"))
+  parser.add_argument("--num_workers", type=int, default=1)
+  parser.add_argument("--tfds_dir", default=None,
+                      help="Also write the videos as a TFDS movi_e dataset here (needs TF).")
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.INFO)
+  from data_pipelines import movi_e  # pylint: disable=g-import-not-at-top
+  config = SceneConfig(height=args.resolution, width=args.resolution, num_frames=args.num_frames,
+                       min_objects=args.min_objects, max_objects=args.max_objects)
+  start = time.time()
+  records = generate_records(args.seed, args.num_videos, config, args.image_format,
+                             args.num_workers)
+  paths = movi_e.write_shards(records, args.out_dir, args.split, args.num_videos,
+                              args.records_per_shard)
+  seconds = time.time() - start
+  frames = args.num_videos * args.num_frames
+  print(f"Wrote {args.num_videos} videos ({frames} frames) to {len(paths)} shards in "
+        f"{args.out_dir}: {seconds:.1f} s, {frames / seconds:.1f} frames/s.")
+  if args.tfds_dir:
+    examples = (generate_example(args.seed, i, config) for i in range(args.num_videos))
+    path = movi_e.write_tfds(args.tfds_dir, {args.split: examples}, config.height, config.width,
+                             config.num_frames)
+    print(f"Wrote the TFDS dataset to {path}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,263 @@
+"""Evaluator: the paper's metrics over an evaluation set, at image and object level.
+
+Usage (the training loop):
+  evaluator = Evaluator(config.evaluation)          # config: `default_config()` below
+  for batch in eval_batches:
+    generated = sample(...)                         # [B, H, W, 3] in config.image_range
+    evaluator.update(generated, batch["target_image"], batch["target_boxes"], batch["slot_mask"])
+  metrics = evaluator.result()   # {'image/psnr': .., 'object/lpips': .., 'image/count': .., ...}
+  evaluator.reset()
+
+Metrics (each reported as `image/<name>` and `object/<name>`):
+- psnr, ssim: always; on [0, 1] images with data_range 1 (see image_metrics.py).
+- lpips: when `lpips.weights` is set (lower is better); at the image's own resolution.
+- fid: when `fid.weights` is set; generated vs target feature sets of the whole evaluation set.
+- dino: when `dino.checkpoint_dir` is set; mean cosine similarity of generated vs target.
+A configured weight path that does not exist raises FileNotFoundError when the Evaluator is
+built. Means are over images (image level) or over counted objects (object level, protocol in
+object_regions.py); FID uses the same images / object crops as its two sets.
+
+Inputs: uint8 images are [0, 255]; float images are in `config.image_range` (the VAE's [-1, 1] by
+default), may overshoot it by `range_tolerance` of its width (sampler round-off) and are clipped;
+anything further out raises, as does NaN or inf.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from neural_assets.evaluation import dino_similarity
+from neural_assets.evaluation import fid
+from neural_assets.evaluation import image_metrics
+from neural_assets.evaluation import object_regions
+
+LEVELS = ("image", "object")
+PairFn = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
+FeatureFn = Callable[[jnp.ndarray], jnp.ndarray]
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Evaluation settings; put under `config.evaluation` of an experiment config."""
+  return ml_collections.ConfigDict(dict(
+      image_range=(-1.0, 1.0),  # Float inputs' range (the VAE decoder's output range).
+      range_tolerance=0.05,  # Allowed overshoot, as a fraction of the range width.
+      levels=LEVELS,
+      ssim=dict(sigma=1.5, truncate=3.5, k1=0.01, k2=0.03),
+      object=dict(crop_size=64, square=False, min_box_pixels=2.0),
+      network_batch_size=32,  # Images per call of a metric network (fixed: one compile).
+      lpips=dict(weights="", net="alex"),  # Comma-separated safetensors path(s); see lpips.py.
+      fid=dict(weights=""),  # FID Inception safetensors; see inception.py.
+      dino=dict(checkpoint_dir="", pooling="cls", image_size=224,
+                image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225)),
+  ))
+
+
+def _lpips_fn_from_config(cfg) -> PairFn:
+  from neural_assets.evaluation import lpips  # pylint: disable=g-import-not-at-top
+  paths = [p.strip() for p in cfg.weights.split(",") if p.strip()]
+  module, params = lpips.load_lpips(paths, net=cfg.net)
+  params = jax.tree.map(jnp.asarray, params)
+  apply = jax.jit(functools.partial(lpips.lpips_distance_unit, module))
+  return lambda x, y: apply(params, x, y)
+
+
+def _inception_fn_from_config(cfg) -> FeatureFn:
+  from neural_assets.evaluation import inception  # pylint: disable=g-import-not-at-top
+  module, variables = inception.load_fid_inception(cfg.weights)
+  variables = jax.tree.map(jnp.asarray, variables)
+  apply = jax.jit(module.apply)
+  return lambda x: apply(variables, x)
+
+
+def _run_chunked(fn: Callable[..., jnp.ndarray], chunk: int, *arrays: np.ndarray) -> np.ndarray:
+  """fn over the leading axis in fixed-size chunks (last one padded by repetition) -> numpy."""
+  total = arrays[0].shape[0]
+  outputs = []
+  for start in range(0, total, chunk):
+    parts = [a[start:start + chunk] for a in arrays]
+    count = parts[0].shape[0]
+    if count < chunk:
+      parts = [np.concatenate([p, np.repeat(p[-1:], chunk - count, axis=0)]) for p in parts]
+    outputs.append(np.asarray(fn(*parts))[:count])
+  return np.concatenate(outputs, axis=0)
+
+
+class _Mean:
+  """Running sum and count of per-item values."""
+
+  def __init__(self):
+    self.total, self.count = 0.0, 0
+
+  def add(self, values: np.ndarray) -> None:
+    self.total += float(np.sum(values, dtype=np.float64))
+    self.count += int(values.size)
+
+  def value(self) -> float:
+    return self.total / self.count
+
+
+class Evaluator:
+  """Accumulates metrics over batches; see the module docstring.
+
+  Network metrics come from the config's weight paths, or from functions given here (which take
+  precedence; tests and callers that already hold a network use them):
+    lpips_fn(x, y [B, H, W, 3] in [0, 1]) -> [B]
+    inception_fn(x [B, H, W, 3] in [0, 1]) -> [B, D]   (FID features)
+    dino_fn(x [B, H, W, 3] in [0, 1]) -> [B, D]
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, *, lpips_fn: Optional[PairFn] = None,
+               inception_fn: Optional[FeatureFn] = None, dino_fn: Optional[FeatureFn] = None):
+    self.config = config
+    unknown = set(config.levels) - set(LEVELS)
+    if unknown or not config.levels:
+      raise ValueError(f"config.levels must be a non-empty subset of {LEVELS}, got "
+                       f"{config.levels}.")
+    low, high = config.image_range
+    if not high > low:
+      raise ValueError(f"config.image_range must be (low, high) with high > low, got "
+                       f"{config.image_range}.")
+    window = len(image_metrics.gaussian_window(config.ssim.sigma, config.ssim.truncate))
+    if "object" in config.levels and config.object.crop_size < window:
+      raise ValueError(f"config.object.crop_size {config.object.crop_size} is smaller than the "
+                       f"{window}x{window} SSIM window.")
+    if lpips_fn is None and config.lpips.weights:
+      lpips_fn = _lpips_fn_from_config(config.lpips)
+    if inception_fn is None and config.fid.weights:
+      inception_fn = _inception_fn_from_config(config.fid)
+    if dino_fn is None and config.dino.checkpoint_dir:
+      dino_fn = dino_similarity.load_dino_feature_fn(
+          config.dino.checkpoint_dir, image_size=config.dino.image_size,
+          image_mean=config.dino.image_mean, image_std=config.dino.image_std,
+          pooling=config.dino.pooling)
+    self._lpips_fn = lpips_fn
+    self._inception_fn = inception_fn
+    self._dino_fn = jax.jit(dino_fn) if dino_fn is not None else None
+    self._pixel_fn = jax.jit(self._pixel_metrics)
+    self.reset()
+
+  @property
+  def metric_names(self) -> list[str]:
+    names = ["psnr", "ssim"]
+    names += ["lpips"] if self._lpips_fn is not None else []
+    names += ["fid"] if self._inception_fn is not None else []
+    names += ["dino"] if self._dino_fn is not None else []
+    return names
+
+  def reset(self) -> None:
+    self._means = {(level, name): _Mean() for level in self.config.levels
+                   for name in ("psnr", "ssim", "lpips", "dino")}
+    self._fid = {}  # (level, 'generated' | 'target') -> FeatureStats, created on first features.
+
+  def _to_unit(self, images, what: str) -> np.ndarray:
+    """Any input image array -> float32 [0, 1] numpy, validated."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+      raise ValueError(f"{what}: expected [B, H, W, 3] images, got shape {images.shape}.")
+    if images.dtype == np.uint8:
+      return images.astype(np.float32) / 255.0
+    if not np.issubdtype(images.dtype, np.floating):
+      raise ValueError(f"{what}: expected uint8 or float images, got {images.dtype}.")
+    images = images.astype(np.float32)
+    if not np.all(np.isfinite(images)):
+      raise ValueError(f"{what}: images contain NaN or inf.")
+    low, high = self.config.image_range
+    slack = self.config.range_tolerance * (high - low)
+    if images.min() < low - slack or images.max() > high + slack:
+      raise ValueError(f"{what}: values in [{images.min():.3f}, {images.max():.3f}] are outside "
+                       f"config.image_range {tuple(self.config.image_range)} (+-{slack:.3f}).")
+    return np.clip((images - low) / (high - low), 0.0, 1.0)
+
+  def _pixel_metrics(self, gen, tgt, boxes, slot_mask):
+    """Jitted: per-image and per-object PSNR / SSIM, object crops and validity."""
+    s = self.config.ssim
+    ssim = functools.partial(image_metrics.ssim, data_range=1.0, sigma=s.sigma,
+                             truncate=s.truncate, k1=s.k1, k2=s.k2)
+    out = {"image/psnr": image_metrics.psnr(gen, tgt, 1.0), "image/ssim": ssim(gen, tgt)}
+    if boxes is not None:
+      o = self.config.object
+      size = o.crop_size
+      crops = [object_regions.crop_boxes(x, boxes, size, o.square).reshape(-1, size, size, 3)
+               for x in (gen, tgt)]
+      out["object/gen_crops"], out["object/tgt_crops"] = crops
+      out["object/psnr"] = image_metrics.psnr(*crops, 1.0)
+      out["object/ssim"] = ssim(*crops)
+      out["object/valid"] = object_regions.valid_objects(
+          boxes, slot_mask, gen.shape[1], gen.shape[2], o.min_box_pixels).reshape(-1)
+    return out
+
+  def _add_network_metrics(self, level: str, gen: np.ndarray, tgt: np.ndarray) -> None:
+    if gen.shape[0] == 0:
+      return
+    chunk = self.config.network_batch_size
+    if self._lpips_fn is not None:
+      self._means[(level, "lpips")].add(_run_chunked(self._lpips_fn, chunk, gen, tgt))
+    if self._dino_fn is not None:
+      feats = [_run_chunked(self._dino_fn, chunk, x) for x in (gen, tgt)]
+      self._means[(level, "dino")].add(np.asarray(
+          dino_similarity.cosine_similarity(jnp.asarray(feats[0]), jnp.asarray(feats[1]))))
+    if self._inception_fn is not None:
+      for role, images in (("generated", gen), ("target", tgt)):
+        feats = _run_chunked(self._inception_fn, chunk, images)
+        if (level, role) not in self._fid:
+          self._fid[(level, role)] = fid.FeatureStats(feats.shape[-1])
+        self._fid[(level, role)].update(feats)
+
+  def update(self, generated, target, target_boxes=None, slot_mask=None) -> None:
+    """Adds a batch.
+
+    Args:
+      generated, target: [B, H, W, 3] images (uint8, or float in config.image_range).
+      target_boxes: [B, N, 4] normalised [y0, x0, y1, x1] boxes in the target frame (needed for
+        the object level).
+      slot_mask: [B, N] bool, the valid slots.
+    """
+    gen = self._to_unit(generated, "generated")
+    tgt = self._to_unit(target, "target")
+    if gen.shape != tgt.shape:
+      raise ValueError(f"generated {gen.shape} and target {tgt.shape} shapes differ.")
+    object_level = "object" in self.config.levels
+    if object_level:
+      if target_boxes is None or slot_mask is None:
+        raise ValueError("Object-level metrics need target_boxes and slot_mask.")
+      target_boxes = np.asarray(target_boxes, np.float32)
+      slot_mask = np.asarray(slot_mask, bool)
+      if target_boxes.shape[:1] != gen.shape[:1] or target_boxes.ndim != 3 or \
+          target_boxes.shape[-1] != 4 or slot_mask.shape != target_boxes.shape[:2]:
+        raise ValueError(f"Expected target_boxes [{gen.shape[0]}, N, 4] and slot_mask "
+                         f"[{gen.shape[0]}, N], got {target_boxes.shape} and {slot_mask.shape}.")
+    else:
+      target_boxes = slot_mask = None
+    out = jax.device_get(self._pixel_fn(gen, tgt, target_boxes, slot_mask))
+    if "image" in self.config.levels:
+      self._means[("image", "psnr")].add(out["image/psnr"])
+      self._means[("image", "ssim")].add(out["image/ssim"])
+      self._add_network_metrics("image", gen, tgt)
+    if object_level:
+      valid = out["object/valid"]
+      self._means[("object", "psnr")].add(out["object/psnr"][valid])
+      self._means[("object", "ssim")].add(out["object/ssim"][valid])
+      self._add_network_metrics("object", out["object/gen_crops"][valid],
+                                out["object/tgt_crops"][valid])
+
+  def result(self) -> dict[str, float]:
+    """{'<level>/<metric>': value, '<level>/count': images or objects}; a level with nothing
+    counted yet reports only its zero count."""
+    results = {}
+    for level in self.config.levels:
+      count = self._means[(level, "psnr")].count
+      results[f"{level}/count"] = count
+      if not count:
+        continue
+      for name in ("psnr", "ssim", "lpips", "dino"):
+        if self._means[(level, name)].count:
+          results[f"{level}/{name}"] = self._means[(level, name)].value()
+      if (level, "generated") in self._fid:
+        results[f"{level}/fid"] = fid.frechet_distance_from_stats(
+            self._fid[(level, "generated")], self._fid[(level, "target")])
+    return results

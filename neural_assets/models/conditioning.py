@@ -1,0 +1,247 @@
+"""Neural Assets conditioning: per-object appearance + pose tokens and a background token.
+
+Each concept of the paper is one module here:
+- `AppearanceEncoder`: RoIAlign (2x2) of the visual encoder's patch feature map inside each source
+  box, flattened into 4 tokens, Dense -> token_dim (512).
+- `PoseEncoder`: the target-camera (u, v, depth) of box corners p0, p1, p2, p4 (12-D) through
+  Dense 1024 -> GELU -> Dense 512, repeated to the 4 appearance tokens.
+- `BackgroundEncoder`: the global box (0, 0, 1, 1) over the feature map of the source image with
+  every foreground box painted 0.5 (appearance), and the relative camera pose source -> target
+  (rotation + translation, 12-D) through a small MLP and then the *shared* pose MLP (pose).
+- `AssetTokenizer`: runs the visual encoder once on [object image; background image], fuses
+  appearance and pose per slot (concat -> Dense -> context_dim, SD-2.1's 1024), appends the
+  background slot last and applies classifier-free-guidance dropout.
+
+Masking choices (DESIGN.md): the tokens of padded slots and of CFG-dropped examples are exactly
+zero — after the final projection, so no bias leaks in — and the UNet sees them unmasked (an
+all-zero context is the unconditional input). The release does not zero padded slots' pose tokens;
+we zero whole padded slots, pose included.
+
+Batch keys read by `AssetTokenizer` (DESIGN.md frame-pair example, batched):
+- `source_image` [B, H, W, 3]: float in [0, 1] (the contract) or uint8 (divided by 255 here);
+- `source_boxes` [B, N, 4] normalised [y0, x0, y1, x1];
+- `target_corners` [B, N, 8, 3] (u, v, depth) in the target camera;
+- `slot_mask` [B, N] bool;
+- `relative_pose` [B, 4, 4] source camera -> target camera;
+- optional `appearance_mask` [B, N] bool: slots whose appearance is known (default `slot_mask`);
+  an object inserted by an edit has a pose but a zero appearance token (paper).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import einops
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from neural_assets.models import vit as vit_lib
+from neural_assets.models.roi_align import roi_align
+
+REQUIRED_BATCH_KEYS = ("source_image", "source_boxes", "target_corners", "slot_mask",
+                       "relative_pose")
+
+
+def sample_drop_cond(key: jax.Array, batch_size: int, drop_prob: float) -> jax.Array:
+  """[B] bool: which examples drop all conditioning (classifier-free guidance training)."""
+  if not 0.0 <= drop_prob <= 1.0:
+    raise ValueError(f"drop_prob must be in [0, 1], got {drop_prob}.")
+  return jax.random.bernoulli(key, drop_prob, (batch_size,))
+
+
+def boxes_union_mask(boxes: jax.Array, valid: jax.Array, height: int, width: int) -> jax.Array:
+  """[B, H, W] bool: pixels whose centre lies inside any valid box.
+
+  Args:
+    boxes: [B, N, 4] normalised [y0, x0, y1, x1].
+    valid: [B, N] bool.
+  """
+  ys = (jnp.arange(height, dtype=jnp.float32) + 0.5) / height
+  xs = (jnp.arange(width, dtype=jnp.float32) + 0.5) / width
+  in_y = (ys >= boxes[..., 0:1]) & (ys <= boxes[..., 2:3])  # [B, N, H]
+  in_x = (xs >= boxes[..., 1:2]) & (xs <= boxes[..., 3:4])  # [B, N, W]
+  inside = in_y[..., :, None] & in_x[..., None, :] & valid[..., None, None]
+  return jnp.any(inside, axis=1)
+
+
+def relative_pose_features(relative_pose: jax.Array) -> jax.Array:
+  """[B, 4, 4] rigid transform -> [B, 12]: the 3x3 rotation row-major, then the translation."""
+  rotation = einops.rearrange(relative_pose[..., :3, :3], "... i j -> ... (i j)")
+  return jnp.concatenate([rotation, relative_pose[..., :3, 3]], axis=-1)
+
+
+class AppearanceEncoder(nn.Module):
+  """RoIAlign of a patch feature map per box -> Dense: [B, h, w, D] x [B, N, 4] -> [B, N, T, E].
+
+  T = output_size[0] * output_size[1] tokens per box (4), E = token_dim (512). Invalid boxes pool
+  zeros (the Dense bias is left to the tokenizer's slot masking).
+  """
+  token_dim: int
+  output_size: Sequence[int] = (2, 2)
+  sampling_ratio: int = 2
+  aligned: bool = True
+
+  @nn.compact
+  def __call__(self, feature_map: jax.Array, boxes: jax.Array, valid: jax.Array) -> jax.Array:
+    pooled = roi_align(feature_map, boxes, valid, tuple(self.output_size), self.sampling_ratio,
+                       self.aligned)  # [B, N, h, w, D]
+    tokens = einops.rearrange(pooled, "b n h w d -> b n (h w) d")
+    return nn.Dense(self.token_dim, name="projection")(tokens)
+
+
+class PoseEncoder(nn.Module):
+  """Box corners in the target camera -> pose tokens: [B, N, 8, 3] -> [B, N, T, E].
+
+  The pose MLP (`mlp`) is also applied to the background's camera-pose features via
+  `encode_features`, which is why it is a method of its own.
+  """
+  token_dim: int
+  hidden_dim: int = 1024
+  corner_indices: Sequence[int] = (0, 1, 2, 4)
+  num_tokens: int = 4
+
+  def setup(self):
+    self.hidden = nn.Dense(self.hidden_dim, name="hidden")
+    self.out = nn.Dense(self.token_dim, name="out")
+
+  def encode_features(self, features: jax.Array) -> jax.Array:
+    """[..., F] pose features (F = 12) -> [..., T, E], the token repeated T times."""
+    token = self.out(nn.gelu(self.hidden(features), approximate=False))
+    return einops.repeat(token, "... e -> ... t e", t=self.num_tokens)
+
+  def __call__(self, corners: jax.Array) -> jax.Array:
+    if corners.ndim != 4 or corners.shape[-2:] != (8, 3):
+      raise ValueError(f"target_corners must be [B, N, 8, 3], got {corners.shape}.")
+    picked = corners[..., jnp.asarray(self.corner_indices), :]  # [B, N, 4, 3]
+    return self.encode_features(einops.rearrange(picked, "b n k c -> b n (k c)"))
+
+
+class BackgroundEncoder(nn.Module):
+  """The background slot: appearance over the global box, pose from the relative camera pose.
+
+  `appearance_encoder` and `pose_encoder` are the tokenizer's own (shared) modules; this module
+  owns only the camera-pose pre-MLP (`camera_mlp`).
+
+  Inputs: background feature map [B, h, w, D] (source image with foreground boxes painted),
+  relative_pose [B, 4, 4]. Output: (appearance [B, 1, T, E], pose [B, 1, T, E]).
+  """
+  appearance_encoder: AppearanceEncoder
+  pose_encoder: PoseEncoder
+  hidden_dim: int = 24
+  pose_dim: int = 12
+
+  @nn.compact
+  def __call__(self, feature_map: jax.Array, relative_pose: jax.Array):
+    if relative_pose.ndim != 3 or relative_pose.shape[-2:] != (4, 4):
+      raise ValueError(f"relative_pose must be [B, 4, 4], got {relative_pose.shape}.")
+    batch = feature_map.shape[0]
+    global_box = jnp.broadcast_to(jnp.array([0.0, 0.0, 1.0, 1.0], jnp.float32), (batch, 1, 4))
+    appearance = self.appearance_encoder(feature_map, global_box, jnp.ones((batch, 1), bool))
+    cam = relative_pose_features(relative_pose.astype(jnp.float32))
+    cam = nn.Dense(self.hidden_dim, name="camera_mlp_hidden")(cam)
+    cam = nn.Dense(self.pose_dim, name="camera_mlp_out")(nn.gelu(cam, approximate=False))
+    pose = self.pose_encoder.encode_features(cam)[:, None]  # [B, 1, T, E]
+    return appearance, pose
+
+
+class AssetTokenizer(nn.Module):
+  """`(batch, drop_cond [B] bool) -> (tokens [B, (N+1)*T, context_dim], token_mask [B, (N+1)*T])`.
+
+  `config` is `config.model.conditioning` (configs/conditioning.py). Token order: slot-major,
+  foreground slots 0..N-1 then the background, T = 4 tokens per slot. `token_mask` is False for
+  padded slots and for every token of a dropped example; those tokens are exactly zero.
+  """
+  config: Any
+
+  def setup(self):
+    c = self.config
+    out_h, out_w = c.roi_output_size
+    num_tokens = out_h * out_w
+    if c.token_dim * 2 != c.context_dim:
+      # Not a hard law of the method, but the release's sizing; a typo here would silently train
+      # a different model, so ask for it to be stated consistently.
+      raise ValueError(f"token_dim ({c.token_dim}) must be context_dim / 2 ({c.context_dim}).")
+    if len(c.pose_corner_indices) * 3 != c.background_pose_dim:
+      raise ValueError(f"background_pose_dim ({c.background_pose_dim}) must equal the object pose "
+                       f"feature size 3 * {len(c.pose_corner_indices)} (the pose MLP is shared).")
+    # `from_config` skips the preprocessing keys (input_size, image_mean, image_std).
+    self.encoder = vit_lib.ViT.from_config(c.encoder, name="encoder")
+    self.appearance_encoder = AppearanceEncoder(
+        c.token_dim, tuple(c.roi_output_size), c.roi_sampling_ratio, c.roi_aligned,
+        name="appearance_encoder")
+    self.pose_encoder = PoseEncoder(c.token_dim, c.pose_hidden_dim, tuple(c.pose_corner_indices),
+                                    num_tokens, name="pose_encoder")
+    self.background_encoder = BackgroundEncoder(
+        self.appearance_encoder, self.pose_encoder, c.background_pose_hidden_dim,
+        c.background_pose_dim, name="background_encoder")
+    self.asset_projection = nn.Dense(c.context_dim, name="asset_projection")
+
+  def preprocess(self, image: jax.Array, boxes: jax.Array, valid: jax.Array) -> jax.Array:
+    """[B, H, W, 3] source image -> [2B, S, S, 3] encoder input: [object image; background image].
+
+    Object image: pixels outside the union of valid boxes painted `fill_value`. Background image:
+    pixels inside it painted. Both resized to `encoder.input_size` and ImageNet-normalised.
+    """
+    c = self.config
+    if image.ndim != 4 or image.shape[-1] != 3:
+      raise ValueError(f"source_image must be [B, H, W, 3], got {image.shape}.")
+    if image.dtype == jnp.uint8:
+      image = image.astype(jnp.float32) / 255.0
+    elif not jnp.issubdtype(image.dtype, jnp.floating):
+      raise ValueError(f"source_image must be float in [0, 1] or uint8, got {image.dtype}.")
+    image = image.astype(jnp.float32)
+    batch, height, width, _ = image.shape
+    union = boxes_union_mask(boxes, valid, height, width)[..., None]  # [B, H, W, 1]
+    objects = jnp.where(union, image, c.fill_value)
+    background = jnp.where(union, c.fill_value, image)
+    pixels = jnp.concatenate([objects, background], axis=0)
+    size = c.encoder.input_size
+    pixels = jax.image.resize(pixels, (2 * batch, size, size, 3), method=c.resize_method,
+                              antialias=c.resize_antialias)
+    mean = jnp.asarray(c.encoder.image_mean, jnp.float32)
+    std = jnp.asarray(c.encoder.image_std, jnp.float32)
+    return (pixels - mean) / std
+
+  def feature_map(self, pixels: jax.Array) -> jax.Array:
+    """[B, S, S, 3] normalised pixels -> [B, S/p, S/p, D] patch features (CLS/registers dropped)."""
+    c = self.config.encoder
+    hidden = self.encoder(pixels)
+    grid = c.input_size // c.patch_size
+    return vit_lib.patch_feature_map(hidden, 1 + c.num_register_tokens, (grid, grid))
+
+  def __call__(self, batch: Mapping[str, jax.Array], drop_cond: jax.Array,
+               train: bool = False) -> tuple[jax.Array, jax.Array]:
+    del train  # No stochastic layers: CFG dropout comes in through `drop_cond`.
+    missing = [k for k in REQUIRED_BATCH_KEYS if k not in batch]
+    if missing:
+      raise KeyError(f"AssetTokenizer batch lacks {missing}; has {sorted(batch)}.")
+    c = self.config
+    boxes = batch["source_boxes"].astype(jnp.float32)
+    slot_mask = batch["slot_mask"].astype(bool)
+    bsz, num_slots = slot_mask.shape
+    if num_slots != c.max_objects:
+      raise ValueError(f"Batch has {num_slots} slots but config.max_objects={c.max_objects}.")
+    if boxes.shape != (bsz, num_slots, 4):
+      raise ValueError(f"source_boxes must be [B, N, 4] = {(bsz, num_slots, 4)}, "
+                       f"got {boxes.shape}.")
+    if drop_cond.shape != (bsz,):
+      raise ValueError(f"drop_cond must be [B] = ({bsz},), got {drop_cond.shape}.")
+    appearance_mask = batch.get("appearance_mask", slot_mask).astype(bool) & slot_mask
+
+    features = self.feature_map(self.preprocess(batch["source_image"], boxes, slot_mask))
+    obj_features, bg_features = features[:bsz], features[bsz:]
+
+    appearance = self.appearance_encoder(obj_features, boxes, appearance_mask)  # [B, N, T, E]
+    appearance = appearance * appearance_mask[..., None, None]
+    pose = self.pose_encoder(batch["target_corners"].astype(jnp.float32))  # [B, N, T, E]
+    bg_appearance, bg_pose = self.background_encoder(bg_features, batch["relative_pose"])
+
+    appearance = jnp.concatenate([appearance, bg_appearance], axis=1)  # [B, N+1, T, E]
+    pose = jnp.concatenate([pose, bg_pose], axis=1)
+    tokens = self.asset_projection(jnp.concatenate([appearance, pose], axis=-1))
+
+    slot_valid = jnp.concatenate([slot_mask, jnp.ones((bsz, 1), bool)], axis=1)
+    slot_valid = slot_valid & ~drop_cond.astype(bool)[:, None]  # [B, N+1]
+    tokens = tokens * slot_valid[..., None, None]
+    token_mask = einops.repeat(slot_valid, "b s -> b (s t)", t=tokens.shape[2])
+    return einops.rearrange(tokens, "b s t d -> b (s t) d"), token_mask

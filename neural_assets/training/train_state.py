@@ -1,0 +1,57 @@
+"""Everything a training run carries from step to step, as one pytree (what a checkpoint holds).
+
+Fields:
+  step             int32 []       number of optimizer steps taken (skipped non-finite ones too)
+  params           {'tokenizer': ..., 'unet': ...} float32 master weights (trainable model)
+  frozen_params    {'vae': ...}   never updated; checkpointed so a resume needs nothing else
+  opt_state        optax state of `params`
+  ema_params       exponential moving average of `params`, or None when `ema_decay` is 0
+  rng              uint32 [2]     base key data; step s uses fold_in(rng, s), so randomness does
+                                  not depend on how many steps ran in this process
+  nonfinite_steps  int32 []       steps whose loss or gradients were not finite
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  frozen_params: Any
+  opt_state: Any
+  ema_params: Any
+  rng: jax.Array
+  nonfinite_steps: jax.Array
+
+
+def create(params: Any, frozen_params: Any, tx: optax.GradientTransformation, rng: jax.Array,
+           use_ema: bool) -> TrainState:
+  """A step-0 state. `rng` is a typed key or raw uint32 [2] key data."""
+  if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
+    rng = jax.random.key_data(rng)
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      frozen_params=frozen_params,
+      opt_state=tx.init(params),
+      ema_params=jax.tree_util.tree_map(jnp.copy, params) if use_ema else None,
+      rng=jnp.asarray(rng, jnp.uint32),
+      nonfinite_steps=jnp.zeros((), jnp.int32),
+  )
+
+
+def step_rng(state: TrainState) -> jax.Array:
+  """The key for this step's randomness (noise, timesteps, CFG drop)."""
+  return jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+
+def eval_params(state: TrainState) -> Any:
+  """Parameters to sample with: the EMA when kept, else the live weights."""
+  return state.params if state.ema_params is None else state.ema_params

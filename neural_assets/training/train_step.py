@@ -1,0 +1,157 @@
+"""One training step, jitted with explicit shardings: encode target, noise, CFG drop, loss, update.
+
+    latents = scaling_factor * VAE.encode(target_image in [-1, 1])   (frozen; posterior sample
+                                                                      or mean, by config)
+    t ~ U[0, T), noise ~ N(0, I), drop_cond ~ Bernoulli(cfg_drop_prob)   (fold_in(rng, step))
+    loss = |model(x_t, t, batch, drop_cond) - target(eps or v)|^2     (models.neural_assets)
+    grads -> optax (frozen groups zeroed, clip, AdamW per group) -> params
+
+Numerics: parameters are float32 master weights; `config.training.compute_dtype='bfloat16'`
+builds the UNet and the VAE with bf16 compute (`dtype`), so activations and matmuls run in bf16
+while gradients land on the float32 parameters.
+
+A non-finite loss or gradient norm skips the update when `config.training.skip_nonfinite` (the
+params, optimizer state and EMA stay as they were; the step counter still advances so the data
+and RNG move on); `nonfinite_steps` in the state and the `nonfinite` metric count it.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from neural_assets.diffusion.schedule import NoiseSchedule
+from neural_assets.models.neural_assets import NeuralAssetsModel, diffusion_loss
+from neural_assets.models.vae import AutoencoderKL
+from neural_assets.training import optimizer as optimizer_lib
+from neural_assets.training import train_state as train_state_lib
+from neural_assets.training.train_state import TrainState
+
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(config: ml_collections.ConfigDict) -> Any:
+  name = config.training.compute_dtype
+  if name not in COMPUTE_DTYPES:
+    raise ValueError(f"config.training.compute_dtype={name!r}: expected one of "
+                     f"{sorted(COMPUTE_DTYPES)}.")
+  return COMPUTE_DTYPES[name]
+
+
+def build_models(config: ml_collections.ConfigDict) -> tuple[NeuralAssetsModel, AutoencoderKL]:
+  """(trainable model, frozen VAE) with the configured compute dtype (params stay float32)."""
+  dtype = compute_dtype(config)
+  model_config = copy.deepcopy(config.model)
+  with model_config.unlocked():
+    model_config.unet.dtype = dtype
+  vae = AutoencoderKL(**dict(config.model.vae), dtype=dtype)
+  return NeuralAssetsModel(model_config), vae
+
+
+def images_to_vae_input(images: jax.Array) -> jax.Array:
+  """uint8 [B, H, W, 3] (or float in [0, 1]) -> float32 in [-1, 1]."""
+  if images.dtype == jnp.uint8:
+    images = images.astype(jnp.float32) / 255.0
+  return images.astype(jnp.float32) * 2.0 - 1.0
+
+
+def vae_output_to_images(x: jax.Array) -> jax.Array:
+  """VAE output in [-1, 1] -> float32 [0, 1]."""
+  return jnp.clip((x.astype(jnp.float32) + 1.0) / 2.0, 0.0, 1.0)
+
+
+def encode_latents(vae: AutoencoderKL, vae_params: Any, images: jax.Array, key: jax.Array,
+                   sample_posterior: bool) -> jax.Array:
+  """Target images -> scaled latents [B, h, w, c] (no gradient: the VAE is frozen)."""
+  mean, logvar = vae.apply({"params": vae_params}, images_to_vae_input(images),
+                           method=AutoencoderKL.encode)
+  mean, logvar = mean.astype(jnp.float32), logvar.astype(jnp.float32)
+  z = mean
+  if sample_posterior:
+    z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape, jnp.float32)
+  return jax.lax.stop_gradient(z * vae.scaling_factor)
+
+
+def decode_latents(vae: AutoencoderKL, vae_params: Any, latents: jax.Array) -> jax.Array:
+  """Scaled latents [B, h, w, c] -> images float32 [0, 1] [B, H, W, 3]."""
+  x = vae.apply({"params": vae_params}, latents / vae.scaling_factor,
+                method=AutoencoderKL.decode)
+  return vae_output_to_images(x)
+
+
+def _trainable_mask(params: Any, config: ml_collections.ConfigDict) -> Any:
+  labels = optimizer_lib.param_labels(params, config.optimizer.pretrained_prefixes,
+                                      config.optimizer.frozen_prefixes)
+  return jax.tree_util.tree_map(lambda label: label != "frozen", labels)
+
+
+def make_train_step(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
+                    vae: AutoencoderKL, tx: optax.GradientTransformation,
+                    schedules: Mapping[str, optax.Schedule], state_shardings: Any,
+                    batch_shardings: Any, metric_sharding: Any
+                    ) -> Callable[[TrainState, Mapping[str, jax.Array]],
+                                  tuple[TrainState, dict[str, jax.Array]]]:
+  """Returns `step(state, batch) -> (state, metrics)`, jitted with the given shardings.
+
+  Args:
+    config: the experiment config.
+    model, vae: from `build_models`.
+    tx, schedules: from `optimizer.make_optimizer`.
+    state_shardings: TrainState of NamedShardings (in and out: the step keeps the layout).
+    batch_shardings: dict of NamedShardings matching the batch (leading dim over data x fsdp).
+    metric_sharding: replicated sharding for the scalar metrics.
+  The input state is donated: do not reuse it after the call.
+  """
+  schedule = NoiseSchedule.from_config(config.diffusion)
+  cfg_drop_prob = float(config.model.conditioning.cfg_drop_prob)
+  skip_nonfinite = bool(config.training.skip_nonfinite)
+  ema_decay = float(config.optimizer.ema_decay)
+  sample_posterior = bool(config.training.vae_sample_posterior)
+
+  def step(state: TrainState, batch: Mapping[str, jax.Array]):
+    key = train_state_lib.step_rng(state)
+    vae_key, loss_key, dropout_key = jax.random.split(key, 3)
+    latents = encode_latents(vae, state.frozen_params["vae"], batch["target_image"], vae_key,
+                             sample_posterior)
+
+    def loss_fn(params):
+      return diffusion_loss(params, model, batch, latents, loss_key, schedule, cfg_drop_prob,
+                            train=True, rngs={"dropout": dropout_key})
+
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    trainable = _trainable_mask(grads, config)
+    grad_norm = optax.global_norm(jax.tree_util.tree_map(
+        lambda g, m: g if m else jnp.zeros((), g.dtype), grads, trainable))
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    if skip_nonfinite:
+      keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b),
+                                                     new, old)
+      params = keep(params, state.params)
+      opt_state = keep(opt_state, state.opt_state)
+    ema_params = state.ema_params
+    if ema_params is not None:
+      ema_params = jax.tree_util.tree_map(
+          lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema_params, params)
+      if skip_nonfinite:
+        ema_params = keep(ema_params, state.ema_params)
+    nonfinite_steps = state.nonfinite_steps + (~finite).astype(jnp.int32)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              ema_params=ema_params, nonfinite_steps=nonfinite_steps)
+    metrics = dict(metrics)
+    metrics.update(
+        grad_norm=grad_norm,
+        param_norm=optax.global_norm(params),
+        nonfinite=(~finite).astype(jnp.float32),
+        nonfinite_steps=nonfinite_steps,
+        **{f"lr/{group}": schedule_fn(state.step) for group, schedule_fn in schedules.items()})
+    return new_state, metrics
+
+  return jax.jit(step, in_shardings=(state_shardings, batch_shardings),
+                 out_shardings=(state_shardings, metric_sharding), donate_argnums=(0,))

@@ -1,0 +1,451 @@
+"""The Neural Assets training loop, top to bottom: `train_and_evaluate(config, workdir)`.
+
+    mesh + shardings  ->  model, VAE, optimizer  ->  state (resume | pretrained | random init)
+    loop: next batch -> shard over (data, fsdp) -> jitted step -> report / images / checkpoint /
+          evaluate (DDIM with guidance through the Evaluator) -> SIGTERM: save and stop
+
+Workdir layout: `checkpoints/<step>/` (orbax), TensorBoard event files (process 0 only),
+`config.json`. Re-running the same command resumes from the newest checkpoint.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Mapping
+
+from absl import logging
+from clu import metric_writers
+from clu import periodic_actions
+from etils import epath
+import flax
+import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from data_pipelines import pipeline
+from neural_assets.convert.checkpoint_io import CheckpointMismatchError
+from neural_assets.diffusion.ddim import DDIMSampler
+from neural_assets.diffusion.schedule import NoiseSchedule
+from neural_assets.models.neural_assets import NeuralAssetsModel
+from neural_assets.models.vae import AutoencoderKL
+from neural_assets.training import checkpointing
+from neural_assets.training import mesh as mesh_lib
+from neural_assets.training import optimizer as optimizer_lib
+from neural_assets.training import sharding as sharding_lib
+from neural_assets.training import train_state as train_state_lib
+from neural_assets.training import train_step as train_step_lib
+from neural_assets.training.train_state import TrainState
+
+
+class TrainingDivergedError(RuntimeError):
+  """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Set-up helpers.
+
+
+def dummy_batch(config: ml_collections.ConfigDict, batch_size: int) -> dict[str, jax.Array]:
+  """An all-zero frame-pair batch (DESIGN.md) of the configured shapes, for initialisation."""
+  height, width = config.data.resolution
+  n = config.model.conditioning.max_objects
+  image = jnp.zeros((batch_size, height, width, 3), jnp.uint8)
+  return dict(
+      source_image=image, target_image=image,
+      source_boxes=jnp.zeros((batch_size, n, 4), jnp.float32),
+      target_boxes=jnp.zeros((batch_size, n, 4), jnp.float32),
+      target_corners=jnp.zeros((batch_size, n, 8, 3), jnp.float32),
+      slot_mask=jnp.zeros((batch_size, n), bool),
+      relative_pose=jnp.broadcast_to(jnp.eye(4, dtype=jnp.float32), (batch_size, 4, 4)),
+  )
+
+
+def latent_shape(config: ml_collections.ConfigDict, vae: AutoencoderKL,
+                 batch_size: int) -> tuple[int, int, int, int]:
+  height, width = config.data.resolution
+  factor = vae.downsample_factor
+  if height % factor or width % factor:
+    raise ValueError(f"config.data.resolution {(height, width)} is not divisible by the VAE "
+                     f"downsampling factor {factor}.")
+  return (batch_size, height // factor, width // factor, vae.latent_channels)
+
+
+def init_params(config: ml_collections.ConfigDict, model: NeuralAssetsModel, vae: AutoencoderKL,
+                rng: jax.Array) -> tuple[Any, Any]:
+  """Random (trainable params, frozen params) = ({'tokenizer', 'unet'}, {'vae'})."""
+  model_key, vae_key = jax.random.split(rng)
+  batch = dummy_batch(config, 1)
+  latents = jnp.zeros(latent_shape(config, vae, 1), jnp.float32)
+  params = model.init(model_key, latents, jnp.zeros((1,), jnp.int32), batch,
+                      jnp.zeros((1,), bool))["params"]
+  height, width = config.data.resolution
+  vae_params = vae.init(vae_key, jnp.zeros((1, height, width, 3), jnp.float32))["params"]
+  return params, {"vae": vae_params}
+
+
+@flax.struct.dataclass
+class Setup:
+  """What the loop and the evaluation need besides the state itself."""
+  tx: Any = flax.struct.field(pytree_node=False)
+  schedules: Any = flax.struct.field(pytree_node=False)
+  abstract_state: Any = flax.struct.field(pytree_node=False)  # ShapeDtypeStructs with sharding.
+  state_shardings: Any = flax.struct.field(pytree_node=False)
+  init_fn: Any = flax.struct.field(pytree_node=False)  # rng -> TrainState (jitted, sharded).
+
+
+def setup_state(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
+                vae: AutoencoderKL, mesh: jax.sharding.Mesh) -> Setup:
+  """Optimizer, abstract state and its FSDP shardings; nothing is materialised."""
+  rng = jax.random.key(config.training.seed)
+  abstract_params, _ = jax.eval_shape(functools.partial(init_params, config, model, vae), rng)
+  tx, schedules = optimizer_lib.make_optimizer(config.optimizer, abstract_params,
+                                               config.training.num_train_steps)
+  use_ema = config.optimizer.ema_decay > 0
+
+  def init_state(rng):
+    params, frozen = init_params(config, model, vae, rng)
+    return train_state_lib.create(params, frozen, tx, rng, use_ema)
+
+  abstract_state = jax.eval_shape(init_state, rng)
+  shardings = sharding_lib.tree_shardings(abstract_state, mesh, config.sharding.rules,
+                                          config.sharding.min_size_to_shard)
+  abstract_state = jax.tree_util.tree_map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, shardings)
+  return Setup(tx=tx, schedules=schedules, abstract_state=abstract_state,
+               state_shardings=shardings, init_fn=jax.jit(init_state, out_shardings=shardings))
+
+
+def load_pretrained(state: TrainState, path: str, setup: Setup,
+                    use_ema: bool) -> TrainState:
+  """Overwrites the parts of `state` found in the converted checkpoint at `path`.
+
+  The checkpoint (from `python -m neural_assets.convert`) is an orbax PyTree of
+  {'unet', 'tokenizer': {'encoder'}, 'vae'}; each leaf goes to params['unet' | 'tokenizer'] or
+  frozen_params['vae'] at the same path, read directly into its sharding. Any leaf whose path or
+  shape this model does not have raises CheckpointMismatchError; model parts the checkpoint
+  lacks keep their initialisation (logged).
+  """
+  checkpointer = ocp.StandardCheckpointer()
+  try:
+    saved = checkpointer.metadata(epath.Path(path).absolute()).item_metadata.tree
+  except Exception as e:  # pylint: disable=broad-except
+    raise FileNotFoundError(f"config.training.init_checkpoint={path!r} is not a readable orbax "
+                            f"checkpoint ({type(e).__name__}: {e}).") from e
+  abstract = setup.abstract_state
+  targets = {"unet": abstract.params["unet"], "tokenizer": abstract.params["tokenizer"],
+             "vae": abstract.frozen_params["vae"]}
+  flat_targets = flax.traverse_util.flatten_dict(targets, sep="/")
+  flat_saved = flax.traverse_util.flatten_dict(dict(saved), sep="/")
+  problems = []
+  for name, meta in sorted(flat_saved.items()):
+    if name not in flat_targets:
+      problems.append(f"{name} {tuple(meta.shape)} has no place in the model")
+    elif tuple(meta.shape) != tuple(flat_targets[name].shape):
+      problems.append(f"{name} has shape {tuple(meta.shape)} in the checkpoint but "
+                      f"{tuple(flat_targets[name].shape)} in the model built from the config")
+  if problems:
+    raise CheckpointMismatchError(
+        f"Initial checkpoint {path} does not match the model config:\n  " +
+        "\n  ".join(problems[:8]) + (f"\n  ... {len(problems) - 8} more" if len(problems) > 8
+                                     else ""))
+  target = flax.traverse_util.unflatten_dict({k: flat_targets[k] for k in flat_saved}, sep="/")
+  loaded = flax.traverse_util.flatten_dict(checkpointer.restore(path, target), sep="/")
+  kept = sorted({k.split("/")[0] + ("/" + k.split("/")[1] if k.startswith("tokenizer") else "")
+                 for k in flat_targets if k not in loaded})
+  logging.info("Loaded %d arrays from %s; left at initialisation: %s", len(loaded), path,
+               kept or "nothing")
+  flat_params = flax.traverse_util.flatten_dict(state.params, sep="/")
+  flat_frozen = flax.traverse_util.flatten_dict(state.frozen_params, sep="/")
+  for name, value in loaded.items():
+    if name.startswith("vae/"):
+      flat_frozen[name] = value
+    else:
+      flat_params[name] = value
+  params = flax.traverse_util.unflatten_dict(flat_params, sep="/")
+  frozen = flax.traverse_util.unflatten_dict(flat_frozen, sep="/")
+
+  @functools.partial(jax.jit, out_shardings=setup.state_shardings)
+  def rebuild(params, frozen, rng):
+    return train_state_lib.create(params, frozen, setup.tx, jax.random.wrap_key_data(rng),
+                                  use_ema)
+  return rebuild(params, frozen, state.rng)
+
+
+def check_data_dir(config: ml_collections.ConfigDict) -> None:
+  data_dir = config.data.data_dir
+  if not data_dir:
+    raise ValueError("config.data.data_dir is empty: pass --config.data.data_dir=DIR (a "
+                     "directory of ArrayRecord video records).")
+  if not epath.Path(data_dir).exists():
+    raise FileNotFoundError(f"config.data.data_dir={data_dir!r} does not exist.")
+
+
+def restore_or_initialize(config: ml_collections.ConfigDict, setup: Setup,
+                          checkpointer: checkpointing.Checkpointer,
+                          train_iter: Any) -> TrainState:
+  """Resumes from the newest checkpoint, else initialises (optionally from pretrained weights)."""
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    state, data_state = checkpointer.restore(latest, setup.abstract_state)
+    if train_iter is not None:
+      train_iter.set_state(data_state)
+    logging.info("Resumed from checkpoint step %d in %s.", latest, checkpointer.directory)
+    return state
+  state = setup.init_fn(jax.random.key(config.training.seed))
+  if config.training.init_checkpoint:
+    state = load_pretrained(state, config.training.init_checkpoint, setup,
+                            config.optimizer.ema_decay > 0)
+  return state
+
+
+# ---------------------------------------------------------------------------------------------
+# Summaries and evaluation.
+
+
+def make_summary_fn(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
+                    vae: AutoencoderKL, num_images: int):
+  """Jitted (state, batch) -> [n, H, 4W, 3] in [0, 1]: source | target | VAE recon | one-step x0.
+
+  The last panel is the model's x0 estimate from the target noised to the middle of the
+  schedule, conditioned on the source: a cheap view of what the model has learnt.
+  """
+  schedule = NoiseSchedule.from_config(config.diffusion)
+  t_mid = schedule.num_train_timesteps // 2
+
+  @jax.jit
+  def summary(state: TrainState, batch: Mapping[str, jax.Array]) -> jax.Array:
+    batch = jax.tree_util.tree_map(lambda x: x[:num_images], dict(batch))
+    vae_params = state.frozen_params["vae"]
+    latents = train_step_lib.encode_latents(vae, vae_params, batch["target_image"],
+                                            jax.random.key(0), sample_posterior=False)
+    t = jnp.full((latents.shape[0],), t_mid, jnp.int32)
+    noise = jax.random.normal(jax.random.key(1), latents.shape, jnp.float32)
+    noisy = schedule.add_noise(latents, noise, t)
+    out = model.apply({"params": state.params}, noisy, t, batch,
+                      jnp.zeros((latents.shape[0],), bool))
+    x0, _ = schedule.predict_x0_and_eps(out.astype(jnp.float32), noisy, t)
+    to_unit = lambda im: im.astype(jnp.float32) / 255.0
+    panels = [to_unit(batch["source_image"]), to_unit(batch["target_image"]),
+              train_step_lib.decode_latents(vae, vae_params, latents),
+              train_step_lib.decode_latents(vae, vae_params, x0)]
+    return jnp.concatenate(panels, axis=2)
+
+  return summary
+
+
+def _denoise(model: NeuralAssetsModel, params: Any, latents: jax.Array, timesteps: jax.Array,
+             tokens: jax.Array) -> jax.Array:
+  return model.apply({"params": params}, latents, timesteps, tokens,
+                     method=NeuralAssetsModel.denoise)
+
+
+def make_sample_fn(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
+                   vae: AutoencoderKL, sampler: DDIMSampler):
+  """Jitted (params, vae_params, batch, key) -> generated target images [B, H, W, 3] in [0, 1].
+
+  DDIM with classifier-free guidance (`config.sampler.guidance_scale`; the unconditional context
+  is all-zero tokens, what CFG dropout trains).
+  """
+  denoise_fn = functools.partial(_denoise, model)  # One object: the sampler's jit cache key.
+
+  @jax.jit
+  def sample(params, vae_params, batch, key):
+    batch_size = batch["source_image"].shape[0]
+    tokens, _ = model.apply({"params": params}, batch, jnp.zeros((batch_size,), bool),
+                            method=NeuralAssetsModel.tokenize)
+    latents = sampler.sample(denoise_fn, params, tokens, key,
+                             latent_shape(config, vae, batch_size))
+    return train_step_lib.decode_latents(vae, vae_params, latents)
+
+  return sample
+
+
+def pad_batch(batch: Mapping[str, np.ndarray], size: int) -> tuple[dict[str, np.ndarray],
+                                                                     np.ndarray]:
+  """Pads a (final, partial) host batch to `size` by repeating its last example; returns
+  (batch, valid [size] bool)."""
+  n = len(next(iter(batch.values())))
+  if n > size:
+    raise ValueError(f"Batch of {n} is larger than the expected {size}.")
+  valid = np.arange(size) < n
+  if n == size:
+    return dict(batch), valid
+  index = np.minimum(np.arange(size), n - 1)
+  return {k: np.asarray(v)[index] for k, v in batch.items()}, valid
+
+
+def evaluate(config: ml_collections.ConfigDict, model: NeuralAssetsModel, vae: AutoencoderKL,
+             state: TrainState, mesh: jax.sharding.Mesh, writer: metric_writers.MetricWriter,
+             sample_fn: Any = None) -> dict[str, float]:
+  """Generates the eval split's targets with DDIM + guidance and scores them (Evaluator)."""
+  from neural_assets.evaluation import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top
+  step = int(state.step)
+  sampler = DDIMSampler.from_config(config.diffusion, config.sampler)
+  sample_fn = sample_fn or make_sample_fn(config, model, vae, sampler)
+  params = state.params
+  if config.eval.use_ema:
+    params = train_state_lib.eval_params(state)
+  evaluator = evaluator_lib.Evaluator.from_config(config)
+  host_batch = sharding_lib.check_batch_size(config.data.eval_global_batch_size, mesh)
+  eval_iter = pipeline.make_eval_iterator(config)
+  key = jax.random.key(config.eval.seed)
+  images_written = False
+  start = time.time()
+  num_batches = 0
+  for index, batch in enumerate(eval_iter):
+    if 0 <= config.eval.num_batches <= index:
+      break
+    batch, valid = pad_batch(batch, host_batch)
+    global_batch = sharding_lib.shard_batch(batch, mesh)
+    generated = sample_fn(params, state.frozen_params["vae"], global_batch,
+                          jax.random.fold_in(key, index))
+    generated = np.asarray(multihost_utils.process_allgather(
+        generated, tiled=True))
+    everything = multihost_utils.process_allgather(
+        {**batch, "valid": valid}, tiled=False)
+    everything = {k: np.reshape(v, (-1,) + v.shape[2:]) for k, v in everything.items()}
+    keep = everything.pop("valid")
+    evaluator.update({k: v[keep] for k, v in everything.items()}, generated[keep])
+    num_batches += 1
+    if not images_written:
+      n = min(config.training.num_image_summaries, int(keep.sum()))
+      panels = np.concatenate([everything["source_image"][:n] / 255.0,
+                               everything["target_image"][:n] / 255.0, generated[:n]], axis=2)
+      writer.write_images(step, {"eval/source_target_generated": panels})
+      images_written = True
+  if num_batches == 0:
+    raise ValueError(f"The eval split {config.data.eval_files!r} in {config.data.data_dir!r} "
+                     "yielded no batch.")
+  results = {f"eval/{k}": float(v) for k, v in evaluator.result().items()}
+  results["eval/seconds"] = time.time() - start
+  writer.write_scalars(step, results)
+  writer.flush()
+  logging.info("Evaluation at step %d: %s", step, results)
+  return results
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop.
+
+
+def _mean_metrics(history: list[Mapping[str, Any]]) -> dict[str, float]:
+  fetched = jax.device_get(history)
+  return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: epath.Path) -> None:
+  if jax.process_index() == 0:
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       run_eval: bool = True) -> TrainState:
+  """Trains (resuming from `workdir` if it holds a checkpoint) and evaluates periodically.
+
+  Returns the final state (on every process).
+  """
+  workdir = epath.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  check_data_dir(config)
+  _write_config(config, workdir)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  train_cfg = config.training
+
+  mesh = mesh_lib.create_mesh(config.mesh)
+  sharding_lib.check_batch_size(config.data.global_batch_size, mesh)
+  model, vae = train_step_lib.build_models(config)
+  setup = setup_state(config, model, vae, mesh)
+  logging.info("Mesh %s over %d devices (%d processes); parameters per group: %s",
+               dict(mesh.shape), mesh.devices.size, jax.process_count(),
+               optimizer_lib.group_sizes(setup.abstract_state.params, config.optimizer))
+
+  train_iter = pipeline.make_train_iterator(config)
+  checkpointer = checkpointing.Checkpointer(
+      str(workdir / "checkpoints"), config.checkpoint.max_to_keep, config.checkpoint.async_save,
+      config_json=config.to_json_best_effort())
+  state = restore_or_initialize(config, setup, checkpointer, train_iter)
+  step = int(state.step)
+
+  train_step = train_step_lib.make_train_step(
+      config, model, vae, setup.tx, setup.schedules, setup.state_shardings,
+      sharding_lib.batch_sharding(mesh), sharding_lib.replicated(mesh))
+  summary_fn = make_summary_fn(config, model, vae, train_cfg.num_image_summaries)
+  sampler = DDIMSampler.from_config(config.diffusion, config.sampler)
+  sample_fn = make_sample_fn(config, model, vae, sampler)
+
+  hooks = []
+  if jax.process_index() == 0:
+    hooks.append(periodic_actions.ReportProgress(
+        num_train_steps=train_cfg.num_train_steps, writer=writer,
+        every_steps=train_cfg.log_every_steps, every_secs=None))
+    if train_cfg.profile_every_steps:
+      hooks.append(periodic_actions.Profile(
+          logdir=str(workdir), num_profile_steps=train_cfg.profile_num_steps,
+          every_steps=train_cfg.profile_every_steps, every_secs=None,
+          first_profile=step + train_cfg.profile_every_steps))
+  watcher = checkpointing.PreemptionWatcher().install()
+  history, consecutive_nonfinite = [], 0
+  logging.info("Training from step %d to %d.", step, train_cfg.num_train_steps)
+  try:
+    while step < train_cfg.num_train_steps:
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        batch = sharding_lib.shard_batch(next(train_iter), mesh)
+        state, metrics = train_step(state, batch)
+      step += 1
+      history.append(metrics)
+      for hook in hooks:
+        hook(step)
+
+      last = step == train_cfg.num_train_steps
+      if step % train_cfg.log_every_steps == 0 or last:
+        for nonfinite in jax.device_get([m["nonfinite"] for m in history]):
+          consecutive_nonfinite = consecutive_nonfinite + 1 if nonfinite else 0
+        scalars = {f"train/{k}": v for k, v in _mean_metrics(history).items()}
+        scalars.update({f"data/{k}": v for k, v in train_iter.stats.items()})
+        writer.write_scalars(step, scalars)
+        history = []
+        limit = train_cfg.max_consecutive_nonfinite
+        if limit and consecutive_nonfinite >= limit:
+          raise TrainingDivergedError(
+              f"{consecutive_nonfinite} consecutive steps up to {step} had a non-finite loss or "
+              f"gradient (limit config.training.max_consecutive_nonfinite={limit}); the last "
+              "checkpoint was left untouched.")
+      if train_cfg.image_summary_every_steps and (
+          step % train_cfg.image_summary_every_steps == 0 or last):
+        images = np.asarray(multihost_utils.process_allgather(
+            summary_fn(state, batch), tiled=True))
+        writer.write_images(step, {"train/source_target_vaerecon_x0": images})
+
+      stop = watcher.should_stop()
+      if step % config.checkpoint.every_steps == 0 or last or stop:
+        checkpointer.save(step, state, train_iter.get_state())
+      if stop:
+        logging.warning("Stopping at step %d on request (SIGTERM); checkpoint saved.", step)
+        break
+      if run_eval and config.eval.every_steps and (step % config.eval.every_steps == 0 or last):
+        evaluate(config, model, vae, state, mesh, writer, sample_fn)
+  finally:
+    watcher.uninstall()
+    checkpointer.close()  # Waits for pending async saves.
+    writer.flush()
+  return state
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """`--mode=eval`: evaluates the newest checkpoint in `workdir` once."""
+  workdir = epath.Path(workdir)
+  check_data_dir(config)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  mesh = mesh_lib.create_mesh(config.mesh)
+  model, vae = train_step_lib.build_models(config)
+  setup = setup_state(config, model, vae, mesh)
+  checkpointer = checkpointing.Checkpointer(str(workdir / "checkpoints"),
+                                            config.checkpoint.max_to_keep, async_save=False)
+  if checkpointer.latest_step() is None:
+    raise FileNotFoundError(f"No checkpoint to evaluate in {workdir / 'checkpoints'}.")
+  state = restore_or_initialize(config, setup, checkpointer, None)
+  checkpointer.close()
+  return evaluate(config, model, vae, state, mesh, writer)

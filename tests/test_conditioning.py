@@ -1,0 +1,296 @@
+"""Asset tokenizer (appearance / pose / background tokens, CFG dropout) and the full model's loss."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from configs import conditioning as conditioning_config
+from configs import sd21
+from neural_assets.diffusion.schedule import NoiseSchedule
+from neural_assets.models import conditioning
+from neural_assets.models.neural_assets import NeuralAssetsModel, diffusion_loss
+
+B, N, H, W = 3, 3, 40, 48
+CONTEXT = 32
+
+
+def _tiny_config(max_objects=N):
+  c = conditioning_config.get_config("vits8", max_objects=max_objects)
+  c.encoder.update(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                   intermediate_size=64, patch_size=8, image_size=32, input_size=32)
+  c.update(token_dim=CONTEXT // 2, context_dim=CONTEXT, pose_hidden_dim=24)
+  return c
+
+
+def _rotation(angle):
+  c, s = np.cos(angle), np.sin(angle)
+  return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]], np.float32)
+
+
+def _batch(seed=0):
+  rng = np.random.default_rng(seed)
+  corners = rng.uniform(0.05, 0.95, size=(B, N, 2, 2))
+  boxes = np.concatenate([corners.min(2), corners.max(2)], -1).astype(np.float32)
+  slot_mask = np.array([[True, False, True], [True, True, True], [False, False, True]])
+  boxes[~slot_mask] = 0.0
+  target_corners = rng.uniform(0, 1, size=(B, N, 8, 3)).astype(np.float32)
+  target_corners[~slot_mask] = 0.0
+  pose = np.tile(np.eye(4, dtype=np.float32), (B, 1, 1))
+  for b in range(B):
+    pose[b, :3, :3] = _rotation(0.3 * (b + 1))
+    pose[b, :3, 3] = rng.normal(size=3)
+  return dict(
+      source_image=jnp.asarray(rng.uniform(size=(B, H, W, 3)), jnp.float32),
+      source_boxes=jnp.asarray(boxes), target_corners=jnp.asarray(target_corners),
+      slot_mask=jnp.asarray(slot_mask), relative_pose=jnp.asarray(pose))
+
+
+@pytest.fixture(scope="module")
+def tokenizer_and_params():
+  tok = conditioning.AssetTokenizer(_tiny_config())
+  params = tok.init(jax.random.key(0), _batch(), jnp.zeros((B,), bool))["params"]
+  return tok, params
+
+
+def _tokens(tok, params, batch, drop=None):
+  drop = jnp.zeros((B,), bool) if drop is None else drop
+  tokens, mask = tok.apply({"params": params}, batch, drop)
+  return np.asarray(tokens), np.asarray(mask)
+
+
+def _slot(tokens, s):
+  return tokens[:, 4 * s:4 * (s + 1)]
+
+
+def test_paper_config_shapes():
+  c = conditioning_config.get_config()
+  tok = conditioning.AssetTokenizer(c)
+  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((2,) + x.shape[1:], x.dtype),
+                       dict(_batch(), source_boxes=jnp.zeros((B, 23, 4)),
+                            target_corners=jnp.zeros((B, 23, 8, 3)),
+                            slot_mask=jnp.zeros((B, 23), bool),
+                            source_image=jnp.zeros((B, 256, 256, 3))))
+  drop = jax.ShapeDtypeStruct((2,), jnp.bool_)
+  variables = jax.eval_shape(tok.init, jax.random.key(0), batch, drop)
+  tokens, mask = jax.eval_shape(tok.apply, variables, batch, drop)
+  assert tokens.shape == (2, 96, 1024) and mask.shape == (2, 96)
+  flat = {"/".join(k): v.shape for k, v in
+          traverse_util.flatten_dict(variables["params"]).items()}
+  assert flat["encoder/embeddings/patch_embeddings/kernel"] == (8, 8, 3, 768)
+  assert flat["encoder/embeddings/position_embeddings"] == (1, 1 + 28 * 28, 768)
+  assert flat["appearance_encoder/projection/kernel"] == (768, 512)
+  assert flat["pose_encoder/hidden/kernel"] == (12, 1024)
+  assert flat["pose_encoder/out/kernel"] == (1024, 512)
+  assert flat["background_encoder/camera_mlp_hidden/kernel"] == (12, 24)
+  assert flat["background_encoder/camera_mlp_out/kernel"] == (24, 12)
+  assert flat["asset_projection/kernel"] == (1024, 1024)
+  # The appearance and pose modules are shared with the background: no copies under it.
+  assert {k for k in flat if k.startswith("background_encoder/")} == {
+      f"background_encoder/camera_mlp_{a}/{b}" for a in ("hidden", "out")
+      for b in ("kernel", "bias")}
+
+
+def test_tiny_shapes_padding_and_mask(tokenizer_and_params):
+  tok, params = tokenizer_and_params
+  batch = _batch()
+  tokens, mask = _tokens(tok, params, batch)
+  assert tokens.shape == (B, (N + 1) * 4, CONTEXT) and mask.shape == (B, (N + 1) * 4)
+  slot_mask = np.asarray(batch["slot_mask"])
+  for b in range(B):
+    for s in range(N + 1):
+      valid = s == N or slot_mask[b, s]
+      assert np.all(mask[b, 4 * s:4 * (s + 1)] == valid)
+      block = tokens[b, 4 * s:4 * (s + 1)]
+      if valid:
+        assert np.abs(block).min(axis=-1).max() > 0 and np.all(np.abs(block).sum(-1) > 0)
+      else:
+        assert np.all(block == 0.0)
+
+
+def test_cfg_dropped_examples_all_zero(tokenizer_and_params):
+  tok, params = tokenizer_and_params
+  batch = _batch()
+  full, _ = _tokens(tok, params, batch)
+  tokens, mask = _tokens(tok, params, batch, jnp.array([False, True, False]))
+  assert np.all(tokens[1] == 0.0) and not mask[1].any()
+  np.testing.assert_allclose(tokens[[0, 2]], full[[0, 2]], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("prob", [0.0, 0.1, 0.5, 1.0])
+def test_drop_rate_statistics(prob):
+  n = 200_000
+  drops = np.asarray(conditioning.sample_drop_cond(jax.random.key(3), n, prob))
+  assert drops.dtype == bool and drops.shape == (n,)
+  assert abs(drops.mean() - prob) < 5 * np.sqrt(prob * (1 - prob) / n) + 1e-12
+  with pytest.raises(ValueError, match="drop_prob"):
+    conditioning.sample_drop_cond(jax.random.key(3), 4, 1.5)
+
+
+def test_background_token_uses_relative_pose(tokenizer_and_params):
+  tok, params = tokenizer_and_params
+  batch = _batch()
+  base, _ = _tokens(tok, params, batch)
+  pose = np.array(batch["relative_pose"])
+  pose[0, :3, :3] = _rotation(-1.1)
+  pose[0, :3, 3] += 0.5
+  moved, _ = _tokens(tok, params, dict(batch, relative_pose=jnp.asarray(pose)))
+  assert np.abs(_slot(moved, N)[0] - _slot(base, N)[0]).max() > 1e-4
+  np.testing.assert_allclose(moved[0, :4 * N], base[0, :4 * N], rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(moved[1:], base[1:], rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(
+      np.asarray(conditioning.relative_pose_features(jnp.asarray(pose)))[0],
+      np.concatenate([pose[0, :3, :3].reshape(-1), pose[0, :3, 3]]), rtol=1e-6)
+
+
+def test_pose_tokens_follow_target_corners(tokenizer_and_params):
+  tok, params = tokenizer_and_params
+  batch = _batch()
+  base, _ = _tokens(tok, params, batch)
+  corners = np.array(batch["target_corners"])
+  corners[1, 2, 0] += 0.1  # corner p0 is used
+  moved, _ = _tokens(tok, params, dict(batch, target_corners=jnp.asarray(corners)))
+  changed = np.abs(moved - base).max(axis=-1) > 1e-6
+  expected = np.zeros_like(changed)
+  expected[1, 8:12] = True
+  np.testing.assert_array_equal(changed, expected)
+  corners[1, 2, 7] += 5.0  # corner p7 is not one of (0, 1, 2, 4)
+  unused, _ = _tokens(tok, params, dict(batch, target_corners=jnp.asarray(corners)))
+  np.testing.assert_allclose(unused, moved, rtol=1e-6, atol=1e-7)
+
+
+def test_object_and_background_images(tokenizer_and_params):
+  """Object tokens ignore pixels outside the boxes; the background ignores pixels inside."""
+  tok, params = tokenizer_and_params
+  batch = _batch()
+  base, _ = _tokens(tok, params, batch)
+  union = np.asarray(conditioning.boxes_union_mask(batch["source_boxes"], batch["slot_mask"],
+                                                   H, W))
+  assert 0 < union.mean() < 1
+  noise = np.random.default_rng(5).uniform(size=(B, H, W, 3)).astype(np.float32)
+  image = np.asarray(batch["source_image"])
+  outside, _ = _tokens(tok, params, dict(
+      batch, source_image=jnp.asarray(np.where(union[..., None], image, noise))))
+  inside, _ = _tokens(tok, params, dict(
+      batch, source_image=jnp.asarray(np.where(union[..., None], noise, image))))
+  fg = slice(0, 4 * N)
+  np.testing.assert_allclose(outside[:, fg], base[:, fg], rtol=1e-5, atol=1e-6)
+  assert np.abs(outside[:, 4 * N:] - base[:, 4 * N:]).max() > 1e-4
+  np.testing.assert_allclose(inside[:, 4 * N:], base[:, 4 * N:], rtol=1e-5, atol=1e-6)
+  assert np.abs(inside[:, fg] - base[:, fg]).max() > 1e-4
+
+
+def test_uint8_image_equals_float(tokenizer_and_params):
+  tok, params = tokenizer_and_params
+  batch = _batch()
+  u8 = np.round(np.asarray(batch["source_image"]) * 255).astype(np.uint8)
+  a, _ = _tokens(tok, params, dict(batch, source_image=jnp.asarray(u8)))
+  b, _ = _tokens(tok, params, dict(batch, source_image=jnp.asarray(u8 / 255.0, jnp.float32)))
+  np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_inserted_object_has_pose_but_no_appearance(tokenizer_and_params):
+  tok, params = tokenizer_and_params
+  batch = _batch()
+  appearance_mask = np.array(batch["slot_mask"])
+  appearance_mask[1, 0] = False
+  batch = dict(batch, appearance_mask=jnp.asarray(appearance_mask))
+  base, mask = _tokens(tok, params, batch)
+  assert mask[1, 0] and np.abs(base[1, :4]).sum() > 0
+  boxes = np.array(batch["source_boxes"])
+  boxes[1, 0] = [0.0, 0.0, 1.0, 1.0]
+  moved, _ = _tokens(tok, params, dict(batch, source_boxes=jnp.asarray(boxes)))
+  np.testing.assert_allclose(moved[1, :4], base[1, :4], rtol=1e-6, atol=1e-7)
+
+
+def test_bad_inputs(tokenizer_and_params):
+  tok, params = tokenizer_and_params
+  batch = _batch()
+  drop = jnp.zeros((B,), bool)
+  with pytest.raises(KeyError, match="relative_pose"):
+    tok.apply({"params": params}, {k: v for k, v in batch.items() if k != "relative_pose"}, drop)
+  with pytest.raises(ValueError, match="max_objects"):
+    tok.apply({"params": params}, dict(batch, slot_mask=batch["slot_mask"][:, :2]), drop)
+  with pytest.raises(ValueError, match="drop_cond"):
+    tok.apply({"params": params}, batch, jnp.zeros((B + 1,), bool))
+  with pytest.raises(ValueError, match="source_image"):
+    tok.apply({"params": params}, dict(batch, source_image=batch["source_image"].astype(jnp.int32)),
+              drop)
+
+
+def test_gradient_reaches_encoder(tokenizer_and_params):
+  tok, params = tokenizer_and_params
+  batch = _batch()
+
+  def loss(p):
+    tokens, _ = tok.apply({"params": p}, batch, jnp.zeros((B,), bool))
+    return jnp.sum(jnp.sin(tokens))
+
+  grads = jax.grad(loss)(params)
+  for path, g in traverse_util.flatten_dict(grads).items():
+    assert np.all(np.isfinite(np.asarray(g))), path
+  enc = traverse_util.flatten_dict(grads["encoder"])
+  assert all(np.abs(np.asarray(g)).sum() > 0 for g in enc.values())
+  for name in ("camera_mlp_hidden", "camera_mlp_out"):
+    assert np.abs(np.asarray(grads["background_encoder"][name]["kernel"])).sum() > 0
+
+
+def _model_config(prediction_type="epsilon"):
+  unet = dict(sd21.unet_config("base"))
+  unet.update(block_out_channels=(16, 32), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+              up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1,
+              attention_head_dim=(2, 4), cross_attention_dim=CONTEXT, norm_num_groups=8,
+              sample_size=8)
+  diffusion = sd21.get_config("base").diffusion
+  diffusion.prediction_type = prediction_type
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  return ml_collections.ConfigDict(dict(conditioning=_tiny_config(), unet=unet,
+                                        diffusion=diffusion))
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_diffusion_loss_and_gradients(prediction_type):
+  config = _model_config(prediction_type)
+  model = NeuralAssetsModel(config)
+  schedule = NoiseSchedule.from_config(config.diffusion)
+  batch = _batch()
+  latents = jax.random.normal(jax.random.key(1), (B, 8, 8, 4))
+  params = model.init(jax.random.key(0), latents, jnp.zeros((B,), jnp.int32), batch,
+                      jnp.zeros((B,), bool))["params"]
+  assert set(params) == {"tokenizer", "unet"}
+
+  noise = jax.random.normal(jax.random.key(2), latents.shape)
+  t = jnp.array([3, 500, 990])
+  drop = jnp.array([False, True, False])
+  loss, metrics = diffusion_loss(params, model, batch, latents, jax.random.key(4), schedule,
+                                 0.1, noise=noise, timesteps=t, drop_cond=drop)
+  # The same numbers by hand through the model's methods.
+  tokens, _ = model.apply({"params": params}, batch, drop, method=model.tokenize)
+  out = model.apply({"params": params}, schedule.add_noise(latents, noise, t), t, tokens,
+                    method=model.denoise)
+  target = noise if prediction_type == "epsilon" else schedule.velocity(latents, noise, t)
+  np.testing.assert_allclose(float(loss), float(jnp.mean((out - target) ** 2)), rtol=1e-5)
+  np.testing.assert_allclose(float(metrics["cfg_drop_fraction"]), 1 / 3, rtol=1e-6)
+
+  grads = jax.grad(lambda p: diffusion_loss(p, model, batch, latents, jax.random.key(4),
+                                            schedule, 0.1)[0])(params)
+  for part in ("unet", "tokenizer"):
+    flat = traverse_util.flatten_dict(grads[part])
+    assert all(np.all(np.isfinite(np.asarray(g))) for g in flat.values())
+    assert sum(float(np.abs(np.asarray(g)).sum()) for g in flat.values()) > 0, part
+  assert np.abs(np.asarray(grads["tokenizer"]["encoder"]["layer_0"]["mlp"]["fc1"]["kernel"])).sum() > 0
+
+  # All examples dropped: the tokenizer gets exactly zero gradient.
+  grads = jax.grad(lambda p: diffusion_loss(p, model, batch, latents, jax.random.key(4),
+                                            schedule, 0.1, drop_cond=jnp.ones((B,), bool))[0])(
+                                                params)
+  assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(grads["tokenizer"]))
+
+
+def test_model_rejects_mismatched_context_dim():
+  config = _model_config()
+  config.unet.cross_attention_dim = 64
+  model = NeuralAssetsModel(config)
+  with pytest.raises(ValueError, match="cross_attention_dim"):
+    model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 4)), jnp.zeros((1,), jnp.int32),
+               jax.tree.map(lambda x: x[:1], _batch()), jnp.zeros((1,), bool))

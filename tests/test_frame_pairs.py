@@ -1,0 +1,202 @@
+"""Tests of data_pipelines.frame_pairs on synthetic videos with known geometry."""
+import numpy as np
+import pytest
+
+from data_pipelines import frame_pairs as fp
+from data_pipelines.video_record import CorruptRecordError
+from neural_assets import geometry
+from tests import video_fixtures
+
+# Two well separated objects (no overlap in any frame) for pixel-level checks.
+_SEPARATED = dict(centers=[[-1.0, -0.2, 5.0], [1.1, 0.3, 5.5]],
+                  sizes=[[0.8, 0.9, 0.7], [0.7, 0.6, 0.8]])
+
+
+def _cfg(**kw):
+  base = dict(resolution=(32, 32), max_objects=4)
+  base.update(kw)
+  return fp.FramePairConfig(**base)
+
+
+def _counts(counts):
+  return dict(zip(fp.OBJECT_COUNT_NAMES, counts.tolist()))
+
+
+@pytest.mark.parametrize("min_gap,max_gap", [(0, 0), (0, None), (2, 3), (1, 100)])
+def test_sample_frame_pair_respects_gap_range(min_gap, max_gap):
+  num_frames = 6
+  rng = np.random.default_rng(0)
+  pairs = np.array([fp.sample_frame_pair(num_frames, min_gap, max_gap, 0.5, rng)
+                    for _ in range(600)])
+  gaps = np.abs(pairs[:, 1] - pairs[:, 0])
+  top = num_frames - 1 if max_gap is None else min(max_gap, num_frames - 1)
+  assert pairs.min() >= 0 and pairs.max() < num_frames
+  assert gaps.min() == min_gap and gaps.max() == top  # Both ends of the range are reached.
+  assert set(np.unique(gaps)) == set(range(min_gap, top + 1))
+  if top > 0:
+    swapped = np.mean(pairs[gaps > 0, 0] > pairs[gaps > 0, 1])
+    assert 0.4 < swapped < 0.6
+    # Every frame is used as a source somewhere.
+    assert set(np.unique(pairs[:, 0])) == set(range(num_frames))
+
+
+def test_sample_frame_pair_no_swap_and_too_short():
+  rng = np.random.default_rng(1)
+  pairs = np.array([fp.sample_frame_pair(5, 0, None, 0.0, rng) for _ in range(100)])
+  assert np.all(pairs[:, 0] <= pairs[:, 1])
+  with pytest.raises(CorruptRecordError, match="frame gap"):
+    fp.sample_frame_pair(3, 3, None, 0.5, rng)
+
+
+def test_config_rejects_bad_values():
+  with pytest.raises(ValueError, match="gap"):
+    _cfg(min_gap=3, max_gap=2)
+  with pytest.raises(ValueError, match="resize_method"):
+    _cfg(resize_method="cubic-ish")
+  with pytest.raises(ValueError, match="swap_prob"):
+    _cfg(swap_prob=1.5)
+
+
+@pytest.mark.parametrize("height,width,resolution", [(48, 64, (32, 32)), (64, 48, (32, 32)),
+                                                     (48, 48, (16, 32))])
+def test_crop_intrinsics_matches_pixel_crop(height, width, resolution):
+  """Projecting with the cropped intrinsics = projecting in full-image pixels, then cropping."""
+  crop = fp.center_crop_box(height, width, *resolution)
+  y0, x0, ch, cw = crop
+  assert np.isclose(cw / ch, resolution[1] / resolution[0])
+  assert y0 >= 0 and x0 >= 0 and y0 + ch <= height + 1e-9 and x0 + cw <= width + 1e-9
+  k = geometry.intrinsics_matrix(0.9, 1.1, 0.45, 0.55)
+  points = np.random.default_rng(0).uniform([-1, -1, 2], [1, 1, 6], size=(20, 3))
+  uv_full, _ = geometry.project(points, k)
+  pixels = uv_full * [width, height]
+  expected = (pixels - [x0, y0]) / [cw, ch]
+  uv_crop, _ = geometry.project(points, fp.crop_intrinsics(k, crop, height, width))
+  np.testing.assert_allclose(uv_crop, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("height,width", [(48, 64), (64, 48)])
+def test_crop_resize_keeps_boxes_pixels_and_projection_consistent(height, width):
+  record = video_fixtures.make_video_record(num_frames=4, height=height, width=width, pan=0.0,
+                                            step=0.1, **_SEPARATED)
+  assert record["visible"].all()
+  cfg = _cfg(resolution=(32, 32))
+  example, counts = fp.make_frame_pair(record, 0, 3, video_index=7, cfg=cfg)
+  assert _counts(counts)["kept"] == 2
+  np.testing.assert_array_equal(example["slot_mask"], [True, True, False, False])
+  side = min(height, width)
+  y_off, x_off = (height - side) / 2, (width - side) / 2
+  for frame, key in ((0, "source_boxes"), (3, "target_boxes")):
+    full = record["boxes_2d"][frame]  # [K, 4] of the full frame.
+    expected = np.stack([(full[:, 0] * height - y_off) / side, (full[:, 1] * width - x_off) / side,
+                         (full[:, 2] * height - y_off) / side,
+                         (full[:, 3] * width - x_off) / side], -1)
+    np.testing.assert_allclose(example[key][:2], np.clip(expected, 0, 1), atol=1e-5)
+  # Projection with the recomputed intrinsics gives the same boxes as cropping the 2D boxes.
+  corners = example["target_corners"][:2]
+  np.testing.assert_allclose(geometry.box2d_from_corners(corners), example["target_boxes"][:2],
+                             atol=1e-5)
+  assert np.all(corners[..., 2] > 0)
+  # Pixels: each object's colour region in the resized images lies on its box (<= 1 px off).
+  for image_key, box_key in (("source_image", "source_boxes"), ("target_image", "target_boxes")):
+    image = example[image_key].astype(np.int32)
+    for k in range(2):
+      dist = np.abs(image - video_fixtures.COLORS[k].astype(np.int32)).sum(-1)
+      ys, xs = np.nonzero(dist < 60)
+      assert ys.size > 0
+      got = np.array([ys.min(), xs.min(), ys.max() + 1, xs.max() + 1], np.float32)
+      np.testing.assert_allclose(got, example[box_key][k] * 32, atol=1.01)
+  np.testing.assert_array_equal(example["target_corners"][2:], 0)
+  np.testing.assert_array_equal(example["source_boxes"][2:], 0)
+  assert example["video_index"] == 7 and example["source_frame"] == 0
+  assert example["target_frame"] == 3
+
+
+def test_same_frame_pair_and_relative_pose():
+  record = video_fixtures.make_video_record(num_frames=5)
+  cfg = _cfg()
+  same, _ = fp.make_frame_pair(record, 2, 2, 0, cfg)
+  np.testing.assert_array_equal(same["source_image"], same["target_image"])
+  np.testing.assert_allclose(same["relative_pose"], np.eye(4), atol=1e-5)
+  example, _ = fp.make_frame_pair(record, 4, 1, 0, cfg)
+  w2c = record["world_to_camera"]
+  point = np.array([0.3, -0.2, 5.0, 1.0])
+  np.testing.assert_allclose(example["relative_pose"] @ (w2c[4] @ point), w2c[1] @ point,
+                             atol=1e-5)
+
+
+def test_slot_padding_keeps_largest_objects():
+  centers = [[-1.5, 0.0, 6.0], [-0.5, 0.0, 6.0], [0.5, 0.0, 6.0], [1.5, 0.0, 6.0]]
+  sizes = [[0.3, 0.3, 0.3], [0.8, 0.8, 0.8], [0.5, 0.5, 0.5], [0.7, 0.7, 0.7]]
+  record = video_fixtures.make_video_record(num_frames=2, height=64, width=64, centers=centers,
+                                            sizes=sizes, pan=0.0, step=0.0)
+  example, counts = fp.make_frame_pair(record, 0, 1, 0, _cfg(max_objects=2))
+  assert _counts(counts)["kept"] == 2 and _counts(counts)["over_max_objects"] == 2
+  np.testing.assert_allclose(example["target_boxes"], record["boxes_2d"][1][[1, 3]], atol=1e-6)
+  assert example["slot_mask"].all()
+
+  example, counts = fp.make_frame_pair(record, 0, 1, 0, _cfg(max_objects=6))
+  assert _counts(counts)["kept"] == 4
+  np.testing.assert_array_equal(example["slot_mask"], [True] * 4 + [False] * 2)
+  np.testing.assert_allclose(example["source_boxes"][:4], record["boxes_2d"][0], atol=1e-6)
+  assert example["source_boxes"].shape == (6, 4) and example["target_corners"].shape == (6, 8, 3)
+  np.testing.assert_array_equal(example["target_boxes"][4:], 0)
+
+
+def test_filters_mask_and_count_reasons():
+  centers = [[-1.5, -0.5, 6.0], [-0.5, -0.5, 6.0], [0.5, -0.5, 6.0], [1.5, -0.5, 6.0],
+             [-0.5, 0.7, 6.0], [0.6, 0.7, 6.0]]
+  sizes = [[0.6, 0.6, 0.6]] * 5 + [[0.05, 0.05, 0.05]]
+  record = video_fixtures.make_video_record(num_frames=3, height=64, width=64, centers=centers,
+                                            sizes=sizes, pan=0.0, step=0.0)
+  assert record["visible"].all()
+  src, tgt = 0, 2
+  # Object 1: not visible in the source frame.
+  record["visible"][src, 1] = False
+  # Object 2: its target 3D box is behind the camera although flagged visible.
+  record["box_corners_world"][tgt, 2, :, 2] -= 10.0
+  # Object 3: degenerate (all corners equal) in the target.
+  record["box_corners_world"][tgt, 3] = record["box_corners_world"][tgt, 3, :1]
+  # Object 5 is tiny: removed by min_box_size.
+  example, counts = fp.make_frame_pair(record, src, tgt, 0, _cfg(max_objects=4, min_box_size=0.05))
+  got = _counts(counts)
+  assert got["kept"] == 2 and got["not_visible_source"] == 1
+  assert got["invalid_3d_behind_camera"] == 1 and got["invalid_3d_degenerate"] == 1
+  assert got["small_box_source"] == 1
+  assert sum(got.values()) == 6
+  np.testing.assert_array_equal(example["slot_mask"], [True, True, False, False])
+  np.testing.assert_allclose(example["target_boxes"][:2], record["boxes_2d"][tgt][[0, 4]],
+                             atol=1e-6)
+  for value in example.values():
+    assert np.all(np.isfinite(np.asarray(value, np.float64)))
+
+  # visible_in_both=False: object 1 (absent from the source) keeps a slot with a zero source box.
+  example, counts = fp.make_frame_pair(record, src, tgt, 0,
+                                       _cfg(max_objects=4, visible_in_both=False,
+                                            min_box_size=0.05))
+  assert _counts(counts)["kept"] == 3 and _counts(counts)["small_box_source"] == 1
+  np.testing.assert_array_equal(example["source_boxes"][1], 0)
+  assert np.all(example["target_boxes"][1] > 0)
+
+
+def test_jpeg_frames_and_draft_decode():
+  png = video_fixtures.make_video_record(num_frames=2, height=128, width=128, **_SEPARATED)
+  jpg = video_fixtures.make_video_record(num_frames=2, height=128, width=128, fmt="JPEG",
+                                         **_SEPARATED)
+  cfg = _cfg(resolution=(32, 32))
+  ref, _ = fp.make_frame_pair(png, 0, 1, 0, cfg)
+  for draft in (False, True):
+    out, _ = fp.make_frame_pair(jpg, 0, 1, 0, _cfg(resolution=(32, 32), jpeg_draft=draft))
+    diff = np.abs(out["target_image"].astype(int) - ref["target_image"].astype(int))
+    assert diff.mean() < 6, (draft, diff.mean())
+    np.testing.assert_allclose(out["target_corners"], ref["target_corners"])
+
+
+def test_bad_frames_raise_corrupt_record_error():
+  record = video_fixtures.make_video_record(num_frames=3)
+  record["frames"][1] = b"\x89PNG not really"
+  with pytest.raises(CorruptRecordError):
+    fp.make_frame_pair(record, 0, 1, 0, _cfg())
+  record = video_fixtures.make_video_record(num_frames=3)
+  record["frames"][2] = video_fixtures.make_video_record(num_frames=1, height=40)["frames"][0]
+  with pytest.raises(CorruptRecordError, match="other frames"):
+    fp.make_frame_pair(record, 0, 2, 0, _cfg())

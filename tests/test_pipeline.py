@@ -1,0 +1,224 @@
+"""Tests of the grain frame-pair pipeline (data_pipelines.pipeline) on tiny ArrayRecord files."""
+import json
+
+import ml_collections
+import numpy as np
+import pytest
+
+from data_pipelines import frame_pairs
+from data_pipelines import pipeline
+from data_pipelines import video_record
+from tests import video_fixtures
+
+NUM_VIDEOS = 12  # 7 + 5 over two files.
+MAX_OBJECTS = 3
+BATCH = 4
+
+
+def _record(i):
+  rng = np.random.default_rng(i)
+  num_objects = int(rng.integers(2, 5))
+  centers = np.stack([rng.uniform(-1.2, 1.2, num_objects), rng.uniform(-0.6, 0.6, num_objects),
+                      rng.uniform(4.0, 7.0, num_objects)], -1)
+  sizes = rng.uniform(0.3, 0.9, (num_objects, 3))
+  return video_fixtures.make_video_record(num_frames=4, height=24, width=32, centers=centers,
+                                          sizes=sizes, video_id=f"video{i}".encode())
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  root = tmp_path_factory.mktemp("records")
+  records = [_record(i) for i in range(NUM_VIDEOS)]
+  video_record.write_array_record(str(root / "train-00000.array_record"), records[:7])
+  video_record.write_array_record(str(root / "train-00001.array_record"), records[7:])
+  video_record.write_array_record(str(root / "eval-00000.array_record"), records[:6])
+  # A file with corrupt records at keys 1 (flipped bytes) and 4 (undecodable frame).
+  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  bad_frame = dict(records[4])
+  bad_frame["frames"] = list(bad_frame["frames"])
+  bad_frame["frames"] = [b"not an image"] * len(bad_frame["frames"])
+  payloads = [video_record.encode(r) for r in records[:8]]
+  flipped = bytearray(payloads[1])
+  flipped[len(flipped) // 2] ^= 0xFF
+  payloads[1] = bytes(flipped)
+  payloads[4] = video_record.encode(bad_frame)
+  writer = array_record_module.ArrayRecordWriter(str(root / "corrupt-00000.array_record"),
+                                                 "group_size:1")
+  for p in payloads:
+    writer.write(p)
+  writer.close()
+  return str(root)
+
+
+def _config(data_dir, **overrides):
+  data = pipeline.default_data_config()
+  data.data_dir = data_dir
+  data.resolution = (16, 16)
+  data.global_batch_size = BATCH
+  data.eval_global_batch_size = BATCH
+  data.worker_count = 0
+  data.read_threads = 0
+  data.seed = 3
+  data.update(overrides)
+  return ml_collections.ConfigDict(dict(
+      data=data, model=dict(conditioning=dict(max_objects=MAX_OBJECTS))))
+
+
+def _take(iterator, n):
+  return [next(iterator) for _ in range(n)]
+
+
+def _assert_batches_equal(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    assert set(x) == set(y)
+    for key in x:
+      np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
+def _check_shapes(batch, size=BATCH, res=16):
+  assert set(batch) == set(frame_pairs.EXAMPLE_KEYS)
+  expect = {
+      "source_image": ((size, res, res, 3), np.uint8),
+      "target_image": ((size, res, res, 3), np.uint8),
+      "source_boxes": ((size, MAX_OBJECTS, 4), np.float32),
+      "target_boxes": ((size, MAX_OBJECTS, 4), np.float32),
+      "target_corners": ((size, MAX_OBJECTS, 8, 3), np.float32),
+      "slot_mask": ((size, MAX_OBJECTS), np.bool_),
+      "relative_pose": ((size, 4, 4), np.float32),
+      "video_index": ((size,), np.int32),
+      "source_frame": ((size,), np.int32),
+      "target_frame": ((size,), np.int32),
+  }
+  for key, (shape, dtype) in expect.items():
+    assert batch[key].shape == shape and batch[key].dtype == dtype, key
+
+
+def test_batches_deterministic_given_seed_and_differ_across_seeds(data_dir):
+  first = _take(pipeline.make_train_iterator(_config(data_dir)), 4)  # JAX process 0 of 1.
+  again = _take(pipeline.make_train_iterator(_config(data_dir), process_index=0,
+                                             process_count=1), 4)
+  _check_shapes(first[0])
+  _assert_batches_equal(first, again)
+  other = _take(pipeline.make_train_iterator(_config(data_dir, seed=4), process_index=0,
+                                             process_count=1), 4)
+  assert any(not np.array_equal(a["video_index"], b["video_index"])
+             or not np.array_equal(a["source_frame"], b["source_frame"])
+             for a, b in zip(first, other))
+  # Data really comes from the records: boxes are inside [0, 1], some slots are filled, pairs vary.
+  stacked = {k: np.concatenate([b[k] for b in first]) for k in first[0]}
+  assert stacked["slot_mask"].any() and np.all(stacked["source_boxes"] <= 1)
+  assert len(set(stacked["video_index"].tolist())) > 4
+  assert np.any(stacked["source_frame"] != stacked["target_frame"])
+  assert np.any(stacked["source_frame"] > stacked["target_frame"])  # Swaps happen.
+
+
+def test_process_sharding_is_disjoint_and_covers_the_data(data_dir):
+  seen = []
+  for index in range(2):
+    it = pipeline.make_train_iterator(_config(data_dir, num_epochs=1, drop_remainder=False),
+                                      process_index=index, process_count=2)
+    batches = list(it)
+    assert all(b["video_index"].shape[0] == BATCH // 2 for b in batches[:-1])
+    seen.append(np.concatenate([b["video_index"] for b in batches]).tolist())
+  assert not set(seen[0]) & set(seen[1])
+  assert sorted(seen[0] + seen[1]) == list(range(NUM_VIDEOS))
+  with pytest.raises(ValueError, match="multiple of the process count"):
+    pipeline.make_train_iterator(_config(data_dir, global_batch_size=3), process_index=0,
+                                 process_count=2)
+
+
+def _sorted_examples(batches):
+  """All examples of `batches` in a canonical order (grain batches inside each worker)."""
+  stacked = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+  order = np.lexsort((stacked["target_frame"], stacked["source_frame"], stacked["video_index"]))
+  return {k: v[order] for k, v in stacked.items()}
+
+
+def test_worker_processes_give_the_same_data(data_dir):
+  reference = _take(pipeline.make_train_iterator(_config(data_dir), process_index=0,
+                                                 process_count=1), 4)
+  one = pipeline.make_train_iterator(_config(data_dir, worker_count=1), process_index=0,
+                                     process_count=1)
+  _assert_batches_equal(reference, _take(one, 4))
+  # With 2 workers grain hands elements out round-robin and each worker batches its own share:
+  # the same elements (same content, same RNG) arrive grouped differently into batches.
+  two = pipeline.make_train_iterator(_config(data_dir, worker_count=2), process_index=0,
+                                     process_count=1)
+  got = _take(two, 4)
+  _check_shapes(got[0])
+  _assert_batches_equal([_sorted_examples(reference)], [_sorted_examples(got)])
+  np.testing.assert_array_equal(got[0]["video_index"], reference[0]["video_index"][0::2].tolist()
+                                + reference[1]["video_index"][0::2].tolist())
+
+
+def test_checkpoint_restore_continues_exactly(data_dir):
+  it = pipeline.make_train_iterator(_config(data_dir), process_index=0, process_count=1)
+  _take(it, 2)
+  state = it.get_state()
+  assert isinstance(state, bytes) and "loader" in json.loads(state)
+  stats_at_save = it.stats
+  expected = _take(it, 4)  # Crosses the epoch boundary (12 videos / batch 4).
+  restored = pipeline.make_train_iterator(_config(data_dir), process_index=0, process_count=1)
+  _take(restored, 1)  # A different position, overwritten by the restore.
+  restored.set_state(state)
+  assert restored.stats == stats_at_save
+  _assert_batches_equal(expected, _take(restored, 4))
+  assert restored.stats == it.stats
+
+
+def test_checkpoint_restore_with_worker_processes(data_dir):
+  config = _config(data_dir, worker_count=2)
+  it = pipeline.make_train_iterator(config, process_index=0, process_count=1)
+  _take(it, 3)
+  state = it.get_state()
+  expected = _take(it, 3)
+  restored = pipeline.make_train_iterator(config, process_index=0, process_count=1)
+  restored.set_state(state)
+  _assert_batches_equal(expected, _take(restored, 3))
+  assert restored.stats == it.stats and it.stats["objects/kept"] > 0
+  # grain refuses to restore a state saved with another worker count.
+  with pytest.raises(ValueError, match="[Ww]orker count"):
+    pipeline.make_train_iterator(_config(data_dir), process_index=0,
+                                 process_count=1).set_state(state)
+
+
+def test_corrupt_records_are_skipped_and_counted(data_dir):
+  config = _config(data_dir, train_files="corrupt-*.array_record", num_epochs=1, shuffle=False)
+  it = pipeline.make_train_iterator(config, process_index=0, process_count=1)
+  batches = list(it)
+  assert len(batches) == 2
+  for b in batches:
+    _check_shapes(b)
+  indices = np.concatenate([b["video_index"] for b in batches]).tolist()
+  # Keys 1 and 4 are replaced by the next record (2 and 5).
+  assert indices == [0, 2, 2, 3, 5, 5, 6, 7]
+  assert it.stats["skipped_records"] == 2
+  kept = it.stats["objects/kept"]
+  assert kept == sum(int(b["slot_mask"].sum()) for b in batches) and kept > 0
+  # The per-object outcomes add up to all objects of the 8 records used.
+  total = sum(v for k, v in it.stats.items() if k.startswith("objects/"))
+  assert total == sum(_record(i)["instance_ids"].shape[0] for i in indices)
+
+
+def test_eval_iterator_fixed_pairs_without_swap(data_dir):
+  config = _config(data_dir, swap_prob=0.5)
+  first = list(pipeline.make_eval_iterator(config, process_index=0, process_count=1))
+  second = list(pipeline.make_eval_iterator(_config(data_dir, seed=9), process_index=0,
+                                            process_count=1))
+  _assert_batches_equal(first, second)
+  indices = np.concatenate([b["video_index"] for b in first])
+  assert sorted(indices.tolist()) == list(range(6))
+  src = np.concatenate([b["source_frame"] for b in first])
+  tgt = np.concatenate([b["target_frame"] for b in first])
+  assert np.all(src <= tgt)
+  assert first[0]["video_index"].shape == (BATCH,) and first[-1]["video_index"].shape == (2,)
+
+
+def test_config_errors(data_dir):
+  with pytest.raises(FileNotFoundError):
+    pipeline.make_train_iterator(_config(data_dir, train_files="nothing-*.array_record"),
+                                 process_index=0, process_count=1)
+  config = _config(data_dir, max_objects=MAX_OBJECTS + 1)
+  with pytest.raises(ValueError, match="disagrees"):
+    pipeline.make_train_iterator(config, process_index=0, process_count=1)
