@@ -5,10 +5,17 @@
       -> IndexSampler       (global shuffle + repeat, deterministic given `seed`, sharded by JAX
                              process: ShardOptions(process_index, process_count, drop_remainder))
       -> FramePairMap       (RandomMap: decode record, pick + decode the 2 frames, filter objects;
-                             per-element RNG = Philox(seed + global element index), so the data
-                             does not depend on `worker_count` or on where a run was resumed)
+                             per-element RNG = Philox(seed + global element index), so an
+                             element's content does not depend on `worker_count` or on where a
+                             run was resumed)
       -> Batch              (global_batch_size / process_count per host)
       -> FramePairIterator  (get_state / set_state for orbax; aggregates the skip / filter counts)
+
+Determinism: the batches are a function of (files, config.data, process layout). With
+worker_count <= 1 they are also independent of the worker count. With worker_count = W > 1 grain
+deals elements round-robin to the workers and each worker batches its own share, so the same
+elements arrive grouped differently (batch 0 = elements 0, W, 2W, ...); grain's iterator state
+records W and refuses to restore into a loader with another worker count.
 
 Batches follow the FRAME-PAIR EXAMPLE of DESIGN.md with a leading per-host batch dimension B.
 
@@ -52,6 +59,7 @@ Config (`config.data`, an ml_collections ConfigDict; `default_data_config()` hol
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Mapping
 
@@ -335,7 +343,7 @@ def make_eval_iterator(config, *, process_index: int | None = None,
   data = config.data
   process_index, process_count = _process(process_index, process_count)
   cfg = frame_pairs.FramePairConfig.from_config(data, _max_objects(config))
-  cfg = frame_pairs.FramePairConfig(**{**cfg.__dict__, "swap_prob": 0.0})
+  cfg = dataclasses.replace(cfg, swap_prob=0.0)
   loader = _make_loader(
       data, resolve_files(data.data_dir, data.eval_files), cfg,
       global_batch_size=int(data.eval_global_batch_size), shuffle=False, num_epochs=1,

@@ -174,6 +174,21 @@ def scene_at(scene: dict[str, Any], frame: int) -> dict[str, np.ndarray]:
 # Ray casting.
 
 
+# Small-matrix products as explicit sums: [N, 3] x [3, 3] through BLAS is slow for tall, thin
+# arrays and oversubscribes threads on shared CPUs.
+
+
+def _matvec(matrix: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+  """[3, 3] matrix times each row of [N, 3] vectors -> [N, 3]."""
+  return (vectors[:, 0:1] * matrix[:, 0] + vectors[:, 1:2] * matrix[:, 1]
+          + vectors[:, 2:3] * matrix[:, 2])
+
+
+def _dot(vectors: np.ndarray, v: np.ndarray) -> np.ndarray:
+  """Row-wise dot products of [N, 3] vectors with one [3] vector -> [N]."""
+  return vectors[:, 0] * v[0] + vectors[:, 1] * v[1] + vectors[:, 2] * v[2]
+
+
 def camera_rays(cam_to_world: np.ndarray, intrinsics: np.ndarray, height: int,
                 width: int) -> tuple[np.ndarray, np.ndarray]:
   """Unit world-space rays through the pixel centres.
@@ -188,7 +203,7 @@ def camera_rays(cam_to_world: np.ndarray, intrinsics: np.ndarray, height: int,
                      indexing="ij")
   dirs = np.stack([(u - intrinsics[0, 2]) / intrinsics[0, 0],
                    (v - intrinsics[1, 2]) / intrinsics[1, 1], np.ones_like(u)], axis=-1)
-  dirs = dirs.reshape(-1, 3) @ cam_to_world[:3, :3].T
+  dirs = _matvec(cam_to_world[:3, :3], dirs.reshape(-1, 3))
   dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
   return cam_to_world[:3, 3], dirs
 
@@ -218,7 +233,7 @@ def _intersect_unit(shape: str, o: np.ndarray, d: np.ndarray, eps: float = 1e-6)
       t = np.where(hit, near, np.inf)
     elif shape == "sphere":
       a = np.einsum("ni,ni->n", d, d)
-      b = 2 * d @ o
+      b = 2 * _dot(d, o)
       c = o @ o - 1.0
       disc = b * b - 4 * a * c
       t = (-b - np.sqrt(np.maximum(disc, 0))) / (2 * a)
@@ -291,12 +306,12 @@ def render_frame(scene: dict[str, Any], poses: dict[str, np.ndarray], intrinsics
     # World -> unit space: p_l = S^-1 R^T (p - c).
     # Cull with the bounding sphere first: only rays that can hit are intersected exactly.
     offset = origin - center
-    b = dirs @ offset
+    b = _dot(dirs, offset)
     candidates = np.nonzero(b * b - (offset @ offset - half @ half) >= 0)[0]
     if candidates.size == 0:
       continue
     o_l = (rot.T @ offset) / half
-    d_l = (dirs[candidates] @ rot) / half
+    d_l = _matvec(rot.T, dirs[candidates]) / half
     t_c, n_c = _intersect_unit(SHAPES[shape_id], o_l, d_l)
     closer = t_c < best_t[candidates]
     if not np.any(closer):
@@ -304,7 +319,7 @@ def render_frame(scene: dict[str, Any], poses: dict[str, np.ndarray], intrinsics
     idx = candidates[closer]
     best_t[idx] = t_c[closer]
     seg[idx] = k + 1
-    n_w = (n_c[closer] / half) @ rot.T
+    n_w = _matvec(rot, n_c[closer] / half)
     normals[idx] = n_w / np.linalg.norm(n_w, axis=-1, keepdims=True)
     p_l = o_l + t_c[closer, None] * d_l[closer]
     second = _pattern(PATTERNS[scene["patterns"][k]], p_l, config.texture_frequency)
@@ -315,7 +330,7 @@ def render_frame(scene: dict[str, Any], poses: dict[str, np.ndarray], intrinsics
   hit = np.isfinite(best_t)
   # Light both faces of a surface the camera sees (normals may face away on thin objects).
   facing = np.where((np.einsum("ni,ni->n", normals, dirs) > 0)[:, None], -normals, normals)
-  lambert = np.clip(facing @ light, 0, 1)
+  lambert = np.clip(_dot(facing, light), 0, 1)
   shade = np.where(hit, config.ambient + (1 - config.ambient) * lambert, 1.0)
   rgb = np.clip(colors * shade[:, None] * 255 + 0.5, 0, 255).astype(np.uint8)
   depth = np.where(hit, best_t, config.far)
@@ -330,8 +345,9 @@ def render_frame(scene: dict[str, Any], poses: dict[str, np.ndarray], intrinsics
 
 
 def _quantize(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-  scale = (hi - lo) if hi > lo else 1.0
-  return np.round((x - lo) / scale * 65535).astype(np.uint16)
+  """Kubric's uint16 quantisation of [lo, hi] (round to nearest; values are >= lo)."""
+  scale = 65535.0 / (hi - lo) if hi > lo else 0.0
+  return np.clip((x - lo) * scale + 0.5, 0, 65535).astype(np.uint16)
 
 
 def generate_example(seed: int, index: int, config: SceneConfig = SceneConfig()) -> dict[str, Any]:

@@ -49,13 +49,18 @@ def _batch(seed=0):
 @pytest.fixture(scope="module")
 def tokenizer_and_params():
   tok = conditioning.AssetTokenizer(_tiny_config())
-  params = tok.init(jax.random.key(0), _batch(), jnp.zeros((B,), bool))["params"]
+  # jit everywhere: eager flax dispatch compiles each op separately, far slower on a busy CPU.
+  params = jax.jit(tok.init)(jax.random.key(0), _batch(), jnp.zeros((B,), bool))["params"]
   return tok, params
+
+
+_APPLY = {}
 
 
 def _tokens(tok, params, batch, drop=None):
   drop = jnp.zeros((B,), bool) if drop is None else drop
-  tokens, mask = tok.apply({"params": params}, batch, drop)
+  apply = _APPLY.setdefault(id(tok), jax.jit(tok.apply))
+  tokens, mask = apply({"params": params}, batch, drop)
   return np.asarray(tokens), np.asarray(mask)
 
 
@@ -226,7 +231,7 @@ def test_gradient_reaches_encoder(tokenizer_and_params):
     tokens, _ = tok.apply({"params": p}, batch, jnp.zeros((B,), bool))
     return jnp.sum(jnp.sin(tokens))
 
-  grads = jax.grad(loss)(params)
+  grads = jax.jit(jax.grad(loss))(params)
   for path, g in traverse_util.flatten_dict(grads).items():
     assert np.all(np.isfinite(np.asarray(g))), path
   enc = traverse_util.flatten_dict(grads["encoder"])
@@ -255,25 +260,33 @@ def test_diffusion_loss_and_gradients(prediction_type):
   schedule = NoiseSchedule.from_config(config.diffusion)
   batch = _batch()
   latents = jax.random.normal(jax.random.key(1), (B, 8, 8, 4))
-  params = model.init(jax.random.key(0), latents, jnp.zeros((B,), jnp.int32), batch,
-                      jnp.zeros((B,), bool))["params"]
+  params = jax.jit(model.init)(jax.random.key(0), latents, jnp.zeros((B,), jnp.int32), batch,
+                               jnp.zeros((B,), bool))["params"]
   assert set(params) == {"tokenizer", "unet"}
 
   noise = jax.random.normal(jax.random.key(2), latents.shape)
   t = jnp.array([3, 500, 990])
   drop = jnp.array([False, True, False])
-  loss, metrics = diffusion_loss(params, model, batch, latents, jax.random.key(4), schedule,
-                                 0.1, noise=noise, timesteps=t, drop_cond=drop)
+  def loss_fn(p, drop_cond=None, **overrides):
+    return diffusion_loss(p, model, batch, latents, jax.random.key(4), schedule, 0.1,
+                          drop_cond=drop_cond, **overrides)
+
+  loss, metrics = jax.jit(loss_fn)(params, drop, noise=noise, timesteps=t)
+
   # The same numbers by hand through the model's methods.
-  tokens, _ = model.apply({"params": params}, batch, drop, method=model.tokenize)
-  out = model.apply({"params": params}, schedule.add_noise(latents, noise, t), t, tokens,
-                    method=model.denoise)
+  @jax.jit
+  def by_hand(p):
+    tokens, _ = model.apply({"params": p}, batch, drop, method=model.tokenize)
+    return model.apply({"params": p}, schedule.add_noise(latents, noise, t), t, tokens,
+                       method=model.denoise)
+
+  out = by_hand(params)
   target = noise if prediction_type == "epsilon" else schedule.velocity(latents, noise, t)
   np.testing.assert_allclose(float(loss), float(jnp.mean((out - target) ** 2)), rtol=1e-5)
   np.testing.assert_allclose(float(metrics["cfg_drop_fraction"]), 1 / 3, rtol=1e-6)
 
-  grads = jax.grad(lambda p: diffusion_loss(p, model, batch, latents, jax.random.key(4),
-                                            schedule, 0.1)[0])(params)
+  grad_fn = jax.jit(jax.grad(lambda p, d: loss_fn(p, d)[0]))
+  grads = grad_fn(params, jnp.array([False, True, False]))
   for part in ("unet", "tokenizer"):
     flat = traverse_util.flatten_dict(grads[part])
     assert all(np.all(np.isfinite(np.asarray(g))) for g in flat.values())
@@ -281,9 +294,7 @@ def test_diffusion_loss_and_gradients(prediction_type):
   assert np.abs(np.asarray(grads["tokenizer"]["encoder"]["layer_0"]["mlp"]["fc1"]["kernel"])).sum() > 0
 
   # All examples dropped: the tokenizer gets exactly zero gradient.
-  grads = jax.grad(lambda p: diffusion_loss(p, model, batch, latents, jax.random.key(4),
-                                            schedule, 0.1, drop_cond=jnp.ones((B,), bool))[0])(
-                                                params)
+  grads = grad_fn(params, jnp.ones((B,), bool))
   assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(grads["tokenizer"]))
 
 

@@ -97,7 +97,7 @@ def test_network_metrics_with_given_functions(tmp_path):
   # Tiny stand-ins: a random-weight LPIPS, a random feature map for FID and DINO.
   module = lpips_lib.LPIPS(net="vgg", width_divisor=16)
   z = jnp.zeros((1, S, S, 3))
-  params = module.init(jax.random.key(0), z, z)["params"]
+  params = jax.jit(module.init)(jax.random.key(0), z, z)["params"]
   lpips_fn = jax.jit(lambda x, y: lpips_lib.lpips_distance_unit(module, params, x, y))
   proj = jax.random.normal(jax.random.key(1), (3 * 4 * 4, 5))
 
@@ -126,7 +126,7 @@ def test_network_metrics_with_given_functions(tmp_path):
 def test_weights_from_config_paths(tmp_path):
   module = lpips_lib.LPIPS(net="alex", width_divisor=8)
   z = jnp.zeros((1, H, W, 3))
-  params = module.init(jax.random.key(0), z, z)["params"]
+  params = jax.jit(module.init)(jax.random.key(0), z, z)["params"]
   # Write the params in the lpips package layout, as a converted checkpoint would be.
   state = {}
   for name, leaf in params.items():

@@ -74,7 +74,8 @@ def _known_example(video_index):
       seg[t, rr, cc, 0] = k + 1
       video[t, rr, cc] = colors[k]
   visibility = np.stack([(seg[..., 0] == k + 1).sum(axis=(1, 2)) for k in range(2)])
-  zeros = lambda *shape: np.zeros(shape, np.float32)  # pylint: disable=unnecessary-lambda-assignment
+  def zeros(*shape):
+    return np.zeros(shape, np.float32)
   return {
       "metadata": {"video_name": f"video_{video_index}".encode(), "width": np.int32(SIZE),
                    "height": np.int32(SIZE), "num_frames": np.int32(FRAMES),

@@ -8,21 +8,21 @@ from data_pipelines import video_record
 from neural_assets import geometry
 
 CONFIG = synthetic.SceneConfig(height=48, width=64, num_frames=4)
+_intersect = synthetic._intersect_unit  # pylint: disable=protected-access
 
 
 @pytest.mark.parametrize("shape", synthetic.SHAPES)
 def test_unit_primitive_intersections(shape):
   # Rays along +z from z = -5 and along +x from x = -5 hit every unit primitive at t = 4.
   d = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
-  t, normal = synthetic._intersect_unit(shape, np.array([0.0, 0.0, -5.0]), d)  # pylint: disable=protected-access
+  t, normal = _intersect(shape, np.array([0.0, 0.0, -5.0]), d)
   np.testing.assert_allclose(t, 4.0)
   np.testing.assert_allclose(normal[0] / np.linalg.norm(normal[0]), [0, 0, -1], atol=1e-9)
-  t, normal = synthetic._intersect_unit(shape, np.array([-5.0, 0.0, 0.0]),  # pylint: disable=protected-access
-                                        np.array([[1.0, 0.0, 0.0]]))
+  t, normal = _intersect(shape, np.array([-5.0, 0.0, 0.0]), np.array([[1.0, 0.0, 0.0]]))
   np.testing.assert_allclose(t, 4.0)
   np.testing.assert_allclose(normal[0] / np.linalg.norm(normal[0]), [-1, 0, 0], atol=1e-9)
   # A ray passing outside the unit box misses every primitive.
-  t, _ = synthetic._intersect_unit(shape, np.array([0.0, 1.5, -5.0]), d[:1])  # pylint: disable=protected-access
+  t, _ = _intersect(shape, np.array([0.0, 1.5, -5.0]), d[:1])
   assert np.isinf(t[0])
 
 
@@ -75,7 +75,7 @@ def test_masks_inside_projected_boxes_and_depth_consistent():
     assert np.all(proj[vis][:, :2] <= mask[:, :2] + tol)
     assert np.all(proj[vis][:, 2:] >= mask[:, 2:] - tol)
     # ... and is not wildly larger than it (objects fill a good part of their box).
-    area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # pylint: disable=unnecessary-lambda-assignment
+    area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # pylint: disable=g-long-lambda
     big = vis & (ex["instances"]["visibility"].T > 50)
     assert np.median(area(record["boxes_2d"][big]) / area(proj[big])) > 0.3
     # Depth is the distance to the camera centre: between the object's nearest possible z-depth
