@@ -39,7 +39,7 @@ def data_dir(tmp_path_factory):
   bad_frame["frames"] = [b"not an image"] * len(bad_frame["frames"])
   payloads = [video_record.encode(r) for r in records[:8]]
   flipped = bytearray(payloads[1])
-  flipped[len(flipped) // 2] ^= 0xFF
+  flipped[len(video_record.MAGIC) + 20] ^= 0xFF  # inside the checksummed header
   payloads[1] = bytes(flipped)
   payloads[4] = video_record.encode(bad_frame)
   writer = array_record_module.ArrayRecordWriter(str(root / "corrupt-00000.array_record"),

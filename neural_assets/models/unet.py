@@ -99,20 +99,18 @@ class Attention(nn.Module):
   head_dim: int
   upcast: bool
   impl: str
-  dropout: float = 0.0
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, context=None, train: bool = False):
+  def __call__(self, x, context=None):
     context = x if context is None else context
     inner = self.heads * self.head_dim
     proj = lambda name: nn.Dense(inner, use_bias=False, dtype=self.dtype, name=name)
     split = lambda t: einops.rearrange(t, "b l (h d) -> b l h d", h=self.heads)
     q, k, v = split(proj("to_q")(x)), split(proj("to_k")(context)), split(proj("to_v")(context))
     out = attention(q, k, v, impl=self.impl, upcast=self.upcast)
-    out = nn.Dense(x.shape[-1], dtype=self.dtype, name="to_out_0")(
+    return nn.Dense(x.shape[-1], dtype=self.dtype, name="to_out_0")(
         einops.rearrange(out, "b l h d -> b l (h d)"))
-    return _dropout(out, self.dropout, train)
 
 
 class GEGLU(nn.Module):
@@ -127,13 +125,11 @@ class GEGLU(nn.Module):
 
 
 class FeedForward(nn.Module):
-  dropout: float = 0.0
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x):
     h = GEGLU(GEGLU_MULT * x.shape[-1], dtype=self.dtype, name="net_0")(x)
-    h = _dropout(h, self.dropout, train)
     return nn.Dense(x.shape[-1], dtype=self.dtype, name="net_2")(h)
 
 
@@ -144,23 +140,25 @@ class BasicTransformerBlock(nn.Module):
   only_cross_attention: bool
   upcast: bool
   impl: str
-  dropout: float = 0.0
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, context, train: bool = False):
+  def __call__(self, x, context):
     ln = lambda name: nn.LayerNorm(epsilon=TRANSFORMER_LAYER_NORM_EPS, dtype=jnp.float32,
                                    use_fast_variance=False, name=name)
-    attn = lambda name: Attention(self.heads, self.head_dim, self.upcast, self.impl, self.dropout,
+    attn = lambda name: Attention(self.heads, self.head_dim, self.upcast, self.impl,
                                   dtype=self.dtype, name=name)
     h = _norm(ln("norm1"), x)
-    x = x + attn("attn1")(h, context if self.only_cross_attention else None, train)
-    x = x + attn("attn2")(_norm(ln("norm2"), x), context, train)
-    return x + FeedForward(self.dropout, dtype=self.dtype, name="ff")(_norm(ln("norm3"), x), train)
+    x = x + attn("attn1")(h, context if self.only_cross_attention else None)
+    x = x + attn("attn2")(_norm(ln("norm2"), x), context)
+    return x + FeedForward(dtype=self.dtype, name="ff")(_norm(ln("norm3"), x))
 
 
 class Transformer2DModel(nn.Module):
-  """Spatial transformer: GroupNorm, proj_in, N blocks, proj_out, residual. [B,H,W,C] -> same."""
+  """Spatial transformer: GroupNorm, proj_in, N blocks, proj_out, residual. [B,H,W,C] -> same.
+
+  No dropout: diffusers' UNet passes its `dropout` to the resnets only.
+  """
   heads: int
   num_layers: int
   groups: int
@@ -168,11 +166,10 @@ class Transformer2DModel(nn.Module):
   only_cross_attention: bool
   upcast: bool
   impl: str
-  dropout: float = 0.0
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, context, train: bool = False):
+  def __call__(self, x, context):
     b, hh, ww, c = x.shape
     if c % self.heads:
       raise ValueError(f"{c} channels do not split into {self.heads} attention heads.")
@@ -184,8 +181,8 @@ class Transformer2DModel(nn.Module):
     h = einops.rearrange(proj("proj_in")(h), "b h w c -> b (h w) c")
     for i in range(self.num_layers):
       h = BasicTransformerBlock(self.heads, c // self.heads, self.only_cross_attention,
-                                self.upcast, self.impl, self.dropout, dtype=self.dtype,
-                                name=f"transformer_blocks_{i}")(h, context, train)
+                                self.upcast, self.impl, dtype=self.dtype,
+                                name=f"transformer_blocks_{i}")(h, context)
     h = proj("proj_out")(einops.rearrange(h, "b (h w) c -> b h w c", h=hh, w=ww))
     return h + x
 
@@ -213,7 +210,7 @@ class _BlockFields(nn.Module):
   def transformer(self, i):
     return Transformer2DModel(self.heads, self.transformer_layers, self.groups,
                               self.use_linear_projection, self.only_cross_attention, self.upcast,
-                              self.impl, self.dropout, dtype=self.dtype, name=f"attentions_{i}")
+                              self.impl, dtype=self.dtype, name=f"attentions_{i}")
 
 
 class _Downsample(nn.Module):
@@ -248,7 +245,7 @@ class DownBlock2D(_BlockFields):
     for i in range(self.num_layers):
       x = self.resnet(i)(x, temb, train)
       if self.has_attention:
-        x = self.transformer(i)(x, context, train)
+        x = self.transformer(i)(x, context)
       skips.append(x)
     if self.add_downsample:
       p = self.downsample_padding
@@ -267,7 +264,7 @@ class MidBlock2DCrossAttn(_BlockFields):
   def __call__(self, x, temb, context, train: bool = False):
     x = self.resnet(0, self.output_scale_factor)(x, temb, train)
     for i in range(self.num_layers):
-      x = self.transformer(i)(x, context, train)
+      x = self.transformer(i)(x, context)
       x = self.resnet(i + 1, self.output_scale_factor)(x, temb, train)
     return x
 
@@ -283,7 +280,7 @@ class UpBlock2D(_BlockFields):
       x = jnp.concatenate([x, skips.pop()], axis=-1)
       x = self.resnet(i)(x, temb, train)
       if self.has_attention:
-        x = self.transformer(i)(x, context, train)
+        x = self.transformer(i)(x, context)
     if self.add_upsample:
       size = upsample_size or (2 * x.shape[1], 2 * x.shape[2])
       x = _Upsample(self.out_channels, self.dtype, name="upsamplers_0")(x, tuple(size))
@@ -312,7 +309,9 @@ def _per_level(value, n: int, key: str) -> tuple:
 class UNet2DConditionModel(nn.Module):
   """`(sample [B,H,W,Cin], timesteps [B], encoder_hidden_states [B,L,D]) -> [B,H,W,Cout]` float32.
 
-  Parameters are float32; `dtype` is the compute dtype. `remat` checkpoints each block.
+  Parameters are float32; `dtype` is the compute dtype (norms and softmax-with-upcast stay
+  float32). `remat` checkpoints each down / mid / up block. `train=True` enables the resnets'
+  dropout (pass a 'dropout' rng when `dropout > 0`).
   """
   sample_size: Optional[int] = None
   in_channels: int = 4
