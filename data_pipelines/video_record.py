@@ -77,6 +77,13 @@ class LazyFrames(Sequence):
   def __len__(self) -> int:
     return len(self._crcs)
 
+  def __eq__(self, other) -> bool:
+    if not isinstance(other, Sequence) or len(other) != len(self):
+      return False
+    return all(bytes(a) == bytes(b) for a, b in zip(self, other))
+
+  __hash__ = None  # mutable-buffer views: compare by value, never hash
+
   def __getitem__(self, i):
     if isinstance(i, slice):
       return [self[j] for j in range(*i.indices(len(self)))]
