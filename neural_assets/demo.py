@@ -438,7 +438,20 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str, minutes: float, *,
   return results
 
 
+class _QuietLibraries(py_logging.Filter):
+  """Drops INFO chatter of the checkpoint and compiler libraries (warnings still pass)."""
+
+  def __init__(self, noisy_paths: tuple[str, ...] = ("/orbax/", "/jax/_src/", "/etils/")):
+    super().__init__()
+    self.noisy_paths = noisy_paths
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return record.levelno >= py_logging.WARNING or not any(
+        p in record.pathname for p in self.noisy_paths)
+
+
 def main(argv):
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if _MINUTES.value < 0:
