@@ -21,6 +21,7 @@ neither copies nor checksums the other 22, and a corrupted byte anywhere is stil
 from __future__ import annotations
 
 import json
+import os
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -155,14 +156,24 @@ def decode(data: bytes) -> dict[str, Any]:
 
 
 def write_array_record(path: str, records) -> int:
-  """Writes an iterable of video records to one ArrayRecord file; returns how many."""
+  """Writes an iterable of video records to one ArrayRecord file; returns how many.
+
+  The file appears under `path` only once complete (written as `path.tmp`, then renamed), so a
+  conversion that dies never leaves a truncated shard that looks finished.
+  """
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
-  writer = array_record_module.ArrayRecordWriter(path, "group_size:1")
+  tmp_path = path + ".tmp"
+  # Frames are PNG/JPEG already: compressing again costs read time and saves nothing.
+  writer = array_record_module.ArrayRecordWriter(tmp_path, "group_size:1,uncompressed")
   count = 0
   try:
     for record in records:
       writer.write(encode(record))
       count += 1
-  finally:
+  except BaseException:
     writer.close()
+    os.remove(tmp_path)
+    raise
+  writer.close()
+  os.replace(tmp_path, path)
   return count

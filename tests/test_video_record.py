@@ -76,3 +76,21 @@ def test_schema_errors_name_the_field():
   record["visible"] = record["visible"].astype(np.int32)
   with pytest.raises(vr.CorruptRecordError, match="visible has dtype"):
     vr.encode(record)
+
+
+def test_write_array_record_is_atomic(tmp_path):
+  from array_record.python import array_record_data_source  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / "shard.array_record")
+  assert vr.write_array_record(path, [_record(seed=i) for i in range(3)]) == 3
+  source = array_record_data_source.ArrayRecordDataSource([path])
+  assert len(source) == 3 and vr.decode(source[2])["video_id"] == b"video-7"
+
+  def failing():
+    yield _record()
+    raise RuntimeError("reader died")
+
+  bad = str(tmp_path / "bad.array_record")
+  with pytest.raises(RuntimeError, match="reader died"):
+    vr.write_array_record(bad, failing())
+  assert not (tmp_path / "bad.array_record").exists()
+  assert not (tmp_path / "bad.array_record.tmp").exists()
