@@ -6,10 +6,12 @@ randomly initialised parameters), so loading it exercises the real checkpoint la
 """
 from __future__ import annotations
 
+import functools
 import os
 
 from etils import epath
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -40,14 +42,33 @@ def tiny_config() -> ml_collections.ConfigDict:
   return config
 
 
+def random_params(abstract, seed: int = 0):
+  """Random parameters of the given shapes: norm scales 1, biases 0, other weights
+  N(0, 1 / fan_in) (fan_in = product of all but the last dimension)."""
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    name = str(getattr(path[-1], "key", path[-1]))
+    if name == "scale":
+      return jnp.ones(leaf.shape, leaf.dtype)
+    if name == "bias":
+      return jnp.zeros(leaf.shape, leaf.dtype)
+    fan_in = max(1, int(np.prod(leaf.shape[:-1])))
+    return jnp.asarray(rng.normal(0.0, fan_in ** -0.5, leaf.shape), leaf.dtype)
+
+  return jax.tree_util.tree_map_with_path(draw, abstract)
+
+
 def make_tiny_checkpoint(workdir: str, config: ml_collections.ConfigDict | None = None,
                          seed: int = 0) -> str:
   """Writes `<workdir>/checkpoints/0` (and `config.json`) with random weights; returns workdir."""
   from neural_assets.training import checkpointing, optimizer, train_state, train_step, trainer  # pylint: disable=g-import-not-at-top
   config = config or tiny_config()
   model, vae = train_step.build_models(config)
-  params, frozen = jax.jit(lambda k: trainer.init_params(config, model, vae, k))(
-      jax.random.key(seed))
+  # Compiling (or running eagerly) the real initialiser takes a minute on a loaded CPU; random
+  # values of the right shapes (from a trace only) make an equally valid tiny random model.
+  params, frozen = random_params(jax.eval_shape(
+      functools.partial(trainer.init_params, config, model, vae), jax.random.key(seed)), seed)
   tx, _ = optimizer.make_optimizer(config.optimizer, params, config.training.num_train_steps)
   state = train_state.create(params, frozen, tx, jax.random.key(seed), use_ema=False)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=1,

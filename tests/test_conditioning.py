@@ -244,8 +244,10 @@ def test_gradient_reaches_encoder(tokenizer_and_params):
 
 def _model_config(prediction_type="epsilon"):
   unet = dict(sd21.unet_config("base"))
-  unet.update(block_out_channels=(16, 32), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-              up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1,
+  # Cross-attention only in the mid block: the tokens still reach the UNet, and the gradient
+  # compile stays small on a CPU.
+  unet.update(block_out_channels=(16, 32), down_block_types=("DownBlock2D", "DownBlock2D"),
+              up_block_types=("UpBlock2D", "UpBlock2D"), layers_per_block=1,
               attention_head_dim=(2, 4), cross_attention_dim=CONTEXT, norm_num_groups=8,
               sample_size=8)
   diffusion = sd21.get_config("base").diffusion

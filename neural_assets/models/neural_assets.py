@@ -7,6 +7,13 @@ kept apart: `diffusion_loss` takes target latents already encoded and multiplied
 
 `config` is `config.model`, holding `conditioning` (configs/conditioning.py) and `unet`
 (configs/sd21.py, diffusers' field names).
+
+Sampling: tokenize once, then hand the UNet to the DDIM sampler through a denoise function built
+once (it is a static jit argument, so a new lambda per call would recompile):
+
+  denoise = lambda p, x, t, ctx: model.apply({'params': p}, x, t, ctx, method=model.denoise)
+  tokens, _ = model.apply({'params': p}, batch, no_drop, method=model.tokenize)
+  latents = sampler.sample(denoise, p, tokens, key, (B, h, w, c))
 """
 from __future__ import annotations
 

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The embedded demo on a fresh machine (CPU is enough):
+#
+#   bash demo.sh [WORKDIR] [flags of neural_assets.demo, e.g. --minutes=5]
+#
+# Creates ./.venv if missing, installs this package (once per setup.py change), renders a small
+# synthetic dataset, trains configs/synthetic.py for a bounded time (default 15 minutes; re-running
+# resumes), evaluates it against the copy-source-frame baseline, runs the edits and writes
+# WORKDIR/report/index.html. WORKDIR defaults to ./workdir/demo in this repository.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if [ $# -ge 1 ] && [[ "$1" != --* ]]; then
+  WORKDIR="$1"
+  shift
+else
+  WORKDIR="$REPO/workdir/demo"
+fi
+mkdir -p "$WORKDIR"
+WORKDIR="$(cd "$WORKDIR" && pwd)"
+cd "$REPO"
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+# Only the package and tensorflow-cpu: clu's metric writer (the trainer's TensorBoard event
+# files) imports TensorFlow, and the report reads those files back with tensorboard. The [test]
+# extra (torch, diffusers, transformers) is not needed: the demo loads no reference models.
+STAMP=.venv/.neural_assets_demo_installed
+WANT="$(cat setup.py demo.sh | sha1sum | cut -d' ' -f1)"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e . tensorflow-cpu
+  echo "$WANT" > "$STAMP"
+fi
+
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"
+exec .venv/bin/python -m neural_assets.demo --workdir="$WORKDIR" "$@"

@@ -1,0 +1,264 @@
+r"""Edits a scene with a trained Neural Assets model and writes the renders as PNGs.
+
+  python -m neural_assets.edit --checkpoint WORKDIR --scene scene.npz \
+      --op "rotate 1 yaw=90" --op "translate 0 x=0.5" --op "remove 2" \
+      --op "translate 0 z=1 frame=camera; rotate 0 yaw=45" --out_dir /tmp/edits \
+      [--other_scene other.npz] [--guidance_scale 2 --num_steps 50 --seed 0 --num_variations 1]
+
+Each --op is one edit of the source scene (several operations joined by ';' make one composite
+edit). Writes `source.png`, `edit_<k>_<op>.png` (`..._v<v>.png` with several variations) and
+`grid.png` (one row per variation: source | edit 1 | edit 2 ...). Scenes are `.npz` files written
+by `neural_assets.editing.Scene.save`. Object indices are those of the scene (and of objects
+appended by earlier operations of the same edit: `duplicate` / `insert` append).
+
+Operations (angles in degrees, lengths in world units; add `force=1` to any op to apply it even
+if an object ends up behind the camera or off-screen):
+  translate I [x= y= z=] [frame=world|camera]   move object I
+  rotate I [yaw= pitch= roll=]                   turn object I about its own axes
+  rescale I F | rescale I [x= y= z=]             scale object I (alias: scale)
+  remove I                                       remove object I
+  duplicate I [x= y= z=] [frame=] [yaw= pitch= roll=]   copy object I, moved / turned
+  insert J [x= y= z=] [frame=]                   object J of --other_scene, same camera-relative
+                                                 pose as there, moved by x, y, z
+  background                                     background of --other_scene
+  camera [x= y= z=] [yaw= pitch= roll=] [orbit=] move / turn the camera in its own axes, orbit
+                                                 about the objects' centre
+  reconstruct                                    no change
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import sys
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from neural_assets import editing
+
+_FLOAT_KEYS = {
+    "translate": ("x", "y", "z"),
+    "rotate": ("yaw", "pitch", "roll"),
+    "rescale": ("factor", "x", "y", "z"),
+    "remove": (),
+    "duplicate": ("x", "y", "z", "yaw", "pitch", "roll"),
+    "insert": ("x", "y", "z"),
+    "background": (),
+    "camera": ("x", "y", "z", "yaw", "pitch", "roll", "orbit"),
+    "reconstruct": (),
+}
+_ALIASES = {"scale": "rescale", "move": "translate", "identity": "reconstruct"}
+_NUM_INDICES = {"translate": 1, "rotate": 1, "rescale": 1, "remove": 1, "duplicate": 1,
+                "insert": 1, "background": 0, "camera": 0, "reconstruct": 0}
+_FRAME_OPS = ("translate", "duplicate", "insert")
+
+
+class OpParseError(ValueError):
+  """An --op string that cannot be parsed or applied; the message names the op."""
+
+
+EditFn = Callable[[editing.Edit], editing.Edit]
+
+
+def _parse_one(text: str, other_scene: editing.Scene | None) -> EditFn:
+  """One operation (no ';') -> a function Edit -> Edit."""
+  words = text.split()
+  if not words:
+    raise OpParseError("empty operation")
+  name = _ALIASES.get(words[0].lower(), words[0].lower())
+  if name not in _FLOAT_KEYS:
+    raise OpParseError(f"unknown operation {words[0]!r} (expected one of "
+                       f"{sorted(_FLOAT_KEYS)})")
+  positional, options = [], {}
+  for word in words[1:]:
+    if "=" in word:
+      key, _, value = word.partition("=")
+      if key in options:
+        raise OpParseError(f"{key!r} given twice")
+      options[key] = value
+    elif options:
+      raise OpParseError(f"positional argument {word!r} after key=value arguments")
+    else:
+      positional.append(word)
+  allowed = set(_FLOAT_KEYS[name]) | {"force"} | ({"frame"} if name in _FRAME_OPS else set())
+  unknown = sorted(set(options) - allowed)
+  if unknown:
+    raise OpParseError(f"unknown key(s) {unknown} for {name} (allowed: {sorted(allowed)})")
+  num_indices = _NUM_INDICES[name]
+  extra_positional = 1 if name == "rescale" else 0  # `rescale I F`.
+  if not num_indices <= len(positional) <= num_indices + extra_positional:
+    want = "an object index" if num_indices else "no positional argument"
+    raise OpParseError(f"{name} takes {want}, got {positional}")
+  try:
+    index = int(positional[0]) if num_indices else None
+  except ValueError:
+    raise OpParseError(f"object index {positional[0]!r} is not an integer") from None
+  values = {}
+  for key in _FLOAT_KEYS[name]:
+    if key in options:
+      try:
+        values[key] = float(options[key])
+      except ValueError:
+        raise OpParseError(f"{key}={options[key]!r} is not a number") from None
+      if not np.isfinite(values[key]):
+        raise OpParseError(f"{key}={options[key]!r} is not finite")
+  if len(positional) == 2:
+    try:
+      values["factor"] = float(positional[1])
+    except ValueError:
+      raise OpParseError(f"scale factor {positional[1]!r} is not a number") from None
+  frame = options.get("frame", "world")
+  if frame not in editing.FRAMES:
+    raise OpParseError(f"frame={frame!r} (expected one of {editing.FRAMES})")
+  force = options.get("force", "0").lower() in ("1", "true", "yes")
+  xyz = tuple(values.get(k, 0.0) for k in ("x", "y", "z"))
+  if name in ("insert", "background") and other_scene is None:
+    raise OpParseError(f"{name} needs --other_scene")
+
+  if name == "translate":
+    return lambda e: editing.translate(e, index, xyz, frame, allow_invalid=force)
+  if name == "rotate":
+    return lambda e: editing.rotate(e, index, values.get("yaw", 0.0), values.get("pitch", 0.0),
+                                    values.get("roll", 0.0), allow_invalid=force)
+  if name == "rescale":
+    if "factor" in values and any(k in values for k in ("x", "y", "z")):
+      raise OpParseError("give either one factor or per-axis x=, y=, z=")
+    factor = values.get("factor", None)
+    if factor is None:
+      factor = tuple(values.get(k, 1.0) for k in ("x", "y", "z"))
+    return lambda e: editing.rescale(e, index, factor, allow_invalid=force)
+  if name == "remove":
+    return lambda e: editing.remove(e, index)
+  if name == "duplicate":
+    def dup(e):
+      new = editing.duplicate(e, index, xyz, frame, allow_invalid=force)
+      angles = [values.get(k, 0.0) for k in ("yaw", "pitch", "roll")]
+      if any(angles):
+        new = editing.rotate(new, len(new.assets) - 1, *angles, allow_invalid=force)
+      return new
+    return dup
+  if name == "insert":
+    return lambda e: editing.insert(e, other_scene, index, xyz, frame, allow_invalid=force)
+  if name == "background":
+    return lambda e: editing.replace_background(e, other_scene)
+  if name == "camera":
+    def camera(e):
+      angles = [values.get(k, 0.0) for k in ("yaw", "pitch", "roll")]
+      if any(xyz) or any(angles):
+        e = editing.move_camera(e, xyz, *angles, allow_invalid=force)
+      if values.get("orbit", 0.0):
+        e = editing.orbit_camera(e, values["orbit"], allow_invalid=force)
+      return e
+    return camera
+  return editing.as_edit  # reconstruct.
+
+
+def build_edit(scene: editing.Scene, op: str,
+               other_scene: editing.Scene | None = None) -> editing.Edit:
+  """Applies one --op string (operations joined by ';') to `scene`.
+
+  Raises:
+    OpParseError: naming the op, for a syntax error or an edit that cannot be applied.
+  """
+  edit = editing.as_edit(scene)
+  for part in op.split(";"):
+    try:
+      edit = _parse_one(part, other_scene)(edit)
+    except (OpParseError, editing.EditError) as e:
+      raise OpParseError(f"Bad --op {op!r}: {e}") from e
+  # The user's op text names the edit (titles, file names).
+  return dataclasses.replace(edit, steps=(op.strip(),))
+
+
+def slug(text: str, max_len: int = 40) -> str:
+  """A file-name-safe short form of an op string."""
+  return re.sub(r"[^A-Za-z0-9.=-]+", "_", text.strip()).strip("_")[:max_len] or "edit"
+
+
+def make_grid(rows: Sequence[Sequence[np.ndarray]], gap: int = 2,
+              fill: int = 255) -> np.ndarray:
+  """[H, W, 3] uint8 images (all the same size) in rows -> one [R*(H+gap)-gap, ..., 3] image."""
+  height, width, _ = rows[0][0].shape
+  cols = max(len(r) for r in rows)
+  grid = np.full((len(rows) * (height + gap) - gap, cols * (width + gap) - gap, 3), fill,
+                 np.uint8)
+  for i, row in enumerate(rows):
+    for j, image in enumerate(row):
+      if image.shape != (height, width, 3):
+        raise ValueError(f"Grid image ({i}, {j}) has shape {image.shape}, want "
+                         f"{(height, width, 3)}.")
+      y, x = i * (height + gap), j * (width + gap)
+      grid[y:y + height, x:x + width] = image
+  return grid
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="python -m neural_assets.edit", description=__doc__.split("\n\n")[0],
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+      epilog=__doc__[__doc__.index("Operations"):])
+  parser.add_argument("--checkpoint", required=True,
+                      help="Training workdir, its checkpoints/ dir, or one step dir.")
+  parser.add_argument("--scene", required=True, help="Scene .npz (editing.Scene.save).")
+  parser.add_argument("--op", action="append", required=True, help="An edit (repeatable).")
+  parser.add_argument("--out_dir", required=True)
+  parser.add_argument("--other_scene", default=None, help="Scene .npz for insert / background.")
+  parser.add_argument("--config", default=None,
+                      help="Config .py / .json (default: the one stored with the checkpoint).")
+  parser.add_argument("--step", type=int, default=None, help="Checkpoint step (default: newest).")
+  parser.add_argument("--no_ema", action="store_true", help="Use the raw, not the EMA, weights.")
+  parser.add_argument("--guidance_scale", type=float, default=None,
+                      help="Classifier-free guidance scale (default: config.sampler).")
+  parser.add_argument("--num_steps", type=int, default=None,
+                      help="DDIM steps (default: config.sampler).")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--num_variations", type=int, default=1)
+  return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = _parser()
+  args = parser.parse_args(argv)
+  if args.num_variations < 1:
+    parser.error(f"--num_variations must be >= 1, got {args.num_variations}.")
+  try:
+    scene = editing.Scene.load(args.scene)
+    other = editing.Scene.load(args.other_scene) if args.other_scene else None
+  except (OSError, ValueError) as e:
+    parser.error(str(e))
+  # Parse and apply every op before loading the model, so a typo fails in a second.
+  try:
+    edits = [build_edit(scene, op, other) for op in args.op]
+  except OpParseError as e:
+    parser.error(str(e))
+  bundle = editing.load_model_for_inference(args.checkpoint, args.config, args.step,
+                                            use_ema=not args.no_ema)
+  images = editing.render(bundle, scene, *edits, guidance_scale=args.guidance_scale,
+                          num_steps=args.num_steps, seed=args.seed,
+                          num_variations=args.num_variations)  # [E, V, H, W, 3]
+  os.makedirs(args.out_dir, exist_ok=True)
+  height, width = images.shape[2:4]
+  source = np.asarray(Image.fromarray(scene.image).resize((width, height),
+                                                          Image.Resampling.BILINEAR))
+  Image.fromarray(source).save(os.path.join(args.out_dir, "source.png"))
+  written = []
+  for k, (op, per_edit) in enumerate(zip(args.op, images)):
+    for v, image in enumerate(per_edit):
+      suffix = f"_v{v}" if args.num_variations > 1 else ""
+      path = os.path.join(args.out_dir, f"edit_{k:02d}_{slug(op)}{suffix}.png")
+      Image.fromarray(image).save(path)
+      written.append(path)
+  rows = [[source] + [images[k, v] for k in range(len(edits))]
+          for v in range(args.num_variations)]
+  grid_path = os.path.join(args.out_dir, "grid.png")
+  Image.fromarray(make_grid(rows)).save(grid_path)
+  print(f"Wrote {len(written)} edit image(s) and {grid_path} (columns: source | "
+        + " | ".join(args.op) + ")")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
