@@ -6,6 +6,8 @@ the third-party readings or common choices, exposed here so that a run can chang
 """
 import ml_collections
 
+from neural_assets.evaluation import evaluator
+
 
 def mesh_config() -> ml_collections.ConfigDict:
   # 'data' takes whatever devices are left; fsdp > 1 splits parameters and optimizer state.
@@ -84,6 +86,14 @@ def eval_config() -> ml_collections.ConfigDict:
   ))
 
 
+def evaluation_config() -> ml_collections.ConfigDict:
+  """The Evaluator's metrics (`neural_assets/evaluation/evaluator.py`); network metrics (LPIPS,
+  FID, DINO) switch on when their weight paths are set."""
+  config = evaluator.default_config()
+  config.image_range = (0.0, 1.0)  # The trainer hands over decoded images clipped to [0, 1].
+  return config
+
+
 def add_common(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Adds the shared sections to `config` (in place) and returns it."""
   config.mesh = mesh_config()
@@ -92,4 +102,5 @@ def add_common(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.training = training_config()
   config.checkpoint = checkpoint_config()
   config.eval = eval_config()
+  config.evaluation = evaluation_config()
   return config

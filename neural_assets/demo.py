@@ -276,84 +276,57 @@ def restore_latest(config: ml_collections.ConfigDict, train_dir: str) -> Restore
   return Restored(model=model, vae=vae, state=state, mesh=mesh, step=int(state.step))
 
 
-def evaluator_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """`config.evaluation` (else the Evaluator's defaults) reading float images in [0, 1], the range
-  of both the model's samples (`trainer.make_sample_fn`) and the baseline's."""
-  from neural_assets.evaluation import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top
-  cfg = copy.deepcopy(config.evaluation) if "evaluation" in config else (
-      evaluator_lib.default_config())
-  cfg.image_range = (0.0, 1.0)
-  return cfg
-
-
-def pad_to(batch: Mapping[str, np.ndarray], size: int) -> tuple[dict[str, np.ndarray], int]:
-  """Pads a final partial batch to `size` by repeating its last example (one compiled shape);
-  returns (batch, number of real examples)."""
-  n = len(next(iter(batch.values())))
-  if n > size:
-    raise ValueError(f"Batch of {n} is larger than the eval batch size {size}.")
-  index = np.minimum(np.arange(size), n - 1)
-  return {k: np.asarray(v)[index] for k, v in batch.items()}, n
+def copy_source_sample_fn(params, vae_params, batch, key):  # pylint: disable=unused-argument
+  """The baseline as a 'sampler': the source frame itself, float [0, 1] like the model's output."""
+  return batch["source_image"].astype(jnp.float32) / 255.0
 
 
 def evaluate_model_and_baseline(config: ml_collections.ConfigDict, restored: Restored,
                                 train_dir: str, num_keep: int) -> dict[str, Any]:
-  """One pass over the eval split scoring, with the same Evaluator config, the model (DDIM +
-  guidance, `trainer.make_sample_fn`, EMA weights if `config.eval.use_ema`) and the
-  copy-source-frame baseline (the source frame as the prediction), image and object level.
+  """Scores the model and the copy-source-frame baseline with `trainer.evaluate` (same eval
+  pairs, same Evaluator from `config.evaluation`, image and object level).
 
-  The model's metrics go to the training event files (tags `eval/...`) at its step. Returns
-  {'model', 'baseline': metrics, 'examples': the first `num_keep` eval examples plus 'sample'
-  ([n, H, W, 3] float in [0, 1]), 'num_examples', 'seconds'}.
+  The model (DDIM + guidance, `trainer.make_sample_fn`, EMA weights if `config.eval.use_ema`)
+  writes its metrics to the training event files (tags `eval/...`) at its step; the baseline's
+  go to the log only. Returns {'model', 'baseline': metrics without the 'eval/' prefix,
+  'examples': the first `num_keep` eval examples plus 'sample' ([n, H, W, 3] in [0, 1]),
+  'seconds': model evaluation time}.
   """
   # pylint: disable=g-import-not-at-top
   from clu import metric_writers
-  from data_pipelines import pipeline
   from neural_assets.diffusion.ddim import DDIMSampler
-  from neural_assets.evaluation import evaluator as evaluator_lib
-  from neural_assets.training import train_state as train_state_lib
   from neural_assets.training import trainer
   # pylint: enable=g-import-not-at-top
-  start = time.time()
   sampler = DDIMSampler.from_config(config.diffusion, config.sampler)
-  sample_fn = trainer.make_sample_fn(config, restored.model, restored.vae, sampler)
-  params = restored.state.params
-  if config.eval.use_ema:
-    params = train_state_lib.eval_params(restored.state)
-  vae_params = restored.state.frozen_params["vae"]
-  eval_cfg = evaluator_config(config)
-  evaluators = {"model": evaluator_lib.Evaluator(eval_cfg),
-                "baseline": evaluator_lib.Evaluator(eval_cfg)}
-  batch_size = int(config.data.eval_global_batch_size)
-  key = jax.random.key(config.eval.seed)
+  model_sample_fn = trainer.make_sample_fn(config, restored.model, restored.vae, sampler)
   kept: list[dict[str, np.ndarray]] = []
-  num_examples = 0
-  for index, batch in enumerate(pipeline.make_eval_iterator(config)):
-    if 0 <= config.eval.num_batches <= index:
-      break
-    batch, n = pad_to(batch, batch_size)
-    generated = np.asarray(jax.device_get(sample_fn(
-        params, vae_params, jax.tree_util.tree_map(jnp.asarray, batch),
-        jax.random.fold_in(key, index))))[:n]
-    real = {k: v[:n] for k, v in batch.items()}
-    baseline = real["source_image"].astype(np.float32) / 255.0
-    for name, prediction in (("model", generated), ("baseline", baseline)):
-      evaluators[name].update(prediction, real["target_image"], real["target_boxes"],
-                              real["slot_mask"])
-    num_examples += n
+
+  def capturing_sample_fn(params, vae_params, batch, key):
+    out = model_sample_fn(params, vae_params, batch, key)
     if sum(len(k["sample"]) for k in kept) < num_keep:
-      kept.append({**real, "sample": generated})
-  if not num_examples:
-    raise ValueError(f"The eval split {config.data.eval_files!r} in {config.data.data_dir!r} "
-                     "yielded no example.")
-  metrics = {name: {k: float(v) for k, v in e.result().items()}
-             for name, e in evaluators.items()}
+      kept.append({**jax.device_get(dict(batch)), "sample": np.asarray(jax.device_get(out))})
+    return out
+
+  start = time.time()
   writer = metric_writers.create_default_writer(train_dir, asynchronous=False)
-  writer.write_scalars(restored.step, {f"eval/{k}": v for k, v in metrics["model"].items()})
-  writer.close()
-  examples = {k: np.concatenate([b[k] for b in kept])[:num_keep] for k in kept[0]}
-  return dict(model=metrics["model"], baseline=metrics["baseline"], examples=examples,
-              num_examples=num_examples, seconds=time.time() - start)
+  try:
+    model = trainer.evaluate(config, restored.model, restored.vae, restored.state, restored.mesh,
+                             writer, capturing_sample_fn)
+  finally:
+    writer.close()
+  seconds = time.time() - start
+  baseline = trainer.evaluate(config, restored.model, restored.vae, restored.state,
+                              restored.mesh, metric_writers.LoggingWriter("copy_source_baseline"),
+                              copy_source_sample_fn)
+  model, baseline = _strip_eval_prefix(model), _strip_eval_prefix(baseline)
+  # Padded copies of a final partial batch are not examples: keep at most image/count.
+  count = min(num_keep, int(model["image/count"]))
+  examples = {k: np.concatenate([b[k] for b in kept])[:count] for k in kept[0]}
+  return dict(model=model, baseline=baseline, examples=examples, seconds=seconds)
+
+
+def _strip_eval_prefix(metrics: Mapping[str, float]) -> dict[str, float]:
+  return {k[len("eval/"):] if k.startswith("eval/") else k: float(v) for k, v in metrics.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -584,7 +557,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str, minutes: float, *,
   restored = restore_latest(eval_config, train_dir)
   evaluation = evaluate_model_and_baseline(eval_config, restored, train_dir, num_shown)
   run_info["evaluated step"] = restored.step
-  run_info["eval examples"] = evaluation["num_examples"]
+  run_info["eval examples"] = int(evaluation["model"]["image/count"])
   run_info["evaluation seconds (restore, model + baseline)"] = round(time.time() - t_eval, 1)
 
   grids = [reconstruction_grid(evaluation["examples"])]
@@ -594,7 +567,10 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str, minutes: float, *,
     run_info["edit seconds"] = round(time.time() - t_edit, 1)
 
   curves = report_lib.read_event_scalars(train_dir)
-  metrics = {"model": evaluation["model"], "copy source frame": evaluation["baseline"]}
+  metrics = {name: {k: v for k, v in m.items() if k.split("/")[0] in ("image", "object")}
+             for name, m in (("model", evaluation["model"]),
+                             ("copy source frame", evaluation["baseline"]))}
+  run_info["model eval seconds (DDIM sampling + metrics)"] = round(evaluation["seconds"], 1)
   run_info["total demo seconds"] = round(time.time() - t0, 1)
   run_info["load at end (1 / 5 min)"] = _load_info()
   notes = [
@@ -620,7 +596,8 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str, minutes: float, *,
 class _QuietLibraries(py_logging.Filter):
   """Drops INFO chatter of the checkpoint and compiler libraries (warnings still pass)."""
 
-  def __init__(self, noisy_paths: tuple[str, ...] = ("/orbax/", "/jax/_src/", "/etils/")):
+  def __init__(self, noisy_paths: tuple[str, ...] = ("/orbax/", "/jax/_src/", "/etils/",
+                                                     "/tensorboard/")):
     super().__init__()
     self.noisy_paths = noisy_paths
 

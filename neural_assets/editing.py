@@ -46,6 +46,8 @@ import numpy as np
 from PIL import Image
 
 from neural_assets import geometry
+from neural_assets.models.neural_assets import NeuralAssetsModel
+from neural_assets.training import train_step
 
 SCENE_FORMAT_VERSION = 1
 SCENE_ARRAYS = ("image", "boxes_2d", "centers", "sizes", "rotations", "instance_ids",
@@ -169,6 +171,16 @@ class Scene:
     return geometry.project_box(self.corners_world(), self.world_to_camera,
                                 self.intrinsics).astype(np.float32)
 
+  def subset(self, indices: Sequence[int]) -> "Scene":
+    """The scene with only objects `indices` (in that order), e.g. to fit the model's slots."""
+    keep = np.asarray(indices, np.int64).reshape(-1)
+    if keep.size and (keep.min() < 0 or keep.max() >= self.num_objects):
+      raise ValueError(f"Object indices {keep.tolist()} out of range 0..{self.num_objects - 1}.")
+    return Scene(image=self.image, boxes_2d=self.boxes_2d[keep], centers=self.centers[keep],
+                 sizes=self.sizes[keep], rotations=self.rotations[keep],
+                 instance_ids=self.instance_ids[keep], intrinsics=self.intrinsics,
+                 world_to_camera=self.world_to_camera)
+
   def save(self, path: str) -> None:
     """Writes the scene to one `.npz` file (no pickles)."""
     with open(path, "wb") as f:
@@ -211,8 +223,8 @@ def box_from_corners(corners: np.ndarray, rtol: float = 1e-3) -> tuple[np.ndarra
   if corners.shape[-2:] != (8, 3):
     raise ValueError(f"box_from_corners wants [..., 8, 3], got {corners.shape}.")
   center = corners.mean(axis=-2)
-  edges = np.stack([corners[..., 4, :] - corners[..., 0, :], corners[..., 2, :] - corners[..., 0, :],
-                    corners[..., 1, :] - corners[..., 0, :]], axis=-1)  # [..., 3 (xyz), 3 (axes)]
+  # [..., 3 (x, y, z coordinates), 3 (own axes)]: the edges p4 - p0, p2 - p0, p1 - p0.
+  edges = np.stack([corners[..., i, :] - corners[..., 0, :] for i in (4, 2, 1)], axis=-1)
   size = np.linalg.norm(edges, axis=-2)
   if np.any(size <= 0):
     raise ValueError("box_from_corners got a box with a zero extent.")
@@ -404,7 +416,7 @@ def _axis_rotation(axis: int, degrees: float) -> np.ndarray:
   """[3, 3] rotation by `degrees` about coordinate axis `axis` (right-handed)."""
   a = np.deg2rad(degrees)
   c, s = np.cos(a), np.sin(a)
-  i, j = [k for k in range(3) if k != axis]
+  i, j = (axis + 1) % 3, (axis + 2) % 3  # Cyclic order keeps the rotation right-handed.
   m = np.eye(3)
   m[i, i], m[i, j], m[j, i], m[j, j] = c, -s, s, c
   return m
@@ -641,7 +653,6 @@ def orbit_camera(target: Union[Scene, Edit], degrees: float, pivot: Sequence[flo
 
 
 def _denoise(model, params, latents, timesteps, tokens):
-  from neural_assets.models.neural_assets import NeuralAssetsModel  # pylint: disable=g-import-not-at-top
   return model.apply({"params": params}, latents, timesteps, tokens,
                      method=NeuralAssetsModel.denoise)
 
@@ -658,8 +669,6 @@ class ModelBundle:
 
   def __init__(self, config: ml_collections.ConfigDict, params: Any, vae_params: Any,
                step: int | None = None):
-    from neural_assets.models.neural_assets import NeuralAssetsModel  # pylint: disable=g-import-not-at-top
-    from neural_assets.training import train_step  # pylint: disable=g-import-not-at-top
     self.config = config
     self.model, self.vae = train_step.build_models(config)
     self.params, self.vae_params, self.step = params, vae_params, step
@@ -723,7 +732,7 @@ def _load_config_file(path: str) -> ml_collections.ConfigDict:
 
 
 def find_checkpoint(path: str, step: int | None = None) -> tuple[str, int]:
-  """Resolves a workdir, its `checkpoints/` directory or one step directory.
+  """Resolves a training workdir, a demo workdir, a `checkpoints/` directory or a step directory.
 
   Returns:
     (step directory holding `state/` and `meta/`, step).
@@ -736,8 +745,10 @@ def find_checkpoint(path: str, step: int | None = None) -> tuple[str, int]:
     if step is not None and name != str(step):
       raise FileNotFoundError(f"{path} is the checkpoint of step {name}, not {step}.")
     return path, int(name) if name.isdigit() else -1
-  root = os.path.join(path, "checkpoints") if os.path.isdir(os.path.join(path, "checkpoints")) \
-      else path
+  # A training workdir, the demo's workdir (`neural_assets.demo`: WORKDIR/train) or the
+  # checkpoints directory itself.
+  candidates = [os.path.join(path, "checkpoints"), os.path.join(path, "train", "checkpoints")]
+  root = next((c for c in candidates if os.path.isdir(c)), path)
   if not os.path.isdir(root):
     raise FileNotFoundError(f"No checkpoint at {path}: not a directory.")
   # Orbax writes `<step>.orbax-checkpoint-tmp-*` first and renames when complete: digits only.
@@ -764,7 +775,8 @@ def load_model_for_inference(workdir_or_checkpoint: str,
   parameters are read (partial restore: no optimizer state), onto the first local device.
 
   Args:
-    workdir_or_checkpoint: a training workdir, its `checkpoints/` dir or one step dir.
+    workdir_or_checkpoint: a training workdir, the demo's workdir (`WORKDIR/train` holds the
+      run), a `checkpoints/` dir or one step dir.
     config: the experiment config (ConfigDict, or a path to a `.py` with `get_config()` / a
       `.json`); None: the config stored in the checkpoint's metadata, else `<workdir>/config.json`.
     step: which step (default: the newest).
@@ -775,7 +787,10 @@ def load_model_for_inference(workdir_or_checkpoint: str,
     ValueError: the checkpoint's parameters do not fit the model built from the config.
   """
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  from neural_assets.training import checkpointing, train_step, trainer  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from neural_assets.training import checkpointing
+  from neural_assets.training import trainer
+  # pylint: enable=g-import-not-at-top
   step_dir, step = find_checkpoint(workdir_or_checkpoint, step)
   meta_path = os.path.join(step_dir, "meta", "metadata")
   meta = {}
@@ -884,7 +899,7 @@ def build_token_plan(edits: Sequence[Edit], max_objects: int
     active = np.flatnonzero(edit.active())
     if active.size > n:
       raise EditError(f"Edit {edit.name!r} has {active.size} objects but the model has only {n} "
-                      "slots.")
+                      "slots: remove some, or keep fewer objects with Scene.subset.")
     corners = edit.target_corners()
     by_scene: dict[int, list[tuple[int, int]]] = {}  # scene -> [(target slot, asset index)]
     for slot, a in enumerate(active):

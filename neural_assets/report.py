@@ -214,11 +214,18 @@ def format_value(value: Any) -> str:
   return html.escape(str(value))
 
 
+def _format_metric(name: str, value: Any) -> str:
+  if name.endswith("/count") and float(value).is_integer():
+    return str(int(value))  # Counts arrive as floats from the metric writers.
+  return format_value(value)
+
+
 def metrics_table_html(metrics: Mapping[str, Mapping[str, Any]]) -> str:
   """HTML table: one row per method (e.g. 'model', 'copy source frame'), one column per metric.
 
   Columns are the union of the rows' keys ('image/psnr', 'object/ssim', ...), ordered by level
-  then metric; the header marks the direction of improvement; missing cells show '-'.
+  then metric; the header marks the direction of improvement; missing cells show '-'; values
+  have 4 decimals, '<level>/count' columns are integers.
   """
   if not metrics:
     raise ValueError("metrics_table_html needs at least one row.")
@@ -230,7 +237,7 @@ def metrics_table_html(metrics: Mapping[str, Mapping[str, Any]]) -> str:
     header.append(f"<th>{html.escape(name)}{arrow}</th>")
   lines = ["<table class='metrics'>", "<tr><th>method</th>" + "".join(header) + "</tr>"]
   for method, row in metrics.items():
-    cells = "".join(f"<td>{format_value(row[n]) if n in row else '-'}</td>" for n in names)
+    cells = "".join(f"<td>{_format_metric(n, row[n]) if n in row else '-'}</td>" for n in names)
     lines.append(f"<tr><td>{html.escape(method)}</td>{cells}</tr>")
   lines.append("</table>")
   return "\n".join(lines)

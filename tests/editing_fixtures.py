@@ -17,7 +17,6 @@ import numpy as np
 
 from configs import smoke
 from neural_assets import editing
-from neural_assets import geometry
 from tests import video_fixtures
 
 RESOLUTION = 16
@@ -62,7 +61,9 @@ def random_params(abstract, seed: int = 0):
 def make_tiny_checkpoint(workdir: str, config: ml_collections.ConfigDict | None = None,
                          seed: int = 0) -> str:
   """Writes `<workdir>/checkpoints/0` (and `config.json`) with random weights; returns workdir."""
-  from neural_assets.training import checkpointing, optimizer, train_state, train_step, trainer  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from neural_assets.training import checkpointing, optimizer, train_state, train_step, trainer
+  # pylint: enable=g-import-not-at-top
   config = config or tiny_config()
   model, vae = train_step.build_models(config)
   # Compiling (or running eagerly) the real initialiser takes a minute on a loaded CPU; random
@@ -92,6 +93,3 @@ def assert_rotation(matrix: np.ndarray, atol: float = 1e-5) -> None:
   np.testing.assert_allclose(matrix @ matrix.T, np.eye(3), atol=atol)
   assert abs(np.linalg.det(matrix) - 1.0) < atol
 
-
-__all__ = ["tiny_config", "make_tiny_checkpoint", "make_scene", "assert_rotation", "geometry",
-           "RESOLUTION", "MAX_OBJECTS"]

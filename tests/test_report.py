@@ -68,7 +68,7 @@ def test_read_event_scalars_from_clu_writer(tmp_path):
 def test_metrics_table_rows_columns_and_values():
   table = report.metrics_table_html({
       "model": {"image/psnr": 21.23456, "object/ssim": 0.5, "image/count": 8},
-      "copy source frame": {"image/psnr": 17.0, "object/ssim": 0.25, "image/count": 8},
+      "copy source frame": {"image/psnr": 17.0, "object/ssim": 0.25, "image/count": 8.0},
   })
   rows = re.findall(r"<tr>(.*?)</tr>", table)
   assert len(rows) == 3

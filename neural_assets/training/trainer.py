@@ -29,6 +29,7 @@ from data_pipelines import pipeline
 from neural_assets.convert.checkpoint_io import CheckpointMismatchError
 from neural_assets.diffusion.ddim import DDIMSampler
 from neural_assets.diffusion.schedule import NoiseSchedule
+from neural_assets.evaluation import evaluator as evaluator_lib
 from neural_assets.models.neural_assets import NeuralAssetsModel
 from neural_assets.models.vae import AutoencoderKL
 from neural_assets.training import checkpointing
@@ -277,50 +278,60 @@ def pad_batch(batch: Mapping[str, np.ndarray], size: int) -> tuple[dict[str, np.
   return {k: np.asarray(v)[index] for k, v in batch.items()}, valid
 
 
+def make_evaluator(config: ml_collections.ConfigDict) -> evaluator_lib.Evaluator:
+  """The metrics of `config.evaluation`; generated images arrive in [0, 1]."""
+  low, high = config.evaluation.image_range
+  if (low, high) != (0.0, 1.0):
+    raise ValueError(f"config.evaluation.image_range must be (0.0, 1.0): the trainer hands the "
+                     f"Evaluator clipped [0, 1] images, got {(low, high)}.")
+  return evaluator_lib.Evaluator(config.evaluation)
+
+
 def evaluate(config: ml_collections.ConfigDict, model: NeuralAssetsModel, vae: AutoencoderKL,
              state: TrainState, mesh: jax.sharding.Mesh, writer: metric_writers.MetricWriter,
-             sample_fn: Any = None) -> dict[str, float]:
-  """Generates the eval split's targets with DDIM + guidance and scores them (Evaluator)."""
-  from neural_assets.evaluation import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top
+             sample_fn: Any = None, evaluator: Any = None) -> dict[str, float]:
+  """Generates the eval split's targets with DDIM + guidance and scores them (Evaluator).
+
+  Every process gathers the whole batch and its generations and updates its own Evaluator (the
+  metric networks are small next to sampling), so all processes return the same numbers; only
+  process 0's writer writes them.
+  """
   step = int(state.step)
   sampler = DDIMSampler.from_config(config.diffusion, config.sampler)
   sample_fn = sample_fn or make_sample_fn(config, model, vae, sampler)
-  params = state.params
-  if config.eval.use_ema:
-    params = train_state_lib.eval_params(state)
-  evaluator = evaluator_lib.Evaluator.from_config(config)
+  evaluator = evaluator or make_evaluator(config)
+  evaluator.reset()
+  params = train_state_lib.eval_params(state) if config.eval.use_ema else state.params
   host_batch = sharding_lib.check_batch_size(config.data.eval_global_batch_size, mesh)
   eval_iter = pipeline.make_eval_iterator(config)
   key = jax.random.key(config.eval.seed)
-  images_written = False
   start = time.time()
   num_batches = 0
   for index, batch in enumerate(eval_iter):
     if 0 <= config.eval.num_batches <= index:
       break
     batch, valid = pad_batch(batch, host_batch)
-    global_batch = sharding_lib.shard_batch(batch, mesh)
-    generated = sample_fn(params, state.frozen_params["vae"], global_batch,
-                          jax.random.fold_in(key, index))
-    generated = np.asarray(multihost_utils.process_allgather(
-        generated, tiled=True))
-    everything = multihost_utils.process_allgather(
-        {**batch, "valid": valid}, tiled=False)
-    everything = {k: np.reshape(v, (-1,) + v.shape[2:]) for k, v in everything.items()}
-    keep = everything.pop("valid")
-    evaluator.update({k: v[keep] for k, v in everything.items()}, generated[keep])
-    num_batches += 1
-    if not images_written:
+    generated = sample_fn(params, state.frozen_params["vae"],
+                          sharding_lib.shard_batch(batch, mesh), jax.random.fold_in(key, index))
+    generated = np.asarray(multihost_utils.process_allgather(generated, tiled=True))
+    host = {k: batch[k] for k in ("source_image", "target_image", "target_boxes", "slot_mask")}
+    everything = multihost_utils.process_allgather({**host, "valid": valid}, tiled=True)
+    keep = np.asarray(everything.pop("valid"), bool)
+    evaluator.update(generated[keep], everything["target_image"][keep],
+                     everything["target_boxes"][keep], everything["slot_mask"][keep])
+    if num_batches == 0:
       n = min(config.training.num_image_summaries, int(keep.sum()))
-      panels = np.concatenate([everything["source_image"][:n] / 255.0,
-                               everything["target_image"][:n] / 255.0, generated[:n]], axis=2)
+      panels = np.concatenate([everything["source_image"][keep][:n] / 255.0,
+                               everything["target_image"][keep][:n] / 255.0,
+                               generated[keep][:n]], axis=2)
       writer.write_images(step, {"eval/source_target_generated": panels})
-      images_written = True
+    num_batches += 1
   if num_batches == 0:
     raise ValueError(f"The eval split {config.data.eval_files!r} in {config.data.data_dir!r} "
                      "yielded no batch.")
   results = {f"eval/{k}": float(v) for k, v in evaluator.result().items()}
   results["eval/seconds"] = time.time() - start
+  results["eval/num_batches"] = float(num_batches)
   writer.write_scalars(step, results)
   writer.flush()
   logging.info("Evaluation at step %d: %s", step, results)
@@ -375,6 +386,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   summary_fn = make_summary_fn(config, model, vae, train_cfg.num_image_summaries)
   sampler = DDIMSampler.from_config(config.diffusion, config.sampler)
   sample_fn = make_sample_fn(config, model, vae, sampler)
+  evaluator = make_evaluator(config) if run_eval and config.eval.every_steps else None
 
   hooks = []
   if jax.process_index() == 0:
@@ -426,7 +438,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         logging.warning("Stopping at step %d on request (SIGTERM); checkpoint saved.", step)
         break
       if run_eval and config.eval.every_steps and (step % config.eval.every_steps == 0 or last):
-        evaluate(config, model, vae, state, mesh, writer, sample_fn)
+        evaluate(config, model, vae, state, mesh, writer, sample_fn, evaluator)
   finally:
     watcher.uninstall()
     checkpointer.close()  # Waits for pending async saves.

@@ -1,0 +1,109 @@
+"""End-to-end test of the embedded demo (neural_assets/demo.py) at smoke size, plus its helpers."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import smoke
+from neural_assets import demo
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUDGET_MINUTES = 0.33  # ~20 s of training.
+BACKSTOP_SECONDS = 20.0
+
+
+def test_data_spec_reads_config_and_overrides():
+  config = smoke.get_config()
+  spec = demo.data_spec(config, num_train_videos=5, num_frames=None)
+  assert spec["num_train_videos"] == 5
+  assert spec["num_frames"] == demo.SYNTHETIC_DEFAULTS["num_frames"]
+  assert spec["resolution"] == 32
+  config.synthetic = dict(num_eval_videos=3)
+  assert demo.data_spec(config)["num_eval_videos"] == 3
+  config.synthetic = dict(num_eval_vidoes=3)
+  with pytest.raises(ValueError, match="Unknown config.synthetic"):
+    demo.data_spec(config)
+  with pytest.raises(ValueError, match="num_frames"):
+    demo.data_spec(smoke.get_config(), num_frames=0)
+
+
+def test_train_log_tracker_parses_clu_lines():
+  import logging
+  tracker = demo._TrainLogTracker()  # pylint: disable=protected-access
+  tracker.emit(logging.makeLogRecord({"msg": "[%d] %s", "args": (12, "train/grad_norm=3, "
+                                                                  "train/loss=0.125")}))
+  assert tracker.step == 12 and tracker.loss == 0.125
+  tracker.emit(logging.makeLogRecord({"msg": "Training from step 1 to 6."}))
+  assert tracker.step == 12
+
+
+def _copy_baseline_psnr(data_dir: str, min_gap: int) -> tuple[float, int]:
+  """Image-level PSNR of source-as-prediction over the eval pairs, computed here in numpy."""
+  from data_pipelines import pipeline
+  config = smoke.get_config()
+  config.data.data_dir = data_dir
+  config.data.min_gap = min_gap
+  values = []
+  for index, batch in enumerate(pipeline.make_eval_iterator(config)):
+    if 0 <= config.eval.num_batches <= index:
+      break
+    src = batch["source_image"].astype(np.float64) / 255.0
+    tgt = batch["target_image"].astype(np.float64) / 255.0
+    mse = np.mean((src - tgt) ** 2, axis=(1, 2, 3))
+    values.extend(10.0 * np.log10(1.0 / mse))
+  return float(np.mean(values)), len(values)
+
+
+def test_demo_end_to_end(tmp_path):
+  workdir = str(tmp_path / "demo")
+  command = [
+      sys.executable, "-m", "neural_assets.demo", f"--workdir={workdir}",
+      f"--config={os.path.join(REPO, 'configs', 'smoke.py')}",
+      f"--minutes={BUDGET_MINUTES}", f"--backstop_seconds={BACKSTOP_SECONDS}",
+      "--num_train_videos=4", "--num_eval_videos=3", "--num_frames=3",
+      "--num_edit_scenes=1", "--num_shown=2",
+      "--config.training.image_summary_every_steps=0", "--config.training.log_every_steps=1",
+      "--config.checkpoint.async_save=False",
+  ]
+  result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-4000:]
+
+  report_dir = os.path.join(workdir, "report")
+  with open(os.path.join(report_dir, "results.json")) as f:
+    results = json.load(f)
+  info = results["run_info"]
+  assert info["steps at end"] >= 1
+  budget = 60 * BUDGET_MINUTES
+  # The trainer stops at its budget or, at the latest, on the backstop's SIGTERM after one more
+  # step and a checkpoint.
+  assert info["training wall-clock seconds (incl. compile, checkpoint)"] < (
+      budget + BACKSTOP_SECONDS + 90)
+  assert info["evaluated step"] == info["steps at end"]
+
+  # Every figure is on disk and referenced by the page.
+  html = open(os.path.join(report_dir, "index.html"), encoding="utf-8").read()
+  expected = ["grid_reconstruction.png", "grid_edits_overview.png", "curves_train.png"] + [
+      f"grid_edit_{name.replace(' ', '_')}.png" for name in demo.EDIT_TYPES]
+  for name in expected:
+    assert os.path.getsize(os.path.join(report_dir, name)) > 0, name
+    assert f"src='{name}'" in html, name
+  assert results["grids"] == [n[len("grid_"):-len(".png")] for n in expected if
+                              n.startswith("grid_")]
+
+  # The metrics table has the model and the copy-source baseline, both levels.
+  metrics = results["metrics"]
+  for method in ("model", "copy source frame"):
+    row = re.search(rf"<tr><td>{method}</td>(.*?)</tr>", html)
+    assert row, method
+    cells = re.findall(r"<td>(.*?)</td>", row.group(1))
+    for key in ("image/psnr", "image/ssim", "object/psnr", "object/ssim"):
+      assert f"{metrics[method][key]:.4f}" in cells, (method, key)
+  # The baseline is what it says: source frame vs target frame, recomputed independently.
+  psnr, count = _copy_baseline_psnr(os.path.join(workdir, "data"), min_gap=1)
+  assert metrics["copy source frame"]["image/count"] == count == 3
+  np.testing.assert_allclose(metrics["copy source frame"]["image/psnr"], psnr, rtol=1e-4)
+  assert np.isfinite(metrics["model"]["image/psnr"])

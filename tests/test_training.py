@@ -1,0 +1,290 @@
+"""End-to-end tests of the training job with the smoke config (tiny model, 32x32 synthetic data).
+
+Every run happens in a subprocess with its own device count; they share a persistent XLA
+compilation cache and compile with `--xla_backend_optimization_level=0`, so the identical jitted
+functions of successive runs compile once (the tests check results, not speed).
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE_DIR = os.path.join(tempfile.gettempdir(), "neural_assets_test_xla_cache")
+
+
+def _env(num_devices=1):
+  flags = "--xla_backend_optimization_level=0"
+  if num_devices > 1:
+    flags += f" --xla_force_host_platform_device_count={num_devices}"
+  return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags,
+          "JAX_COMPILATION_CACHE_DIR": CACHE_DIR,
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+          "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}
+
+
+def _main_cmd(workdir, data_dir, *extra):
+  return [sys.executable, "-m", "neural_assets.main", "--config=configs/smoke.py",
+          f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", *extra]
+
+
+def _run(cmd, num_devices=1, timeout=240):
+  return subprocess.run(cmd, cwd=ROOT, env=_env(num_devices), capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def _steps(workdir):
+  ckpt = os.path.join(workdir, "checkpoints")
+  return sorted(int(d) for d in os.listdir(ckpt) if d.isdigit())
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  out = tmp_path_factory.mktemp("synthetic")
+  for split, videos, seed in (("train", 8, 0), ("eval", 4, 1)):
+    subprocess.run([sys.executable, "-m", "data_pipelines.synthetic", f"--out_dir={out}",
+                    f"--num_videos={videos}", "--resolution=32", "--num_frames=4",
+                    f"--seed={seed}", f"--split={split}"],
+                   cwd=ROOT, env=_env(), check=True, capture_output=True, timeout=120)
+  return str(out)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(data_dir, tmp_path_factory):
+  """One full `python -m neural_assets.main` train + eval run of the smoke config."""
+  workdir = str(tmp_path_factory.mktemp("smoke"))
+  result = _run(_main_cmd(workdir, data_dir))
+  assert result.returncode == 0, result.stderr[-5000:]
+  return workdir, result.stderr
+
+
+def test_smoke_config_trains_and_evaluates_via_main(smoke_run):
+  workdir, log = smoke_run
+  assert _steps(workdir) == [3, 6]  # every_steps=3, max_to_keep=2.
+  assert "Training from step 0 to 6." in log
+  for key in ("train/loss", "train/grad_norm", "eval/image/psnr", "eval/object/ssim"):
+    assert key in log, key
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir))
+  config = json.load(open(os.path.join(workdir, "config.json")))
+  assert config["training"]["num_train_steps"] == 6
+  # The loop logged a finite loss.
+  loss = float(log.split("train/loss=")[1].split(",")[0])
+  assert np.isfinite(loss) and 0 < loss < 10
+
+
+def test_rerun_resumes_and_never_overwrites_on_mismatch_or_corruption(smoke_run, data_dir,
+                                                                      tmp_path):
+  workdir, _ = smoke_run
+  # Same command again: nothing left to do, resumes at the final step.
+  result = _run(_main_cmd(workdir, data_dir, "--mode=train"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "Resumed from checkpoint step 6" in result.stderr
+  assert _steps(workdir) == [3, 6]
+
+  # Another model config on the same workdir: refused, naming the parameter; nothing written.
+  before = {s: os.path.getmtime(os.path.join(workdir, "checkpoints", str(s)))
+            for s in _steps(workdir)}
+  result = _run(_main_cmd(workdir, data_dir, "--config.model.conditioning.pose_hidden_dim=48",
+                          "--config.training.num_train_steps=9"))
+  assert result.returncode != 0
+  assert "different model/optimizer config" in result.stderr
+  assert "params/tokenizer/pose_encoder" in result.stderr
+  assert {s: os.path.getmtime(os.path.join(workdir, "checkpoints", str(s)))
+          for s in _steps(workdir)} == before
+
+  # A corrupt newest checkpoint: clear error naming it and the good one; both kept.
+  copy = str(tmp_path / "copy")
+  subprocess.run(["cp", "-r", workdir, copy], check=True)
+  state_dir = os.path.join(copy, "checkpoints", "6", "state")
+  for root, _, files in os.walk(state_dir):
+    for name in files:
+      if "manifest" in name or os.path.basename(root) == "d":
+        path = os.path.join(root, name)
+        with open(path, "wb") as f:
+          f.write(b"\x13" * max(os.path.getsize(path), 16))
+  result = _run(_main_cmd(copy, data_dir, "--config.training.num_train_steps=9"))
+  assert result.returncode != 0
+  assert "checkpoints/6 is corrupt" in result.stderr
+  assert "Other checkpoints here: [3]" in result.stderr
+  assert _steps(copy) == [3, 6]
+
+
+def test_config_typo_and_missing_data_dir_fail_clearly(tmp_path):
+  result = _run(_main_cmd(str(tmp_path / "w"), "/nonexistent", "--config.optimizer.lrr=1e-4"))
+  assert result.returncode != 0
+  assert "lrr" in result.stderr
+  result = _run(_main_cmd(str(tmp_path / "w"), str(tmp_path / "no_such_dir")))
+  assert result.returncode != 0
+  assert f"config.data.data_dir='{tmp_path / 'no_such_dir'}' does not exist" in result.stderr
+
+
+_RESUME = textwrap.dedent("""
+    import json, sys
+    import jax, numpy as np
+    from configs import smoke
+    from neural_assets.training import trainer
+    data_dir, out = sys.argv[1], sys.argv[2]
+
+    def run(workdir, steps):
+      config = smoke.get_config()
+      config.data.data_dir = data_dir
+      config.training.num_train_steps = steps
+      config.training.image_summary_every_steps = 0
+      config.checkpoint.every_steps = 100
+      return trainer.train_and_evaluate(config, workdir, run_eval=False)
+
+    straight = run(out + "/straight", 4)
+    run(out + "/resumed", 2)
+    resumed = run(out + "/resumed", 4)
+    leaves = lambda s: [np.asarray(x) for x in jax.tree_util.tree_leaves((s.params, s.opt_state))]
+    np.savez(out + "/result.npz", *leaves(straight), *leaves(resumed),
+             steps=np.array([int(straight.step), int(resumed.step)]))
+""")
+
+
+def test_resume_gives_the_same_run_as_training_straight(data_dir, tmp_path):
+  result = subprocess.run([sys.executable, "-c", _RESUME, data_dir, str(tmp_path)], cwd=ROOT,
+                          env=_env(), capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-5000:]
+  assert "Resumed from checkpoint step 2" in result.stderr
+  out = np.load(tmp_path / "result.npz")
+  assert list(out["steps"]) == [4, 4]
+  arrays = [out[f"arr_{i}"] for i in range(len(out.files) - 1)]
+  half = len(arrays) // 2
+  changed = 0
+  for a, b in zip(arrays[:half], arrays[half:]):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    changed += a.dtype.kind == "f" and np.any(a != 0)
+  assert changed > 100
+  # Same data order: the saved iterator positions agree.
+  data = [open(tmp_path / run / "checkpoints" / "4" / "data" / "process_0-of-1.json").read()
+          for run in ("straight", "resumed")]
+  assert data[0] == data[1]
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
+  workdir = str(tmp_path / "w")
+  log_path = tmp_path / "log.txt"
+  with open(log_path, "w") as log:
+    proc = subprocess.Popen(
+        _main_cmd(workdir, data_dir, "--mode=train", "--config.training.num_train_steps=100000",
+                  "--config.training.image_summary_every_steps=0",
+                  "--config.checkpoint.every_steps=100000"),
+        cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+      deadline = time.time() + 240
+      while "steps_per_sec" not in log_path.read_text():
+        assert proc.poll() is None, log_path.read_text()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.5)
+      proc.send_signal(signal.SIGTERM)
+      assert proc.wait(timeout=120) == 0, log_path.read_text()[-3000:]
+    finally:
+      if proc.poll() is None:
+        proc.kill()
+  text = log_path.read_text()
+  assert "Stopping at step" in text
+  (stopped,) = _steps(workdir)
+  assert 2 <= stopped < 100000
+  result = _run(_main_cmd(workdir, data_dir, "--mode=train",
+                          f"--config.training.num_train_steps={stopped + 1}"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"Resumed from checkpoint step {stopped}" in result.stderr
+  assert _steps(workdir) == [stopped, stopped + 1]
+
+
+_DEVICES = textwrap.dedent("""
+    import json, sys
+    import jax, numpy as np
+    from configs import smoke
+    from data_pipelines import pipeline
+    from neural_assets.training import mesh as mesh_lib, sharding as sharding_lib
+    from neural_assets.training import train_step as train_step_lib, trainer
+    config = smoke.get_config()
+    config.data.data_dir = sys.argv[1]
+    model, vae = train_step_lib.build_models(config)
+    it = pipeline.make_train_iterator(config)
+    batches = [next(it) for _ in range(2)]
+    results = {}
+    for name, mesh in (("one", mesh_lib.create_mesh({"data": 1}, jax.devices()[:1])),
+                       ("eight", mesh_lib.create_mesh({"data": 2, "fsdp": 4}))):
+      setup = trainer.setup_state(config, model, vae, mesh)
+      step = train_step_lib.make_train_step(
+          config, model, vae, setup.tx, setup.schedules, setup.state_shardings,
+          sharding_lib.batch_sharding(mesh), sharding_lib.replicated(mesh))
+      state = setup.init_fn(jax.random.key(0))
+      losses = []
+      for batch in batches:
+        state, metrics = step(state, sharding_lib.shard_batch(batch, mesh))
+        losses.append(float(metrics["loss"]))
+      kernel = state.params["unet"]["conv_in"]["kernel"]
+      results[name] = (losses, [np.asarray(x) for x in jax.tree_util.tree_leaves(state.params)],
+                       str(kernel.sharding.spec))
+    np.savez(sys.argv[2], *results["one"][1], *results["eight"][1],
+             losses=np.array([results["one"][0], results["eight"][0]]))
+    print("SPECS" + json.dumps([results["one"][2], results["eight"][2]]))
+""")
+
+
+def test_one_device_and_eight_devices_take_the_same_steps(data_dir, tmp_path):
+  out = tmp_path / "params.npz"
+  result = subprocess.run([sys.executable, "-c", _DEVICES, data_dir, str(out)], cwd=ROOT,
+                          env=_env(num_devices=8), capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-5000:]
+  specs = json.loads(result.stdout.split("SPECS")[1].splitlines()[0])
+  # On 8 devices the UNet's first conv kernel [3, 3, 4, 32] is split over fsdp, on 1 it is whole.
+  assert specs == ["P()", "P(None, None, None, 'fsdp')"]
+  out = np.load(out)
+  losses = out["losses"]
+  np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+  arrays = [out[f"arr_{i}"] for i in range(len(out.files) - 1)]
+  half = len(arrays) // 2
+  for a, b in zip(arrays[:half], arrays[half:]):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_train_and_checkpoint(data_dir, tmp_path):
+  workdir = str(tmp_path / "w")
+  port = _free_port()
+  procs, logs = [], []
+  for i in range(2):
+    logs.append(open(tmp_path / f"log{i}.txt", "w"))
+    procs.append(subprocess.Popen(
+        _main_cmd(workdir, data_dir, "--mode=train", f"--coordinator_address=127.0.0.1:{port}",
+                  "--num_processes=2", f"--process_id={i}", "--num_cpu_devices=4",
+                  "--cpu_collectives=gloo", "--config.mesh.data=2", "--config.mesh.fsdp=4",
+                  "--config.training.num_train_steps=3",
+                  "--config.training.image_summary_every_steps=3"),
+        cwd=ROOT, env=_env(), stdout=logs[-1], stderr=subprocess.STDOUT))
+  try:
+    codes = [p.wait(timeout=300) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+    for f in logs:
+      f.close()
+  texts = [open(tmp_path / f"log{i}.txt").read() for i in range(2)]
+  assert codes == [0, 0], texts[0][-3000:] + texts[1][-3000:]
+  assert "JAX process 1 / 2" in texts[1]
+  assert "over 8 devices (2 processes)" in texts[0]
+  assert _steps(workdir) == [3]
+  data = sorted(os.listdir(os.path.join(workdir, "checkpoints", "3", "data")))
+  assert "process_0-of-2.json" in data and "process_1-of-2.json" in data
+  # Only process 0 writes summaries.
+  assert "train/loss" in texts[0]
