@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -70,10 +70,17 @@ MAGIC = b"NAVR1"
 
 
 class LazyFrames(Sequence):
-  """The encoded frames of a decoded record; `frames[i]` checks frame i's CRC32 on access."""
+  """The encoded frames of a decoded record; `frames[i]` reads frame i and checks its CRC32.
 
-  def __init__(self, buffer: memoryview, offsets: list[int], crcs: list[int]):
-    self._buffer, self._offsets, self._crcs = buffer, offsets, crcs
+  Args:
+    read: read(start, stop) -> the bytes [start, stop) of the frame region (a memoryview slice of
+      an in-memory record, or a file read).
+    offsets: [T + 1] frame boundaries within the frame region.
+    crcs: [T] CRC32 of each frame.
+  """
+
+  def __init__(self, read: Callable[[int, int], Any], offsets: list[int], crcs: list[int]):
+    self._read, self._offsets, self._crcs = read, offsets, crcs
 
   def __len__(self) -> int:
     return len(self._crcs)
@@ -91,8 +98,9 @@ class LazyFrames(Sequence):
     if not -len(self) <= i < len(self):
       raise IndexError(f"frame {i} of a {len(self)}-frame video")
     i %= len(self)
-    frame = self._buffer[self._offsets[i]:self._offsets[i + 1]]
-    if zlib.crc32(frame) != self._crcs[i]:
+    start, stop = self._offsets[i], self._offsets[i + 1]
+    frame = self._read(start, stop)
+    if len(frame) != stop - start or zlib.crc32(frame) != self._crcs[i]:
       raise CorruptRecordError(f"Frame {i} fails its checksum (corrupted bytes).")
     return frame
 
@@ -119,35 +127,73 @@ def encode(record: dict[str, Any]) -> bytes:
                    zlib.crc32(body).to_bytes(4, "little"), body, *frames])
 
 
+_PREFIX_SIZE = len(MAGIC) + 8  # magic, u32 header length, u32 CRC32 of header + arrays
+
+
 def decode(data: bytes) -> dict[str, Any]:
   """Inverse of `encode`, without copying: arrays view `data`, frames are `LazyFrames`.
 
   Raises CorruptRecordError on a bad magic, checksum, truncation or schema.
   """
   view = memoryview(data)
-  prefix = len(MAGIC) + 8
-  if len(view) < prefix or bytes(view[:len(MAGIC)]) != MAGIC:
+  return decode_lazy(lambda start, stop: view[start:stop], len(view), prefix=view)
+
+
+def decode_lazy(read: Callable[[int, int], Any], size: int, prefix=b"") -> dict[str, Any]:
+  """Decodes a record that is read piecewise: the header and arrays now, each frame when used.
+
+  Args:
+    read: read(start, stop) -> bytes [start, stop) of the encoded record (e.g. a file read).
+    size: length of the encoded record in bytes.
+    prefix: bytes [0, len(prefix)) of the record, already read (used instead of `read` where they
+      suffice; a prefix that covers the header and arrays costs no further read until a frame is
+      accessed).
+
+  Returns:
+    The record as `decode` returns it (arrays view the bytes read, frames are `LazyFrames`).
+
+  Raises:
+    CorruptRecordError on a bad magic, checksum, truncation or schema (a frame's checksum is
+    checked when the frame is read).
+  """
+  head = memoryview(prefix)
+  known = len(head)
+
+  def read_range(start, stop):
+    return head[start:stop] if stop <= known else read(start, stop)
+
+  if known < _PREFIX_SIZE:
+    head = memoryview(read(0, min(size, _PREFIX_SIZE)))
+    known = len(head)
+  if size < _PREFIX_SIZE or known < _PREFIX_SIZE or bytes(head[:len(MAGIC)]) != MAGIC:
     raise CorruptRecordError("Not a video record (bad magic bytes).")
-  header_len = int.from_bytes(view[len(MAGIC):len(MAGIC) + 4], "little")
-  crc = int.from_bytes(view[len(MAGIC) + 4:prefix], "little")
+  header_len = int.from_bytes(head[len(MAGIC):len(MAGIC) + 4], "little")
+  crc = int.from_bytes(head[len(MAGIC) + 4:_PREFIX_SIZE], "little")
   try:
-    header = json.loads(bytes(view[prefix:prefix + header_len]))
+    header_end = _PREFIX_SIZE + header_len
+    if header_end > size:
+      raise CorruptRecordError(f"Video record header length {header_len} exceeds the record "
+                               f"({size} bytes).")
+    header = json.loads(bytes(read_range(_PREFIX_SIZE, header_end)))
     arrays_len = sum(int(np.prod(shape)) * np.dtype(dt).itemsize
                      for dt, shape, _ in header["arrays"].values())
-    body_end = prefix + header_len + arrays_len
-    if zlib.crc32(view[prefix:body_end]) != crc:
-      raise CorruptRecordError("Video record header checksum mismatch (corrupted bytes).")
+    body_end = header_end + arrays_len
     offsets, crcs = header["frame_offsets"], header["frame_crcs"]
-    if len(view) != body_end + offsets[-1]:
-      raise CorruptRecordError(f"Video record is {len(view)} bytes, its header says "
+    if size != body_end + offsets[-1]:
+      raise CorruptRecordError(f"Video record is {size} bytes, its header says "
                                f"{body_end + offsets[-1]} (truncated or padded).")
-    base = prefix + header_len
-    record = {name: np.frombuffer(view, dtype=dt, count=int(np.prod(shape)),
-                                  offset=base + off).reshape(shape)
+    if known < body_end:  # One more read for the rest of the header and arrays.
+      head = memoryview(b"".join([head, read(known, body_end)]))
+      known = len(head)
+    if zlib.crc32(head[_PREFIX_SIZE:body_end]) != crc:
+      raise CorruptRecordError("Video record header checksum mismatch (corrupted bytes).")
+    record = {name: np.frombuffer(head, dtype=dt, count=int(np.prod(shape)),
+                                  offset=header_end + off).reshape(shape)
               for name, (dt, shape, off) in header["arrays"].items()}
-    record["frames"] = LazyFrames(view[body_end:], offsets, crcs)
+    record["frames"] = LazyFrames(
+        lambda start, stop: read_range(body_end + start, body_end + stop), offsets, crcs)
     record["video_id"] = bytes.fromhex(header["video_id"])
-  except CorruptRecordError:
+  except (CorruptRecordError, OSError):  # An I/O failure is not a corrupt record.
     raise
   except Exception as e:  # noqa: BLE001 - any parse failure means a corrupt record.
     raise CorruptRecordError(f"Video record cannot be decoded: {e!r}") from e
