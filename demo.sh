@@ -24,14 +24,15 @@ PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-# Only the package and tensorflow-cpu: clu's metric writer (the trainer's TensorBoard event
-# files) imports TensorFlow, and the report reads those files back with tensorboard. The [test]
-# extra (torch, diffusers, transformers) is not needed: the demo loads no reference models.
+# Only the package plus tensorflow-cpu and tensorboard: clu's metric writer (the trainer's
+# TensorBoard event files) imports both (TF >= 2.20 no longer pulls tensorboard in), and the
+# report reads the event files back with tensorboard. The [test] extra (torch, diffusers,
+# transformers) is not needed: the demo loads no reference models.
 STAMP=.venv/.neural_assets_demo_installed
 WANT="$(cat setup.py demo.sh | sha1sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e . tensorflow-cpu
+  .venv/bin/python -m pip install -q -e . tensorflow-cpu tensorboard
   echo "$WANT" > "$STAMP"
 fi
 

@@ -1,7 +1,10 @@
 """Frame-pair sampler: one decoded video record -> one frame-pair training example.
 
-Pure per-example logic (numpy + Pillow, no grain, no JAX arrays); `data_pipelines.pipeline` wraps
-it in a grain pipeline. Given a video record (schema in `data_pipelines.video_record`) it
+Pure logic (numpy + Pillow, no grain, no JAX arrays); `data_pipelines.pipeline` wraps it in a
+grain pipeline. `make_frame_pair` = `prepare_example` (per example: the two frames decoded, the
+objects' arrays gathered) + `finish_examples` (the object logic, vectorised over a whole batch:
+the pipeline calls it once per batch). Given a video record (schema in
+`data_pipelines.video_record`) it
 
 1. picks a (source, target) frame pair: gap uniform in [min_gap, min(max_gap, T - 1)] (0 allowed:
    source == target), start uniform among the frames that fit the gap, then the order is swapped
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 from typing import Any, Mapping
 
 import numpy as np
@@ -67,6 +71,9 @@ _RESAMPLING = {
     "lanczos": Image.Resampling.LANCZOS,
     "nearest": Image.Resampling.NEAREST,
 }
+
+FRAME_FORMATS = ("PNG", "JPEG")  # Pillow format names of the video-record frames.
+_PROJECT_EPS = 1e-6  # geometry.project's default eps.
 
 EXAMPLE_KEYS = ("source_image", "target_image", "source_boxes", "target_boxes", "target_corners",
                 "slot_mask", "relative_pose", "video_index", "source_frame", "target_frame")
@@ -147,7 +154,7 @@ def sample_frame_pair(num_frames: int, min_gap: int, max_gap: int | None, swap_p
     num_frames: T.
     min_gap, max_gap: inclusive gap range; max_gap None or >= T means T - 1.
     swap_prob: probability that the later frame is the source.
-    rng: numpy Generator (consumed: gap, start, swap).
+    rng: numpy Generator (consumed: 3 uniform doubles, for gap, start and swap).
 
   Returns:
     (source_frame, target_frame) with |target - source| in [min_gap, min(max_gap, T - 1)].
@@ -159,10 +166,13 @@ def sample_frame_pair(num_frames: int, min_gap: int, max_gap: int | None, swap_p
   if num_frames < 1 or top < min_gap:
     raise RecordTooShortError(f"Video has {num_frames} frames; a frame gap of at least {min_gap} "
                               "needs more.")
-  gap = int(rng.integers(min_gap, top + 1))
-  start = int(rng.integers(0, num_frames - gap))
+  # One draw of 3 doubles (a Generator call costs microseconds; this runs once per example).
+  # floor(u * n) is uniform on [0, n) up to the 2^-53 resolution of u.
+  u_gap, u_start, u_swap = rng.random(3).tolist()
+  gap = min_gap + min(int(u_gap * (top + 1 - min_gap)), top - min_gap)
+  start = min(int(u_start * (num_frames - gap)), num_frames - gap - 1)
   first, second = start, start + gap
-  if rng.random() < swap_prob:
+  if u_swap < swap_prob:
     first, second = second, first
   return first, second
 
@@ -232,9 +242,30 @@ def decode_frame(data: bytes, crop, out_size: tuple[int, int], resize_method: st
   Raises:
     CorruptRecordError: the bytes are not a decodable image or have the wrong size.
   """
+  return _decode_opened(open_image(data), crop, out_size, resize_method, jpeg_draft,
+                        expect_size)
+
+
+def open_image(data) -> Image.Image:
+  """Pillow image of an encoded frame (header parsed, pixels not decoded yet).
+
+  Only the frame formats of the video-record schema are tried (Pillow would otherwise test
+  every registered format's signature first).
+
+  Raises:
+    CorruptRecordError: not a PNG or JPEG image.
+  """
+  try:
+    return Image.open(io.BytesIO(data), formats=FRAME_FORMATS)
+  except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad bytes.
+    raise CorruptRecordError(f"Frame cannot be decoded as an image: {e!r}") from e
+
+
+def _decode_opened(image: Image.Image, crop, out_size, resize_method, jpeg_draft,
+                   expect_size) -> np.ndarray:
+  """`decode_frame` of an opened image."""
   out_h, out_w = out_size
   try:
-    image = Image.open(io.BytesIO(data))
     full_w, full_h = image.size
     if expect_size is not None and (full_h, full_w) != tuple(expect_size):
       raise CorruptRecordError(f"Frame is {full_h}x{full_w}, other frames are "
@@ -242,8 +273,7 @@ def decode_frame(data: bytes, crop, out_size: tuple[int, int], resize_method: st
     y0, x0, crop_h, crop_w = crop if crop is not None else (0.0, 0.0, full_h, full_w)
     if jpeg_draft and image.format == "JPEG":
       # Draft keeps every side >= the requested size, so the decoded crop still covers out_size.
-      image.draft("RGB", (int(np.ceil(out_w * full_w / crop_w)),
-                          int(np.ceil(out_h * full_h / crop_h))))
+      image.draft("RGB", (math.ceil(out_w * full_w / crop_w), math.ceil(out_h * full_h / crop_h)))
     if image.mode != "RGB":
       image = image.convert("RGB")
     sx, sy = image.size[0] / full_w, image.size[1] / full_h
@@ -263,7 +293,7 @@ def decode_frame(data: bytes, crop, out_size: tuple[int, int], resize_method: st
 def image_size(data: bytes) -> tuple[int, int]:
   """(height, width) of an encoded image from its header only."""
   try:
-    width, height = Image.open(io.BytesIO(data)).size
+    width, height = open_image(data).size
   except Exception as e:  # noqa: BLE001
     raise CorruptRecordError(f"Frame header cannot be read: {e!r}") from e
   return height, width
@@ -273,8 +303,63 @@ def image_size(data: bytes) -> tuple[int, int]:
 # Object selection.
 
 
-def _box_sides(boxes):
-  return boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+# Count index of each `BoxStatus` code when the box is invalid (-1 for OK: no rule fails).
+_REASON_COUNT = np.full(max(int(b) for b in geometry.BoxStatus) + 1, -1, np.int64)
+for _status in geometry.BoxStatus:
+  if _status != geometry.BoxStatus.OK:
+    _REASON_COUNT[int(_status)] = _COUNT_INDEX[f"invalid_3d_{_status.name.lower()}"]
+# The 2D rules, in order, are rows 0-5 of the failure matrix below and count indices 1-6.
+_FIRST_2D_RULE = _COUNT_INDEX["not_visible_source"]
+assert [OBJECT_COUNT_NAMES[_FIRST_2D_RULE + i] for i in range(6)] == [
+    "not_visible_source", "not_visible_target", "cropped_out_source", "cropped_out_target",
+    "small_box_source", "small_box_target"]
+
+
+def _select(visible, boxes, valid_3d, reason_3d, segment, starts, num_examples,
+            cfg: FramePairConfig):
+  """`select_objects` for the objects of several examples at once (flattened).
+
+  Args:
+    visible: [2, M] bool, (source, target) visibility of all M objects.
+    boxes: [2, M, 4] cropped normalised boxes.
+    valid_3d: [M] bool; reason_3d: [M] int `BoxStatus`.
+    segment: [M] example index of each object (non-decreasing); starts: [B] first object of each.
+    num_examples: B.
+    cfg: thresholds.
+
+  Returns:
+    keep: [M] bool, the object gets a slot; slot: [M] its slot (valid where keep);
+    counts: [B, len(OBJECT_COUNT_NAMES)] int32.
+  """
+  sides = boxes[..., 2:] - boxes[..., :2]  # [2, M, 2] height, width
+  shortest = sides.min(axis=-1)  # [2, M]; a rule on "height or width" is a rule on the shorter.
+  # Rows: the 2D rules in OBJECT_COUNT_NAMES order; an object's outcome is its first failing rule.
+  failed = np.empty((6,) + visible.shape[1:], bool)
+  np.logical_and(cfg.visible_in_both, ~visible[0], out=failed[0])
+  np.logical_not(visible[1], out=failed[1])
+  np.logical_and(visible[0], shortest[0] <= 0, out=failed[2])
+  np.less_equal(shortest[1], 0, out=failed[3])
+  np.logical_and(visible[0], shortest[0] < cfg.min_box_size, out=failed[4])
+  np.less(shortest[1], cfg.min_box_size, out=failed[5])
+  code = np.where(valid_3d | (reason_3d < 0) | (reason_3d >= len(_REASON_COUNT)), 0, reason_3d)
+  outcome = np.where(failed.any(axis=0), failed.argmax(axis=0) + _FIRST_2D_RULE,
+                     _REASON_COUNT[code])
+  candidate = outcome < 0
+  # Per example, largest first (max of the two frames' areas; a source box only counts where
+  # visible); ties keep lower indices first (lexsort is stable). Non-candidates sort last.
+  area = np.maximum(sides[0, :, 0] * sides[0, :, 1] * visible[0], sides[1, :, 0] * sides[1, :, 1])
+  order = np.lexsort((np.where(candidate, -area, np.inf), segment))
+  rank = np.empty(len(order), np.int64)
+  rank[order] = np.arange(len(order)) - starts[segment[order]]
+  keep = candidate & (rank < cfg.max_objects)
+  outcome[candidate] = _COUNT_INDEX["over_max_objects"]
+  outcome[keep] = _COUNT_INDEX["kept"]
+  # Kept objects fill slots 0, 1, ... in object-index order.
+  kept_before = np.concatenate([[0], np.cumsum(keep)])  # [M + 1]
+  slot = kept_before[:-1] - kept_before[starts][segment]
+  counts = np.bincount(segment * len(OBJECT_COUNT_NAMES) + outcome,
+                       minlength=num_examples * len(OBJECT_COUNT_NAMES))
+  return keep, slot, counts.reshape(num_examples, -1).astype(np.int32)
 
 
 def select_objects(visible_src, visible_tgt, boxes_src, boxes_tgt, valid_3d, reason_3d,
@@ -291,37 +376,139 @@ def select_objects(visible_src, visible_tgt, boxes_src, boxes_tgt, valid_3d, rea
     keep: [M] int object indices (ascending), M <= max_objects.
     counts: [len(OBJECT_COUNT_NAMES)] int32, one outcome per object.
   """
-  num = visible_src.shape[0]
-  h_src, w_src = _box_sides(boxes_src)
-  h_tgt, w_tgt = _box_sides(boxes_tgt)
-  need_src = visible_src  # Only a visible source box can be too small.
-  rules = [
-      ("not_visible_source", cfg.visible_in_both & ~visible_src),
-      ("not_visible_target", ~visible_tgt),
-      ("cropped_out_source", visible_src & ((h_src <= 0) | (w_src <= 0))),
-      ("cropped_out_target", (h_tgt <= 0) | (w_tgt <= 0)),
-      ("small_box_source", need_src & ((h_src < cfg.min_box_size) | (w_src < cfg.min_box_size))),
-      ("small_box_target", (h_tgt < cfg.min_box_size) | (w_tgt < cfg.min_box_size)),
-  ]
-  for status in geometry.BoxStatus:
-    if status != geometry.BoxStatus.OK:
-      rules.append((f"invalid_3d_{status.name.lower()}", ~valid_3d & (reason_3d == int(status))))
-  outcome = np.full(num, -1, dtype=np.int64)
-  for name, failed in rules:
-    outcome = np.where((outcome < 0) & failed, _COUNT_INDEX[name], outcome)
-  candidates = np.flatnonzero(outcome < 0)
-  # Largest first (max of the two frames' areas); a stable sort keeps lower indices first on ties.
-  area = np.maximum(h_src * w_src * visible_src, h_tgt * w_tgt)
-  order = candidates[np.argsort(-area[candidates], kind="stable")]
-  keep = np.sort(order[:cfg.max_objects])
-  outcome[order[cfg.max_objects:]] = _COUNT_INDEX["over_max_objects"]
-  outcome[keep] = _COUNT_INDEX["kept"]
-  counts = np.bincount(outcome, minlength=len(OBJECT_COUNT_NAMES)).astype(np.int32)
-  return keep, counts
+  visible = np.stack([visible_src, visible_tgt]).astype(bool)
+  num = visible.shape[1]
+  keep, _, counts = _select(visible, np.stack([boxes_src, boxes_tgt]),
+                            np.asarray(valid_3d, bool), np.asarray(reason_3d),
+                            np.zeros(num, np.int64), np.zeros(1, np.int64), 1, cfg)
+  return np.flatnonzero(keep), counts[0]
 
 
 # ------------------------------------------------------------------------------------------------
 # The example.
+
+# Per-example fields `prepare_example` adds for `finish_examples` (objects of one video).
+PREPARED_KEYS = ("_frame_size", "_boxes_2d", "_visible", "_corners_world", "_world_to_camera",
+                 "_intrinsics")
+
+
+def prepare_example(record: Mapping[str, Any], source_frame: int, target_frame: int,
+                    video_index: int, cfg: FramePairConfig) -> dict[str, Any]:
+  """The per-example half of `make_frame_pair`: decodes the two frames, gathers the objects.
+
+  Returns:
+    The example's images and indices (as in `make_frame_pair`) plus `PREPARED_KEYS`: frame
+    (height, width), the source and target [2, K, 4] boxes and [2, K] visibility, the target
+    [K, 8, 3] world corners, the [2, 4, 4] cameras and the target [3, 3] intrinsics. Batch them
+    with `finish_examples`.
+
+  Raises:
+    CorruptRecordError: a frame cannot be decoded, or frames differ in size.
+  """
+  frames = record["frames"]
+  num_frames = len(frames)
+  for f in (source_frame, target_frame):
+    if not 0 <= f < num_frames:
+      raise ValueError(f"Frame index {f} out of range for a video of {num_frames} frames.")
+  out_h, out_w = cfg.resolution
+  source = open_image(frames[source_frame])  # Each frame read (and checksummed) once.
+  width, height = source.size
+  decode = (center_crop_box(height, width, out_h, out_w), cfg.resolution, cfg.resize_method,
+            cfg.jpeg_draft, (height, width))
+  source_image = _decode_opened(source, *decode)
+  target_image = (source_image if target_frame == source_frame
+                  else _decode_opened(open_image(frames[target_frame]), *decode))
+  pair = [source_frame, target_frame]
+  return {
+      "source_image": source_image,
+      "target_image": target_image,
+      "video_index": np.int32(video_index),
+      "source_frame": np.int32(source_frame),
+      "target_frame": np.int32(target_frame),
+      "_frame_size": (height, width),
+      "_boxes_2d": record["boxes_2d"][pair],
+      "_visible": record["visible"][pair],
+      "_corners_world": record["box_corners_world"][target_frame],
+      "_world_to_camera": record["world_to_camera"][pair],
+      "_intrinsics": record["intrinsics"][target_frame],
+  }
+
+
+def finish_examples(prepared, cfg: FramePairConfig):
+  """The object half of `make_frame_pair`, for a batch of `prepare_example` outputs at once.
+
+  Crops the boxes and intrinsics, projects the target 3D boxes, filters and selects the objects
+  and computes the relative poses, vectorised over all objects of the batch (a few dozen numpy
+  calls per batch instead of per example). It computes what `crop_boxes`, `crop_intrinsics`,
+  `geometry.project_box`, `geometry.box_validity`, `select_objects` and
+  `geometry.relative_pose` define (the tests check it against them), in float64, cast to
+  float32 on output.
+
+  Args:
+    prepared: sequence of B `prepare_example` dicts.
+    cfg: FramePairConfig.
+
+  Returns:
+    (objects, counts): objects = {source_boxes [B, N, 4], target_boxes [B, N, 4],
+    target_corners [B, N, 8, 3], slot_mask [B, N], relative_pose [B, 4, 4]}; counts =
+    [B, len(OBJECT_COUNT_NAMES)] int32 per-object outcome counts.
+  """
+  num, n = len(prepared), cfg.max_objects
+  out_h, out_w = cfg.resolution
+  sizes = [len(p["_corners_world"]) for p in prepared]
+  segment = np.repeat(np.arange(num), sizes)  # [M] example of each object
+  starts = np.cumsum([0] + sizes[:-1])  # [B]
+  frame_sizes = [p["_frame_size"] for p in prepared]
+  crops = {size: center_crop_box(*size, out_h, out_w) for size in frame_sizes}
+  # Per example: box scale and offset of the crop, and the crop's intrinsics transform.
+  scale = [[h / crop[2], w / crop[3]] * 2 for (h, w), crop in crops.items()]
+  offset = [[crop[0] / crop[2], crop[1] / crop[3]] * 2 for crop in crops.values()]
+  affine = [_crop_affine(crop, h, w) for (h, w), crop in crops.items()]
+  if len(crops) == 1:  # One frame size (the usual case): broadcast instead of gathering.
+    scale, offset, affine = np.array(scale[0]), np.array(offset[0]), affine[0]
+  else:
+    which = [list(crops).index(size) for size in frame_sizes]
+    scale, offset = np.array(scale)[which][segment], np.array(offset)[which][segment]
+    affine = np.stack(affine)[which]
+
+  visible = np.concatenate([p["_visible"] for p in prepared], axis=1)  # [2, M]
+  boxes = np.concatenate([p["_boxes_2d"] for p in prepared], axis=1) * scale
+  boxes -= offset
+  np.clip(boxes, 0.0, 1.0, out=boxes)
+  boxes *= visible[..., None]  # [2, M, 4]
+
+  # Target 3D boxes -> (u, v, depth) in the cropped target cameras: with w2c = [R | t] and the
+  # cropped intrinsics K', (u, v) = (K'[:2] @ (R p + t)) / depth and depth = R[2] @ p + t[2], so
+  # one [3, 4] map per example, rows (K'[:2] @ [R | t], [R | t][2]).
+  w2c = np.stack([p["_world_to_camera"] for p in prepared]).astype(np.float64)  # [B, 2, 4, 4]
+  intrinsics = affine @ np.stack([p["_intrinsics"] for p in prepared])  # [B, 3, 3]
+  rigid = w2c[:, 1, :3]  # [B, 3, 4] target camera
+  project = np.concatenate([intrinsics[:, :2] @ rigid, rigid[:, 2:]], axis=1)  # [B, 3, 4]
+  corners = np.concatenate([p["_corners_world"] for p in prepared])  # [M, 8, 3]
+  uvd = corners @ np.swapaxes(project[:, :, :3], 1, 2)[segment] + project[segment, None, :, 3]
+  depth = uvd[..., 2]
+  # As geometry.project: |depth| clamped to eps for the division (such boxes are invalid anyway).
+  uvd[..., :2] /= np.copysign(np.maximum(np.abs(depth), _PROJECT_EPS), depth)[..., None]
+  valid_3d, reason_3d = _box_validity(uvd, corners, cfg)
+  keep, slot, counts = _select(visible, boxes, valid_3d, reason_3d, segment, starts, num, cfg)
+
+  objects = {"source_boxes": np.zeros((num, n, 4), np.float32),
+             "target_boxes": np.zeros((num, n, 4), np.float32),
+             "target_corners": np.zeros((num, n, 8, 3), np.float32),
+             "slot_mask": np.zeros((num, n), bool)}
+  where = (segment[keep], slot[keep])
+  objects["source_boxes"][where] = boxes[0, keep]
+  objects["target_boxes"][where] = boxes[1, keep]
+  objects["target_corners"][where] = uvd[keep]
+  objects["slot_mask"][where] = True
+  # Source camera -> target camera: w2c_tgt @ inv(w2c_src), the inverse of a rigid transform.
+  rotation_t = np.swapaxes(w2c[:, 0, :3, :3], 1, 2)
+  source_to_world = np.zeros((num, 4, 4))
+  source_to_world[:, :3, :3] = rotation_t
+  source_to_world[:, :3, 3] = -(rotation_t @ w2c[:, 0, :3, 3, None])[..., 0]
+  source_to_world[:, 3, 3] = 1.0
+  objects["relative_pose"] = (w2c[:, 1] @ source_to_world).astype(np.float32)
+  return objects, counts
 
 
 def make_frame_pair(record: Mapping[str, Any], source_frame: int, target_frame: int,
@@ -341,61 +528,34 @@ def make_frame_pair(record: Mapping[str, Any], source_frame: int, target_frame: 
   Raises:
     CorruptRecordError: a frame cannot be decoded, or frames differ in size.
   """
-  num_frames = len(record["frames"])
-  for f in (source_frame, target_frame):
-    if not 0 <= f < num_frames:
-      raise ValueError(f"Frame index {f} out of range for a video of {num_frames} frames.")
-  out_h, out_w = cfg.resolution
-  n = cfg.max_objects
-  height, width = image_size(record["frames"][source_frame])
-  crop = center_crop_box(height, width, out_h, out_w)
-  decode = dict(out_size=cfg.resolution, resize_method=cfg.resize_method,
-                jpeg_draft=cfg.jpeg_draft, expect_size=(height, width))
-  source_image = decode_frame(record["frames"][source_frame], crop, **decode)
-  target_image = (source_image if target_frame == source_frame
-                  else decode_frame(record["frames"][target_frame], crop, **decode))
+  prepared = prepare_example(record, source_frame, target_frame, video_index, cfg)
+  objects, counts = finish_examples([prepared], cfg)
+  example = {key: prepared[key] for key in EXAMPLE_KEYS if key in prepared}
+  example.update({key: value[0] for key, value in objects.items()})
+  return example, counts[0]
 
-  w2c = np.asarray(record["world_to_camera"], np.float32)
-  visible = np.asarray(record["visible"], bool)
-  boxes_src = crop_boxes(np.asarray(record["boxes_2d"][source_frame]), crop, height, width)
-  boxes_tgt = crop_boxes(np.asarray(record["boxes_2d"][target_frame]), crop, height, width)
-  boxes_src = boxes_src * visible[source_frame, :, None]
-  boxes_tgt = boxes_tgt * visible[target_frame, :, None]
 
-  intrinsics_tgt = crop_intrinsics(np.asarray(record["intrinsics"][target_frame]), crop,
-                                   height, width)
-  corners_world = np.asarray(record["box_corners_world"][target_frame], np.float32)  # [K, 8, 3]
-  uvd = geometry.project_box(corners_world, w2c[target_frame], intrinsics_tgt).astype(np.float32)
-  # Box extents along its own axes (corner bits x=4, y=2, z=1) to reject degenerate boxes.
-  sizes = np.linalg.norm(corners_world[:, [4, 2, 1]] - corners_world[:, :1], axis=-1)
-  valid_3d, reason_3d = geometry.box_validity(uvd, min_depth=cfg.min_depth,
-                                              min_size=cfg.min_projected_size, sizes=sizes)
-  keep, counts = select_objects(visible[source_frame], visible[target_frame], boxes_src,
-                                boxes_tgt, np.asarray(valid_3d), np.asarray(reason_3d), cfg)
-  m = keep.shape[0]
-
-  source_boxes = np.zeros((n, 4), np.float32)
-  target_boxes = np.zeros((n, 4), np.float32)
-  target_corners = np.zeros((n, 8, 3), np.float32)
-  slot_mask = np.zeros((n,), bool)
-  source_boxes[:m] = boxes_src[keep]
-  target_boxes[:m] = boxes_tgt[keep]
-  target_corners[:m] = uvd[keep]
-  slot_mask[:m] = True
-  example = {
-      "source_image": source_image,
-      "target_image": target_image,
-      "source_boxes": source_boxes,
-      "target_boxes": target_boxes,
-      "target_corners": target_corners,
-      "slot_mask": slot_mask,
-      "relative_pose": np.asarray(geometry.relative_pose(w2c[source_frame], w2c[target_frame]),
-                                  np.float32),
-      "video_index": np.int32(video_index),
-      "source_frame": np.int32(source_frame),
-      "target_frame": np.int32(target_frame),
-  }
-  return example, counts
+def _box_validity(uvd, corners, cfg: FramePairConfig):
+  """`geometry.box_validity(uvd, cfg.min_depth, cfg.min_projected_size, sizes)` for [M, 8, 3]
+  corners, with `sizes` the box extents along its own axes (corner bits x=4, y=2, z=1)."""
+  edges = corners[:, [4, 2, 1]] - corners[:, :1]  # [M, 3, 3]
+  sizes = np.sqrt(np.einsum("kij,kij->ki", edges, edges))  # [M, 3]
+  degenerate = ~(np.isfinite(uvd).all(axis=(1, 2)) & (sizes > 0).all(axis=1)
+                 & np.isfinite(sizes).all(axis=1))
+  if degenerate.any():
+    uvd = np.where(np.isfinite(uvd), uvd, 0.0)
+  behind = (uvd[..., 2] <= cfg.min_depth).any(axis=1)
+  low, high = uvd[..., :2].min(axis=1), uvd[..., :2].max(axis=1)  # [M, 2] (u, v)
+  off_screen = (high <= 0).any(axis=1) | (low >= 1).any(axis=1)
+  extent = (np.clip(high, 0, 1) - np.clip(low, 0, 1)).min(axis=1)
+  too_small = (extent < cfg.min_projected_size) | (extent <= 0)
+  status = geometry.BoxStatus
+  # First failing rule wins: apply the rules from the lowest priority up.
+  reason = np.where(too_small, np.int32(status.TOO_SMALL), np.int32(status.OK))
+  reason[off_screen] = status.OFF_SCREEN
+  reason[behind] = status.BEHIND_CAMERA
+  reason[degenerate] = status.DEGENERATE
+  return reason == int(status.OK), reason
 
 
 def sample_example(record: Mapping[str, Any], video_index: int, rng: np.random.Generator,

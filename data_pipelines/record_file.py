@@ -127,7 +127,12 @@ class RecordFile:
     self._path = os.fspath(path)
     self._fd = None
     self._size = os.path.getsize(self._path)
-    self._chunk_offsets, counts = self._read_footer()  # File offset of each chunk.
+    try:
+      self._chunk_offsets, counts = self._read_footer()  # File offset of each chunk.
+    except UnsupportedLayout:
+      raise
+    except (IndexError, ValueError, OverflowError) as e:  # Garbage where a footer should be.
+      raise UnsupportedLayout(f"Cannot parse the ArrayRecord footer of {path}: {e!r}") from e
     if any(c != 1 for c in counts):
       # One entry per chunk (group_size:1) is what our writer produces; more is legal ArrayRecord
       # but then a read would pay for parsing sizes of other entries: not worth supporting.
@@ -226,6 +231,10 @@ class RecordFile:
         raise UnsupportedLayout(f"Chunk of entry {index}: sizes do not add up.")
       located = self._entries[index] = (data_start + sizes_end, size)
     return located
+
+  def read_data(self, position: int, size: int) -> bytes:
+    """`size` bytes from data position `position` (block headers left out; see `entry`)."""
+    return _Blocks.read(self._file(), self._size, position, size)
 
   def read(self, index: int, start: int = 0, stop: int | None = None) -> bytes:
     """Bytes [start, stop) of entry `index` (stop None = the end; clipped to the entry)."""

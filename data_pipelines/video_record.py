@@ -16,11 +16,14 @@ JSON header (array dtypes/shapes/offsets, frame offsets, one CRC32 per frame), t
 then the frame bytes. The header and arrays carry one CRC32, checked on every decode; each frame's
 CRC32 is checked when that frame is read (`LazyFrames`), so a reader that uses 2 of 24 frames
 neither copies nor checksums the other 22, and a corrupted byte anywhere is still reported as
-`CorruptRecordError` before it is used, never decoded into garbage.
+`CorruptRecordError` before it is used, never decoded into garbage. `decode` works on the whole
+encoded bytes; `decode_lazy` on a record it reads piecewise (the header and arrays, then each frame
+when accessed), which is how the grain pipeline reads ArrayRecord entries (`record_file`).
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import zlib
 from collections.abc import Callable, Sequence
@@ -139,7 +142,8 @@ def decode(data: bytes) -> dict[str, Any]:
   return decode_lazy(lambda start, stop: view[start:stop], len(view), prefix=view)
 
 
-def decode_lazy(read: Callable[[int, int], Any], size: int, prefix=b"") -> dict[str, Any]:
+def decode_lazy(read: Callable[[int, int], Any], size: int, prefix=b"",
+                layouts: dict | None = None) -> dict[str, Any]:
   """Decodes a record that is read piecewise: the header and arrays now, each frame when used.
 
   Args:
@@ -148,6 +152,8 @@ def decode_lazy(read: Callable[[int, int], Any], size: int, prefix=b"") -> dict[
     prefix: bytes [0, len(prefix)) of the record, already read (used instead of `read` where they
       suffice; a prefix that covers the header and arrays costs no further read until a frame is
       accessed).
+    layouts: optional dict the caller keeps across calls: array layouts already checked, reused
+      when a header's array table is identical (records of one dataset share a few layouts).
 
   Returns:
     The record as `decode` returns it (arrays view the bytes read, frames are `LazyFrames`).
@@ -174,12 +180,24 @@ def decode_lazy(read: Callable[[int, int], Any], size: int, prefix=b"") -> dict[
     if header_end > size:
       raise CorruptRecordError(f"Video record header length {header_len} exceeds the record "
                                f"({size} bytes).")
-    header = json.loads(bytes(read_range(_PREFIX_SIZE, header_end)))
-    arrays_len = sum(int(np.prod(shape)) * np.dtype(dt).itemsize
-                     for dt, shape, _ in header["arrays"].values())
-    body_end = header_end + arrays_len
+    if known < header_end:
+      head = memoryview(b"".join([head[:known], read(known, header_end)]))
+      known = len(head)
+    header = json.loads(bytes(head[_PREFIX_SIZE:header_end]))
     offsets, crcs = header["frame_offsets"], header["frame_crcs"]
-    if size != body_end + offsets[-1]:
+    if offsets[0] != 0 or any(b < a for a, b in zip(offsets, offsets[1:])):
+      raise CorruptRecordError("Video record frame offsets are not increasing.")
+    arrays = header["arrays"]
+    cache_key = (len(crcs), arrays["instance_ids"][1][0]) if layouts is not None else None
+    cached = layouts.get(cache_key) if cache_key is not None else None
+    if cached is not None and cached[0] == arrays:  # The same table was checked before.
+      layout = cached[1]
+    else:
+      layout = _array_layout(arrays, len(crcs))
+      if cache_key is not None:
+        layouts[cache_key] = (arrays, layout)
+    body_end = header_end + sum(nbytes for _, _, _, nbytes in layout.values())
+    if size != body_end + offsets[-1] or len(offsets) != len(crcs) + 1:
       raise CorruptRecordError(f"Video record is {size} bytes, its header says "
                                f"{body_end + offsets[-1]} (truncated or padded).")
     if known < body_end:  # One more read for the rest of the header and arrays.
@@ -187,9 +205,10 @@ def decode_lazy(read: Callable[[int, int], Any], size: int, prefix=b"") -> dict[
       known = len(head)
     if zlib.crc32(head[_PREFIX_SIZE:body_end]) != crc:
       raise CorruptRecordError("Video record header checksum mismatch (corrupted bytes).")
-    record = {name: np.frombuffer(head, dtype=dt, count=int(np.prod(shape)),
-                                  offset=header_end + off).reshape(shape)
-              for name, (dt, shape, off) in header["arrays"].items()}
+    record = {name: np.frombuffer(head, dtype=dtype, count=math.prod(shape),
+                                  offset=header_end + offset).reshape(shape)
+              for name, (dtype, shape, offset, _) in layout.items()}
+    _check_finite(head, header_end, layout, record)
     record["frames"] = LazyFrames(
         lambda start, stop: read_range(body_end + start, body_end + stop), offsets, crcs)
     record["video_id"] = bytes.fromhex(header["video_id"])
@@ -197,8 +216,52 @@ def decode_lazy(read: Callable[[int, int], Any], size: int, prefix=b"") -> dict[
     raise
   except Exception as e:  # noqa: BLE001 - any parse failure means a corrupt record.
     raise CorruptRecordError(f"Video record cannot be decoded: {e!r}") from e
-  validate(record)
   return record
+
+
+_DTYPES = {name: np.dtype(dtype) for name, (dtype, _) in ARRAY_FIELDS.items()}
+_FLOAT_FIELDS = [name for name, dtype in _DTYPES.items() if dtype.kind == "f"]
+
+
+def _array_layout(arrays: dict[str, Any], num_frames: int) -> dict[str, tuple]:
+  """Checks the header's array entries against the schema (what `validate` checks of a record,
+  from the header alone); returns {name: (dtype, shape, offset, nbytes)} in ARRAY_FIELDS order."""
+  if arrays.keys() != ARRAY_FIELDS.keys():
+    raise CorruptRecordError(f"Video record has arrays {sorted(arrays)}, want "
+                             f"{sorted(ARRAY_FIELDS)}.")
+  ids_shape = arrays["instance_ids"][1]
+  num_objects = ids_shape[0] if len(ids_shape) == 1 else -1
+  layout = {}
+  for name, (_, symbolic) in ARRAY_FIELDS.items():
+    dtype_str, shape, offset = arrays[name]
+    dtype = _DTYPES[name]
+    want = [num_frames if d == "T" else num_objects if d == "K" else d for d in symbolic]
+    if shape != want:
+      raise CorruptRecordError(f"Video record field {name} has shape {tuple(shape)}, want "
+                               f"{tuple(want)} (T={num_frames} frames, K={num_objects} objects).")
+    if dtype_str != dtype.str:
+      raise CorruptRecordError(f"Video record field {name} has dtype {dtype_str}, want "
+                               f"{dtype.str}.")
+    layout[name] = (dtype, want, int(offset), math.prod(want) * dtype.itemsize)
+  return layout
+
+
+def _check_finite(buffer, base: int, layout, record):
+  """Raises CorruptRecordError if a float array holds NaN / inf (one pass when, as `encode` lays
+  them out, the float arrays are adjacent and of one dtype)."""
+  floats = [layout[name] for name in _FLOAT_FIELDS]
+  start = min(offset for _, _, offset, _ in floats)
+  stop = max(offset + nbytes for _, _, offset, nbytes in floats)
+  dtype = floats[0][0]
+  if (stop - start == sum(nbytes for _, _, _, nbytes in floats)
+      and all(d == dtype for d, _, _, _ in floats)):
+    values = np.frombuffer(buffer, dtype, count=(stop - start) // dtype.itemsize,
+                           offset=base + start)
+    if np.isfinite(values).all():
+      return
+  for name in _FLOAT_FIELDS:
+    if not np.isfinite(record[name]).all():
+      raise CorruptRecordError(f"Video record field {name} holds non-finite values.")
 
 
 def write_array_record(path: str, records) -> int:

@@ -20,8 +20,6 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from neural_assets.training import trainer
-
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (e.g. configs/smoke.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and summaries.")
@@ -68,6 +66,8 @@ def main(argv):
                jax.local_devices())
   workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
   config = _CONFIG.value
+  # Imported here so that flag and config errors surface before the heavy imports.
+  from neural_assets.training import trainer  # pylint: disable=g-import-not-at-top
   if _MODE.value == "eval":
     trainer.evaluate_checkpoint(config, workdir)
   else:

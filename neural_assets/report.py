@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
-import io
 import os
 from typing import Any, Mapping, Optional, Sequence
 

@@ -64,6 +64,7 @@ def test_demo_end_to_end(tmp_path):
       sys.executable, "-m", "neural_assets.demo", f"--workdir={workdir}",
       f"--config={os.path.join(REPO, 'configs', 'smoke.py')}",
       f"--minutes={BUDGET_MINUTES}", f"--backstop_seconds={BACKSTOP_SECONDS}",
+      "--vae_minutes=0.05",  # A few VAE warm-up steps: exercises the init_checkpoint path.
       "--num_train_videos=4", "--num_eval_videos=3", "--num_frames=3",
       "--num_edit_scenes=1", "--num_shown=2",
       "--config.training.image_summary_every_steps=0", "--config.training.log_every_steps=1",
@@ -83,6 +84,13 @@ def test_demo_end_to_end(tmp_path):
   assert info["training wall-clock seconds (incl. compile, checkpoint)"] < (
       budget + BACKSTOP_SECONDS + 90)
   assert info["evaluated step"] == info["steps at end"]
+  assert info["VAE warm-up"]["steps"] >= 1
+  assert os.path.exists(os.path.join(workdir, "vae", "checkpoint"))
+  with open(os.path.join(workdir, "train", "config.json")) as f:
+    train_config = json.load(f)
+  assert train_config["training"]["init_checkpoint"] == os.path.join(workdir, "vae", "checkpoint")
+  assert train_config["model"]["vae"]["scaling_factor"] == pytest.approx(
+      info["VAE warm-up"]["scaling_factor"], rel=1e-3)
 
   # Every figure is on disk and referenced by the page.
   html = open(os.path.join(report_dir, "index.html"), encoding="utf-8").read()
@@ -96,8 +104,9 @@ def test_demo_end_to_end(tmp_path):
 
   # The metrics table has the model and the copy-source baseline, both levels.
   metrics = results["metrics"]
-  for method in ("model", "copy source frame"):
-    row = re.search(rf"<tr><td>{method}</td>(.*?)</tr>", html)
+  assert set(metrics) == {"model", "copy source frame", "VAE reconstruction of the target (ceiling)"}
+  for method in metrics:
+    row = re.search(rf"<tr><td>{re.escape(method)}</td>(.*?)</tr>", html)
     assert row, method
     cells = re.findall(r"<td>(.*?)</td>", row.group(1))
     for key in ("image/psnr", "image/ssim", "object/psnr", "object/ssim"):

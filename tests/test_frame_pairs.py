@@ -200,3 +200,97 @@ def test_bad_frames_raise_corrupt_record_error():
   record["frames"][2] = video_fixtures.make_video_record(num_frames=1, height=40)["frames"][0]
   with pytest.raises(CorruptRecordError, match="other frames"):
     fp.make_frame_pair(record, 0, 2, 0, _cfg())
+
+
+def _reference_objects(record, source_frame, target_frame, cfg):
+  """The object fields of make_frame_pair rebuilt from the public per-array helpers and
+  `geometry` (project_box, box_validity, relative_pose) and a plain-Python selection: an
+  independent reference for the vectorised `finish_examples`."""
+  height, width = fp.image_size(record["frames"][source_frame])
+  crop = fp.center_crop_box(height, width, *cfg.resolution)
+  visible = np.asarray(record["visible"])
+  boxes = [fp.crop_boxes(record["boxes_2d"][f], crop, height, width) * visible[f, :, None]
+           for f in (source_frame, target_frame)]
+  intrinsics = fp.crop_intrinsics(record["intrinsics"][target_frame], crop, height, width)
+  corners = record["box_corners_world"][target_frame]
+  uvd = geometry.project_box(corners, record["world_to_camera"][target_frame], intrinsics)
+  sizes = np.linalg.norm(corners[:, [4, 2, 1]] - corners[:, :1], axis=-1)
+  valid, reason = geometry.box_validity(uvd, cfg.min_depth, cfg.min_projected_size, sizes)
+  names = {int(s): f"invalid_3d_{s.name.lower()}" for s in geometry.BoxStatus}
+  outcome, area = [], []
+  for k in range(visible.shape[1]):
+    vs, vt = bool(visible[source_frame, k]), bool(visible[target_frame, k])
+    (hs, ws), (ht, wt) = [(b[k, 2] - b[k, 0], b[k, 3] - b[k, 1]) for b in boxes]
+    rules = [("not_visible_source", cfg.visible_in_both and not vs),
+             ("not_visible_target", not vt),
+             ("cropped_out_source", vs and min(hs, ws) <= 0),
+             ("cropped_out_target", min(ht, wt) <= 0),
+             ("small_box_source", vs and min(hs, ws) < cfg.min_box_size),
+             ("small_box_target", min(ht, wt) < cfg.min_box_size),
+             (names.get(int(reason[k])), not valid[k])]
+    outcome.append(next((name for name, failed in rules if failed), None))
+    area.append(max(hs * ws * vs, ht * wt))
+  candidates = sorted((k for k, o in enumerate(outcome) if o is None), key=lambda k: -area[k])
+  keep = sorted(candidates[:cfg.max_objects])
+  for k in candidates:
+    outcome[k] = "kept" if k in keep else "over_max_objects"
+  n = cfg.max_objects
+  out = {"source_boxes": np.zeros((n, 4)), "target_boxes": np.zeros((n, 4)),
+         "target_corners": np.zeros((n, 8, 3)), "slot_mask": np.zeros(n, bool)}
+  for slot, k in enumerate(keep):
+    out["source_boxes"][slot], out["target_boxes"][slot] = boxes[0][k], boxes[1][k]
+    out["target_corners"][slot], out["slot_mask"][slot] = uvd[k], True
+  out["relative_pose"] = geometry.relative_pose(record["world_to_camera"][source_frame],
+                                                record["world_to_camera"][target_frame])
+  counts = np.array([outcome.count(name) for name in fp.OBJECT_COUNT_NAMES])
+  return out, counts
+
+
+def _hard_record(seed, height=48, width=64, num_objects=7):
+  """Random boxes, some behind the camera, degenerate, tiny, invisible or off-screen."""
+  rng = np.random.default_rng(seed)
+  centers = np.stack([rng.uniform(-3, 3, num_objects), rng.uniform(-1, 1, num_objects),
+                      rng.uniform(3, 8, num_objects)], -1)
+  sizes = rng.uniform(0.05, 1.0, (num_objects, 3))
+  record = video_fixtures.make_video_record(num_frames=5, height=height, width=width,
+                                            centers=centers, sizes=sizes)
+  record["visible"][rng.integers(0, 5), rng.integers(0, num_objects)] = False
+  record["box_corners_world"][:, 0, :, 2] -= 9.0  # behind the camera
+  record["box_corners_world"][:, 1] = record["box_corners_world"][:, 1, :1]  # degenerate
+  return record
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_object_logic_matches_the_per_array_reference(seed):
+  record = _hard_record(seed, *((48, 64), (64, 48), (32, 32), (40, 90))[seed])
+  for kwargs in (dict(max_objects=3), dict(max_objects=8, min_box_size=0.08,
+                                           min_projected_size=0.05, visible_in_both=False)):
+    cfg = _cfg(**kwargs)
+    for source_frame, target_frame in ((0, 4), (3, 1), (2, 2)):
+      example, counts = fp.make_frame_pair(record, source_frame, target_frame, 0, cfg)
+      expected, expected_counts = _reference_objects(record, source_frame, target_frame, cfg)
+      np.testing.assert_array_equal(counts, expected_counts)
+      for key, value in expected.items():
+        np.testing.assert_allclose(example[key], value, atol=1e-5, err_msg=key)
+        assert example[key].dtype == (bool if key == "slot_mask" else np.float32)
+
+
+def test_batched_object_logic_equals_per_example():
+  cfg = _cfg(max_objects=3, min_box_size=0.05)
+  records = [_hard_record(0), _hard_record(1, 64, 48), _hard_record(2, num_objects=2)]
+  empty = _hard_record(3)  # No objects at all.
+  for key in ("box_corners_world", "boxes_2d", "visible"):
+    empty[key] = empty[key][:, :0]
+  for key in ("instance_ids", "category"):
+    empty[key] = empty[key][:0]
+  records.insert(1, empty)
+  pairs = [(0, 3), (4, 4), (2, 0), (1, 3)]
+  prepared = [fp.prepare_example(r, s, t, i, cfg) for i, (r, (s, t)) in
+              enumerate(zip(records, pairs))]
+  objects, counts = fp.finish_examples(prepared, cfg)
+  for i, (record, (s, t)) in enumerate(zip(records, pairs)):
+    example, example_counts = fp.make_frame_pair(record, s, t, i, cfg)
+    np.testing.assert_array_equal(counts[i], example_counts)
+    for key, value in objects.items():
+      np.testing.assert_array_equal(value[i], example[key], err_msg=key)
+  assert counts[1].sum() == 0 and not objects["slot_mask"][1].any()

@@ -222,3 +222,65 @@ def test_config_errors(data_dir):
   config = _config(data_dir, max_objects=MAX_OBJECTS + 1)
   with pytest.raises(ValueError, match="disagrees"):
     pipeline.make_train_iterator(config, process_index=0, process_count=1)
+
+
+def test_partial_reads_match_whole_entry_reads(data_dir):
+  files = pipeline.resolve_files(data_dir, "train-*.array_record")
+  source = pipeline.VideoRecordSource(files, head_bytes=64)  # Forces the header's second read.
+  assert source.partial_reads and len(source) == NUM_VIDEOS
+  for key in range(NUM_VIDEOS):
+    whole = source[key]["data"]
+    assert source.entry_size(key) == len(whole)
+    expected, got = video_record.decode(whole), source.read_record(key)
+    for name in video_record.ARRAY_FIELDS:
+      np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    assert got["video_id"] == expected["video_id"] and got["frames"] == expected["frames"]
+  # After a header longer than the head, the source reads that much up front.
+  assert len(source.read_head(0)) > 64
+  whole_only = pipeline.VideoRecordSource(files, partial_reads=False)
+  assert not whole_only.partial_reads
+  assert whole_only.read_record(3)["frames"] == source.read_record(3)["frames"]
+  # Compressed files (here: ArrayRecord's default zstd) are read whole.
+  compressed = pipeline.VideoRecordSource(
+      pipeline.resolve_files(data_dir, "corrupt-*.array_record"))
+  assert not compressed.partial_reads
+  assert compressed.read_record(0)["video_id"] == b"video0"
+  assert pipeline._read_threads(_config(data_dir, read_threads=None).data, source) == 0  # pylint: disable=protected-access
+  assert pipeline._read_threads(_config(data_dir, read_threads=None).data, compressed) == 4  # pylint: disable=protected-access
+
+
+def test_a_frame_corrupted_on_disk_is_caught_by_its_checksum(data_dir, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  from data_pipelines import record_file  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / "copy.array_record")
+  shutil.copy(pipeline.resolve_files(data_dir, "train-00000.array_record")[0], path)
+  file = record_file.RecordFile(path)
+  entry = file.read(2)
+  frame = bytes(video_record.decode(entry)["frames"][1])
+  position = file.entry(2)[0] + entry.index(frame) + len(frame) // 2
+  offset = record_file._Blocks.file_position(position)  # pylint: disable=protected-access
+  with open(path, "r+b") as f:
+    f.seek(offset)
+    byte = f.read(1)
+    f.seek(offset)
+    f.write(bytes([byte[0] ^ 0x40]))
+  source = pipeline.VideoRecordSource([path])
+  assert source.partial_reads
+  record = source.read_record(2)
+  assert bytes(record["frames"][0]) == bytes(video_record.decode(entry)["frames"][0])
+  with pytest.raises(video_record.CorruptRecordError, match="Frame 1"):
+    record["frames"][1]  # pylint: disable=pointless-statement
+
+
+def test_batches_held_by_the_caller_are_never_overwritten(data_dir):
+  it = pipeline.make_train_iterator(_config(data_dir), process_index=0, process_count=1)
+  held = next(it)
+  snapshot = {key: value.copy() for key, value in held.items()}
+  view = held["target_image"][1]  # A view alone must keep its buffer alive too.
+  view_copy = view.copy()
+  del held["target_image"]
+  for _ in range(12):  # Several epochs' worth of batches through the recycled buffers.
+    next(it)
+  for key, value in held.items():
+    np.testing.assert_array_equal(value, snapshot[key], err_msg=key)
+  np.testing.assert_array_equal(view, view_copy)

@@ -396,6 +396,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if train_cfg.profile_every_steps:
       hooks.append(periodic_actions.Profile(
           logdir=str(workdir), num_profile_steps=train_cfg.profile_num_steps,
+          profile_duration_ms=0,  # Stop after profile_num_steps steps, however short.
           every_steps=train_cfg.profile_every_steps, every_secs=None,
           first_profile=step + train_cfg.profile_every_steps))
   watcher = checkpointing.PreemptionWatcher().install()

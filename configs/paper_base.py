@@ -1,0 +1,45 @@
+"""The paper's model and training setting (SD-2.1 base at 256x256 + DINO ViT-B/8), shared by the
+MOVi-E, Objectron and Waymo configs, which set the dataset-specific parts.
+
+Tags as in /work/shared/docs/paper.md: (release) the authors' code, (paper) the paper,
+(open) unpublished: our choice, change it by config.
+"""
+import ml_collections
+
+from configs import common
+from configs import conditioning
+from configs import sampler
+from configs import sd21
+from data_pipelines import pipeline
+
+
+def get_config(max_objects: int, resolution: int = 256) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  sd = sd21.get_config("base")  # SD-2.1 base, epsilon prediction (release).
+  unet = sd.unet
+  # 256x256 images -> 32x32 latents (paper); sample_size only documents the input size.
+  unet.sample_size = resolution // 8
+  config.model = ml_collections.ConfigDict(dict(
+      unet=unet, vae=sd.vae,
+      conditioning=conditioning.get_config("vitb8", max_objects=max_objects)))
+  config.diffusion = sd.diffusion
+  config.sampler = sampler.get_config()  # DDIM 50 steps, guidance 2.0 (open).
+
+  config.data = pipeline.default_data_config()
+  config.data.resolution = (resolution, resolution)
+  config.data.global_batch_size = 64  # (open) the paper does not publish its batch size.
+  config.data.eval_global_batch_size = 32
+  config.data.worker_count = 8
+
+  common.add_common(config)
+  # AdamW, 5e-5 for UNet + DINO, 1e-3 for new layers, 1000 warmup steps, clip 1.0 (open:
+  # third-party readings; common.optimizer_config()).
+  config.training.num_train_steps = 200_000  # (open)
+  config.training.compute_dtype = "bfloat16"  # (open) float32 master weights either way.
+  # Data parallel by default: SD-2.1 UNet + ViT-B/8 with float32 AdamW state fit one 80 GB
+  # accelerator. `--config.mesh.fsdp=8` (or -1 with --config.mesh.data=1) splits parameters and
+  # optimizer state; benchmarks/train_step.py prints the per-device bytes for 8 and 256 devices.
+  config.checkpoint.every_steps = 5000
+  config.eval.every_steps = 10_000
+  config.eval.num_batches = 16
+  return config
