@@ -5,22 +5,27 @@ Generates its own input: procedural MOVi-E-like videos from `data_pipelines.synt
   * "rendered": the renderer's frames as they are (flat shading: ~11-15 KiB PNGs, cheap to decode);
   * "noisy": the same frames with Gaussian pixel noise (std `--noise_std`), which brings the PNGs
     to ~100-130 KiB, the size of textured / photographic frames such as the real MOVi-E renders.
-The file is presented to grain as >= `--min_records` records (symlinks to it), because grain's
-index shuffle costs ~50/num_records ms per element and a 6-record dataset would mostly measure
-that (real datasets have thousands of records).
+The file is presented to grain as >= `--min_records` records (symlinks to it; default 9750, the
+size of MOVi-E's training split), because grain's per-element index shuffle costs more on small
+datasets (~30 us at 1k records, ~14 us at 10k).
 
-For each variant, in one run:
+For each variant, `--repeats` runs, each:
   1. the full pipeline (`pipeline.make_train_iterator`, shuffle on, worker_count=0, no read-ahead
-     threads, so everything runs on one core): read record, check + parse it, sample a pair,
-     decode + resize the two frames, project boxes, filter, pad, batch;
+     threads, so everything runs on one core): read the record's header, sample a pair, read +
+     decode + resize its two frames, project boxes, filter, pad, batch. Batches are dropped as a
+     training loop drops them (a benchmark keeping them all would put every batch on fresh
+     memory);
   2. the decode bound: decoding exactly the frames the pipeline used (the two frames of each pair,
-     one when source == target) from memory with the same decoder (Pillow -> RGB array);
+     one when source == target) from memory with the same decoder (`frame_pairs.open_image`,
+     Pillow -> RGB array). Pipeline and bound alternate in chunks of `--chunk_batches` batches so
+     that both see the same machine load;
   3. a per-pair cost breakdown of the pipeline's stages, timed separately on the same pairs.
-Rates are pairs per CPU-second of this process (= per core); wall-clock rates are listed for
-reference (noisy on a shared machine). Results go to a JSON file.
+The run with the median ratio is reported (all ratios are listed). Rates are pairs per
+CPU-second of this process (= per core); wall-clock rates are listed for reference (noisy on a
+shared machine), and so are minor page faults per pair. Results go to a JSON file.
 
 Usage:
-  python benchmarks/data_pipeline.py [--num_videos 6] [--num_pairs 384] [--resolution 256]
+  python benchmarks/data_pipeline.py [--num_videos 6] [--num_pairs 768] [--resolution 256]
       [--image_format png] [--batch_size 8] [--data_dir DIR]
       [--out benchmarks/results/data_pipeline.json]
 """
@@ -109,11 +114,17 @@ def _bare_decode(data: bytes, jpeg_draft_size=None) -> np.ndarray:
   return np.asarray(image)
 
 
-def _cpu(fn):
-  """(result, wall seconds, CPU seconds of this process)."""
-  wall, cpu = time.perf_counter(), time.process_time()
-  out = fn()
-  return out, time.perf_counter() - wall, time.process_time() - cpu
+def _cpu(fn, *args):
+  """(fn(*args), CPU seconds of this process it took)."""
+  start = time.process_time()
+  out = fn(*args)
+  return out, time.process_time() - start
+
+
+def _pair_frames(record, source_frame: int, target_frame: int) -> list:
+  """The encoded frames a pair uses (read and checksummed)."""
+  frames = (source_frame,) if source_frame == target_frame else (source_frame, target_frame)
+  return [record["frames"][f] for f in frames]
 
 
 def _faults() -> int:
@@ -188,26 +199,27 @@ def measure(link_dir: str, args) -> dict:
   frame_bytes, read_bytes, record_bytes = 0, 0, 0
   prepared = []
   for v, s, t in used:
-    head, _, cpu = _cpu(lambda: source.read_head(v))  # pylint: disable=cell-var-from-loop
+    head, cpu = _cpu(source.read_head, v)
     read_cpu += cpu
-    record, _, cpu = _cpu(lambda: source.decode(v, head))  # pylint: disable=cell-var-from-loop
+    record, cpu = _cpu(source.decode, v, head)
     parse_cpu += cpu
-    frames, _, cpu = _cpu(lambda: [record["frames"][f]  # pylint: disable=cell-var-from-loop
-                                   for f in ((s,) if s == t else (s, t))])
+    frames, cpu = _cpu(_pair_frames, record, s, t)
     frames_cpu += cpu
-    example, _, cpu = _cpu(lambda: frame_pairs.prepare_example(record, s, t, v, pair_cfg))  # pylint: disable=cell-var-from-loop
+    example, cpu = _cpu(frame_pairs.prepare_example, record, s, t, v, pair_cfg)
     prepare_cpu += cpu
     prepared.append(example)
     if len(prepared) == args.batch_size:
-      _, _, cpu = _cpu(lambda: frame_pairs.finish_examples(prepared, pair_cfg))  # pylint: disable=cell-var-from-loop
-      objects_cpu += cpu
+      objects_cpu += _cpu(frame_pairs.finish_examples, prepared, pair_cfg)[1]
       prepared = []
     frame_bytes += sum(len(f) for f in frames)
     entry_size = source.entry_size(v)
     record_bytes += entry_size
     read_bytes += min(len(head), entry_size) + (0 if len(head) >= entry_size else
                                                  sum(len(f) for f in frames))
-  ms = lambda seconds: round(1e3 * seconds / num, 3)  # pylint: disable=unnecessary-lambda-assignment
+
+  def ms(seconds):
+    return round(1e3 * seconds / num, 3)
+
   result = {
       "mean_encoded_frame_kib": round(frame_bytes / num_frames / 1024, 1),
       "mean_record_kib": round(record_bytes / num / 1024, 1),

@@ -71,11 +71,13 @@ _NUM_SHOWN = flags.DEFINE_integer("num_shown", 4, "Eval examples in the reconstr
 _EVAL_MIN_GAP = flags.DEFINE_integer(
     "eval_min_gap", 1, "Minimum frame gap of the evaluation pairs (see the module docstring).")
 _VAE_MINUTES = flags.DEFINE_float(
-    "vae_minutes", 2.0, "Part of --minutes spent first warming up the VAE on the synthetic frames "
+    "vae_minutes", 3.0, "Part of --minutes spent first warming up the VAE on the synthetic frames "
     "(once per workdir; 0: keep a randomly initialised VAE, whose samples are noise).")
 _BACKSTOP_SECONDS = flags.DEFINE_float(
     "backstop_seconds", 120.0, "Grace after the budget before the demo sends itself SIGTERM "
     "(the trainer then saves and stops); <0 disables.")
+
+_BACKSTOP_REPEAT_SECONDS = 5.0
 
 # config.synthetic keys -> defaults when the config has no such section.
 SYNTHETIC_DEFAULTS = dict(num_train_videos=256, num_eval_videos=16, num_frames=8, min_objects=3,
@@ -139,7 +141,7 @@ def ensure_data(data_dir: str, spec: Mapping[str, Any], num_workers: int = 1) ->
 
 
 def pretrain_vae(config: ml_collections.ConfigDict, out_dir: str, seconds: float, *,
-                 batch_size: int = 8, lr: float = 1e-3, kl_weight: float = 1e-6,
+                 batch_size: int = 8, lr: float = 2e-3, kl_weight: float = 1e-6,
                  max_steps: int = 100_000, num_stat_batches: int = 4) -> dict[str, Any]:
   """Trains the config's VAE as an autoencoder on the training frames for `seconds`.
 
@@ -304,28 +306,34 @@ def train_with_budget(config: ml_collections.ConfigDict, train_dir: str, budget_
   backstop_fired = threading.Event()
   in_main_thread = threading.current_thread() is threading.main_thread()
   previous_handler = None
-  timer = None
+  backstop = None
   if backstop_s >= 0 and in_main_thread:
-    # Our own handler under the trainer's: a backstop firing after the trainer has uninstalled
-    # its watcher is then harmless instead of killing the demo.
+    # Our own handler under the trainer's: a SIGTERM arriving while the trainer's watcher is not
+    # installed (set-up, compilation, after the loop) is then ignored instead of killing the
+    # demo, and the backstop repeats it until the watcher catches one.
     previous_handler = signal.signal(signal.SIGTERM, lambda *_: None)
 
     def fire():
+      if done.wait(budget_s + backstop_s):
+        return
+      logging.warning("Training overran its %.0f s budget by %.0f s: sending SIGTERM (every "
+                      "%.0f s) so the trainer saves and stops.", budget_s, backstop_s,
+                      _BACKSTOP_REPEAT_SECONDS)
       backstop_fired.set()
-      logging.warning("Training overran its %.0f s budget by %.0f s: sending SIGTERM so the "
-                      "trainer saves and stops.", budget_s, backstop_s)
-      os.kill(os.getpid(), signal.SIGTERM)
-    timer = threading.Timer(budget_s + backstop_s, fire)
-    timer.daemon = True
-    timer.start()
+      while True:
+        os.kill(os.getpid(), signal.SIGTERM)
+        if done.wait(_BACKSTOP_REPEAT_SECONDS):
+          return
+    backstop = threading.Thread(target=fire, daemon=True)
+    backstop.start()
   progress.start()
   try:
     state = trainer.train_and_evaluate(config, train_dir, run_eval=False)
   finally:
-    if timer is not None:
-      timer.cancel()
     done.set()
     progress.join()
+    if backstop is not None:
+      backstop.join()
     absl_logger.removeHandler(tracker)
     if previous_handler is not None:
       signal.signal(signal.SIGTERM, previous_handler)
@@ -652,7 +660,7 @@ def _load_info() -> dict[str, Any]:
 def run_demo(config: ml_collections.ConfigDict, workdir: str, minutes: float, *,
              data_overrides: Optional[Mapping[str, Optional[int]]] = None, data_workers: int = 1,
              num_shown: int = 4, num_edit_scenes: int = 3, eval_min_gap: int = 1,
-             backstop_seconds: float = 120.0, vae_minutes: float = 2.0) -> dict[str, Any]:
+             backstop_seconds: float = 120.0, vae_minutes: float = 3.0) -> dict[str, Any]:
   """The whole demo (module docstring); returns what results.json holds."""
   t0 = time.time()
   workdir = os.path.abspath(os.path.expanduser(workdir))

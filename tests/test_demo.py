@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -70,7 +71,11 @@ def test_demo_end_to_end(tmp_path):
       "--config.training.image_summary_every_steps=0", "--config.training.log_every_steps=1",
       "--config.checkpoint.async_save=False",
   ]
-  result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+  # Compilation dominates this test on a CPU: reruns reuse JAX's persistent compilation cache.
+  env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": os.path.join(
+      tempfile.gettempdir(), "neural_assets_test_demo_jax_cache")}
+  result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env=env)
   assert result.returncode == 0, result.stderr[-4000:]
 
   report_dir = os.path.join(workdir, "report")

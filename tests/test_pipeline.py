@@ -245,8 +245,11 @@ def test_partial_reads_match_whole_entry_reads(data_dir):
       pipeline.resolve_files(data_dir, "corrupt-*.array_record"))
   assert not compressed.partial_reads
   assert compressed.read_record(0)["video_id"] == b"video0"
-  assert pipeline._read_threads(_config(data_dir, read_threads=None).data, source) == 0  # pylint: disable=protected-access
-  assert pipeline._read_threads(_config(data_dir, read_threads=None).data, compressed) == 4  # pylint: disable=protected-access
+  # read_threads None: no read-ahead threads for partial reads, whole_read_threads otherwise.
+  auto = _config(data_dir, read_threads=None).data
+  read_threads = pipeline._read_threads  # pylint: disable=protected-access
+  assert read_threads(auto, source) == 0
+  assert read_threads(auto, compressed) == auto.whole_read_threads
 
 
 def test_a_frame_corrupted_on_disk_is_caught_by_its_checksum(data_dir, tmp_path):

@@ -10,7 +10,6 @@ import textwrap
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -21,11 +20,6 @@ from neural_assets.training import mesh as mesh_lib
 from neural_assets.training import optimizer as optimizer_lib
 from neural_assets.training import sharding as sharding_lib
 from neural_assets.training import train_state as train_state_lib
-
-
-class _FakeDevice:
-  def __init__(self, i):
-    self.id = i
 
 
 def _params():

@@ -202,6 +202,31 @@ def restore_or_initialize(config: ml_collections.ConfigDict, setup: Setup,
   return state
 
 
+class CompileThenSync:
+  """Wraps a jitted function: compiles it on the first call, then waits for every process.
+
+  A process that finishes compiling first would otherwise wait inside the first cross-process
+  collective, and CPU (gloo) collectives give up after 30 s; the coordination-service barrier
+  here waits as long as compilation takes. Later calls run the compiled executable directly, so
+  arguments must keep their shapes and shardings (the loop's batches do).
+  """
+  _count = 0
+
+  def __init__(self, fn: Any, name: str, timeout_s: int = 3600):
+    self._fn, self._name, self._timeout_s = fn, name, timeout_s
+    self._compiled = None
+
+  def __call__(self, *args):
+    if self._compiled is None:
+      self._compiled = self._fn.lower(*args).compile()
+      if jax.process_count() > 1:
+        CompileThenSync._count += 1
+        ocp.multihost.get_barrier_sync_fn()(
+            key=f"neural_assets_{self._name}_{CompileThenSync._count}",
+            timeout_ms=self._timeout_s * 1000)
+    return self._compiled(*args)
+
+
 # ---------------------------------------------------------------------------------------------
 # Summaries and evaluation.
 
@@ -234,7 +259,7 @@ def make_summary_fn(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
               train_step_lib.decode_latents(vae, vae_params, x0)]
     return jnp.concatenate(panels, axis=2)
 
-  return summary
+  return CompileThenSync(summary, "summary")
 
 
 def _denoise(model: NeuralAssetsModel, params: Any, latents: jax.Array, timesteps: jax.Array,
@@ -261,7 +286,7 @@ def make_sample_fn(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
                              latent_shape(config, vae, batch_size))
     return train_step_lib.decode_latents(vae, vae_params, latents)
 
-  return sample
+  return CompileThenSync(sample, "sample")
 
 
 def pad_batch(batch: Mapping[str, np.ndarray], size: int) -> tuple[dict[str, np.ndarray],
@@ -380,9 +405,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   state = restore_or_initialize(config, setup, checkpointer, train_iter)
   step = int(state.step)
 
-  train_step = train_step_lib.make_train_step(
+  train_step = CompileThenSync(train_step_lib.make_train_step(
       config, model, vae, setup.tx, setup.schedules, setup.state_shardings,
-      sharding_lib.batch_sharding(mesh), sharding_lib.replicated(mesh))
+      sharding_lib.batch_sharding(mesh), sharding_lib.replicated(mesh)), "train_step")
   summary_fn = make_summary_fn(config, model, vae, train_cfg.num_image_summaries)
   sampler = DDIMSampler.from_config(config.diffusion, config.sampler)
   sample_fn = make_sample_fn(config, model, vae, sampler)
