@@ -10,6 +10,10 @@ INSTALL_REQUIRES = [
     "grain>=0.2.10",
     "array-record>=0.7",
     "clu>=0.0.12",
+    # clu's TensorBoard metric writer imports both; the CPU build of TensorFlow does not clash
+    # with JAX's CUDA libraries.
+    "tensorboard",
+    "tensorflow-cpu",
     "ml_collections>=1.0",
     "einops>=0.8",
     "absl-py",
@@ -32,16 +36,16 @@ EXTRAS = {
         "pytest",
         "pytest-xdist",
         "scikit-image",
-        "tensorflow-cpu",  # clu's TensorBoard writer and the real dataset formats.
-        "tensorflow-datasets",
+        "tensorflow-datasets",  # the real dataset formats
         "pyarrow",
         "nbclient",
         "nbformat",
         "ipykernel",
     ],
     # Reading the original dataset formats (TFDS / tf.train records / Parquet) once, to convert
-    # them to ArrayRecord. Training reads ArrayRecord and never imports TensorFlow.
-    "data": ["tensorflow-cpu", "tensorflow-datasets", "pyarrow"],
+    # them to ArrayRecord. The training data path reads ArrayRecord with grain and never imports
+    # TensorFlow (only clu's metric writer does).
+    "data": ["tensorflow-datasets", "pyarrow"],
     "gpu": ["jax[cuda12]>=0.10,<0.11"],
     "tpu": ["jax[tpu]>=0.10,<0.11"],
 }

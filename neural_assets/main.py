@@ -64,7 +64,9 @@ def main(argv):
   _initialize_jax()
   logging.info("JAX process %d / %d, local devices %s", jax.process_index(), jax.process_count(),
                jax.local_devices())
-  workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
+  workdir = _WORKDIR.value
+  if "://" not in workdir:  # Cloud paths (gs://...) are used as they are.
+    workdir = os.path.abspath(os.path.expanduser(workdir))
   config = _CONFIG.value
   # Imported here so that flag and config errors surface before the heavy imports.
   from neural_assets.training import trainer  # pylint: disable=g-import-not-at-top

@@ -7,7 +7,7 @@
     grads -> optax (frozen groups zeroed, clip, AdamW per group) -> params
 
 Numerics: parameters are float32 master weights; `config.training.compute_dtype='bfloat16'`
-builds the UNet and the VAE with bf16 compute (`dtype`), so activations and matmuls run in bf16
+builds the UNet, the visual encoder and the VAE with bf16 compute (`dtype`), so activations and matmuls run in bf16
 while gradients land on the float32 parameters.
 
 A non-finite loss or gradient norm skips the update when `config.training.skip_nonfinite` (the
@@ -48,6 +48,7 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[NeuralAssetsModel, 
   model_config = copy.deepcopy(config.model)
   with model_config.unlocked():
     model_config.unet.dtype = dtype
+    model_config.conditioning.encoder.dtype = dtype  # the visual encoder (ViT.from_config)
   vae = AutoencoderKL(**dict(config.model.vae), dtype=dtype)
   return NeuralAssetsModel(model_config), vae
 
