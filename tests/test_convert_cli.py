@@ -5,21 +5,14 @@ from absl import flags
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-import torch
+
+from tests import torch_reference
 
 from neural_assets import convert
 from neural_assets.convert import __main__ as convert_cli
 
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
-
-
-def _randomise(model):
-  torch.manual_seed(0)
-  with torch.no_grad():
-    for p in model.parameters():
-      p.normal_(0.0, 0.05)
-  return model
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +24,19 @@ def checkpoints(tmp_path_factory):
       layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
       up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), attention_head_dim=(2, 4),
       cross_attention_dim=32, norm_num_groups=8, use_linear_projection=True)
-  _randomise(unet).save_pretrained(root / "sd" / "unet", safe_serialization=True)
+  torch_reference.randomise(unet, 0)
+  unet.save_pretrained(root / "sd" / "unet", safe_serialization=True)
   vae = diffusers.AutoencoderKL(
       in_channels=3, out_channels=3, block_out_channels=(16, 32, 32), layers_per_block=1,
       down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
       latent_channels=4, norm_num_groups=8)
-  _randomise(vae).save_pretrained(root / "sd" / "vae", safe_serialization=True)
+  torch_reference.randomise(vae, 1)
+  vae.save_pretrained(root / "sd" / "vae", safe_serialization=True)
   vit = transformers.ViTModel(transformers.ViTConfig(
       hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
       patch_size=8, image_size=32), add_pooling_layer=False)
-  _randomise(vit).save_pretrained(root / "dino", safe_serialization=True)
+  torch_reference.randomise(vit, 2)
+  vit.save_pretrained(root / "dino", safe_serialization=True)
   return root
 
 

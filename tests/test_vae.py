@@ -6,8 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 from safetensors.torch import load_file, save_file
+import torch
+
+from tests import torch_reference
 
 from neural_assets.convert import CheckpointMismatchError, load_diffusers_vae
 from neural_assets.convert import diffusers_vae
@@ -21,23 +23,11 @@ TINY = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D
             scaling_factor=0.18215)
 
 
-def _randomise(model: torch.nn.Module, seed: int) -> None:
-  """Small random weights everywhere, norms near identity: nothing zero-initialised hides a bug."""
-  gen = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for name, p in model.named_parameters():
-      noise = torch.randn(p.shape, generator=gen)
-      if "norm" in name and name.endswith("weight"):
-        p.copy_(1.0 + 0.1 * noise)
-      else:
-        p.copy_(0.05 * noise)
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
   torch.manual_seed(0)
   model = diffusers.AutoencoderKL(**TINY).eval()
-  _randomise(model, seed=1)
+  torch_reference.randomise(model, seed=1)
   directory = str(tmp_path_factory.mktemp("vae"))
   model.save_pretrained(directory, safe_serialization=True)
   return model, directory

@@ -6,8 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 from safetensors.torch import load_file, save_file
+import torch
+
+from tests import torch_reference
 
 from neural_assets.convert import CheckpointMismatchError, load_transformers_vit
 from neural_assets.convert import transformers_vit
@@ -18,22 +20,6 @@ transformers = pytest.importorskip("transformers")
 SMALL = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
              image_size=32, hidden_act="gelu", hidden_dropout_prob=0.0,
              attention_probs_dropout_prob=0.0)
-
-
-def _randomise(model: torch.nn.Module, seed: int) -> None:
-  """Small random weights everywhere (cls / register tokens and layer scales included)."""
-  gen = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for name, p in model.named_parameters():
-      noise = torch.randn(p.shape, generator=gen)
-      if "norm" in name and name.endswith("weight"):
-        p.copy_(1.0 + 0.1 * noise)
-      elif "lambda1" in name:
-        p.copy_(0.5 + 0.2 * noise)
-      elif name.endswith(("cls_token", "position_embeddings", "register_tokens")):
-        p.copy_(0.5 * noise)
-      else:
-        p.copy_(0.1 * noise)
 
 
 def _save(model, tmp_path_factory, name):
@@ -47,7 +33,7 @@ def _save(model, tmp_path_factory, name):
 def dino(request, tmp_path_factory):
   config = transformers.ViTConfig(**SMALL, patch_size=request.param, layer_norm_eps=1e-6)
   model = transformers.ViTModel(config, add_pooling_layer=False)
-  _randomise(model, seed=request.param)
+  torch_reference.randomise(model, seed=request.param)
   return model, _save(model, tmp_path_factory, f"dino{request.param}")
 
 
@@ -56,7 +42,7 @@ def dinov2_reg(tmp_path_factory):
   config = transformers.Dinov2WithRegistersConfig(**SMALL, patch_size=8, num_register_tokens=3,
                                                   mlp_ratio=2, layer_norm_eps=1e-6)
   model = transformers.Dinov2WithRegistersModel(config)
-  _randomise(model, seed=3)
+  torch_reference.randomise(model, seed=3)
   return model, _save(model, tmp_path_factory, "dinov2reg")
 
 
@@ -64,7 +50,7 @@ def dinov2_reg(tmp_path_factory):
 def dinov2(tmp_path_factory):
   config = transformers.Dinov2Config(**SMALL, patch_size=8, mlp_ratio=2, layer_norm_eps=1e-6)
   model = transformers.Dinov2Model(config)
-  _randomise(model, seed=4)
+  torch_reference.randomise(model, seed=4)
   return model, _save(model, tmp_path_factory, "dinov2")
 
 
