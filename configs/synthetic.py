@@ -54,8 +54,9 @@ def get_config() -> ml_collections.ConfigDict:
                           min_gap=0, max_gap=7, worker_count=0, read_threads=2))
 
   common.add_common(config)
-  # The VAE is random and frozen here (no pretrained weights at this size): the diffusion model
-  # learns in its (fixed, random) latent space, which is enough to show the conditioning working.
+  # No pretrained VAE exists at this size and a random frozen one decodes every sample to noise:
+  # `python -m neural_assets.demo` first fits this VAE as an autoencoder for a few minutes and
+  # passes it in as `training.init_checkpoint`; run that (or set init_checkpoint) before training.
   config.optimizer.update(dict(lr=5e-4, new_layers_lr=1e-3, warmup_steps=100, decay="cosine",
                                end_lr_factor=0.1))
   config.training.update(dict(num_train_steps=2000, log_every_steps=50,

@@ -1,7 +1,6 @@
 """`python -m neural_assets.convert`: SD + DINO folders -> one orbax checkpoint for training."""
 import os
 
-from absl import flags
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -47,11 +46,9 @@ def _smoke_config():
 
 def test_cli_writes_checkpoint_matching_loaders(checkpoints, tmp_path):
   out = tmp_path / "init"
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS([
-      "convert", f"--sd_dir={checkpoints / 'sd'}", f"--encoder_dir={checkpoints / 'dino'}",
-      f"--out_dir={out}"])
-  convert_cli.main([])
+  argv = [f"--sd_dir={checkpoints / 'sd'}", f"--encoder_dir={checkpoints / 'dino'}",
+          f"--out_dir={out}"]
+  convert_cli.main(argv)
   restored = ocp.StandardCheckpointer().restore(os.path.abspath(out))
   assert set(restored) == {"unet", "tokenizer", "vae"}
   assert set(restored["tokenizer"]) == {"encoder"}
@@ -62,8 +59,7 @@ def test_cli_writes_checkpoint_matching_loaders(checkpoints, tmp_path):
       np.asarray(got["resnets_0"]["conv1"]["kernel"]),
       np.asarray(want["resnets_0"]["conv1"]["kernel"]))
   with pytest.raises(FileExistsError, match="nothing is overwritten"):
-    convert_cli.main([])
-  flags.FLAGS.unparse_flags()
+    convert_cli.main(argv)
 
 
 def test_config_check_names_first_difference(checkpoints, tmp_path):

@@ -178,7 +178,7 @@ def test_resume_gives_the_same_run_as_training_straight(data_dir, tmp_path):
   assert data[0] == data[1]
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
+def test_sigterm_or_time_budget_saves_a_checkpoint_and_stops(data_dir, tmp_path):
   workdir = str(tmp_path / "w")
   log_path = tmp_path / "log.txt"
   with open(log_path, "w") as log:
@@ -202,10 +202,14 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
   assert "Stopping at step" in text
   (stopped,) = _steps(workdir)
   assert 2 <= stopped < 100000
+  # The same command resumes; a wall-clock budget shorter than one step stops it after one step.
   result = _run(_main_cmd(workdir, data_dir, "--mode=train",
-                          f"--config.training.num_train_steps={stopped + 1}"))
+                          "--config.training.num_train_steps=100000",
+                          "--config.training.max_train_seconds=0.001",
+                          "--config.checkpoint.every_steps=100000"))
   assert result.returncode == 0, result.stderr[-3000:]
   assert f"Resumed from checkpoint step {stopped}" in result.stderr
+  assert f"Stopping at step {stopped + 1}" in result.stderr
   assert _steps(workdir) == [stopped, stopped + 1]
 
 

@@ -15,23 +15,32 @@ shapes are checked again when training loads the checkpoint.
 """
 from __future__ import annotations
 
+import argparse
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from absl import app
-from absl import flags
 import jax
 import numpy as np
 
 from neural_assets import convert
 
-_SD_DIR = flags.DEFINE_string("sd_dir", None, "diffusers pipeline root holding unet/ and vae/.")
-_UNET_DIR = flags.DEFINE_string("unet_dir", None, "diffusers UNet folder (overrides sd_dir/unet).")
-_VAE_DIR = flags.DEFINE_string("vae_dir", None, "diffusers VAE folder (overrides sd_dir/vae).")
-_ENCODER_DIR = flags.DEFINE_string("encoder_dir", None, "transformers ViT/DINO(v2) folder.")
-_CONFIG = flags.DEFINE_string("config", None, "Experiment config file to check the weights "
-                              "against, e.g. configs/objectron.py (optional).")
-_OUT_DIR = flags.DEFINE_string("out_dir", None, "Where to write the checkpoint (must not exist).")
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(prog="python -m neural_assets.convert",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("--sd_dir", help="diffusers pipeline root holding unet/ and vae/.")
+  parser.add_argument("--unet_dir", help="diffusers UNet folder (overrides sd_dir/unet).")
+  parser.add_argument("--vae_dir", help="diffusers VAE folder (overrides sd_dir/vae).")
+  parser.add_argument("--encoder_dir", required=True, help="transformers ViT/DINO(v2) folder.")
+  parser.add_argument("--config", help="Experiment config file to check the weights against, "
+                      "e.g. configs/objectron.py (optional).")
+  parser.add_argument("--out_dir", required=True,
+                      help="Where to write the checkpoint (must not exist).")
+  args = parser.parse_args(argv)
+  args.unet_dir = args.unet_dir or (args.sd_dir and os.path.join(args.sd_dir, "unet"))
+  args.vae_dir = args.vae_dir or (args.sd_dir and os.path.join(args.sd_dir, "vae"))
+  if not args.unet_dir or not args.vae_dir:
+    parser.error("give --sd_dir, or both --unet_dir and --vae_dir")
+  return args
 
 
 # Fields that choose how a network runs, not what its weights are.
@@ -50,6 +59,7 @@ def check_fields(what: str, loaded: Mapping[str, Any], expected: Mapping[str, An
 
 def load_config(path: str):
   """Loads `get_config()` from a config file path, with an optional `:arg` suffix."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   # config_flags parses "path[:arg]" the same way the training entry point does.
   flag_values = flags.FlagValues()
@@ -92,22 +102,14 @@ def _module_fields(module) -> dict[str, Any]:
           if f.name not in ("parent", "name")}
 
 
-def main(argv):
-  del argv
-  unet_dir = _UNET_DIR.value or (_SD_DIR.value and os.path.join(_SD_DIR.value, "unet"))
-  vae_dir = _VAE_DIR.value or (_SD_DIR.value and os.path.join(_SD_DIR.value, "vae"))
-  missing = [name for name, v in (("--unet_dir or --sd_dir", unet_dir),
-                                  ("--vae_dir or --sd_dir", vae_dir),
-                                  ("--encoder_dir", _ENCODER_DIR.value),
-                                  ("--out_dir", _OUT_DIR.value)) if not v]
-  if missing:
-    raise app.UsageError(f"Missing {', '.join(missing)}.")
-  config = load_config(_CONFIG.value) if _CONFIG.value else None
-  tree = convert_checkpoints(unet_dir, vae_dir, _ENCODER_DIR.value, _OUT_DIR.value, config)
+def main(argv: Sequence[str] | None = None) -> None:
+  args = parse_args(argv)
+  config = load_config(args.config) if args.config else None
+  tree = convert_checkpoints(args.unet_dir, args.vae_dir, args.encoder_dir, args.out_dir, config)
   sizes = {k: sum(x.size for x in jax.tree.leaves(v)) for k, v in tree.items()}
-  print(f"Wrote {_OUT_DIR.value}: " + ", ".join(f"{k} {n / 1e6:.1f}M params"
-                                               for k, n in sizes.items()))
+  print(f"Wrote {args.out_dir}: " + ", ".join(f"{k} {n / 1e6:.1f}M params"
+                                             for k, n in sizes.items()))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()

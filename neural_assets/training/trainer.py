@@ -427,6 +427,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   watcher = checkpointing.PreemptionWatcher().install()
   history, consecutive_nonfinite = [], 0
   logging.info("Training from step %d to %d.", step, train_cfg.num_train_steps)
+  train_start = time.monotonic()
   try:
     while step < train_cfg.num_train_steps:
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
@@ -457,11 +458,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             summary_fn(state, batch), tiled=True))
         writer.write_images(step, {"train/source_target_vaerecon_x0": images})
 
+      if (train_cfg.max_train_seconds and
+          time.monotonic() - train_start > train_cfg.max_train_seconds):
+        # Through the watcher, so that all processes stop at the same step.
+        watcher.request_stop()
       stop = watcher.should_stop()
       if step % config.checkpoint.every_steps == 0 or last or stop:
         checkpointer.save(step, state, train_iter.get_state())
       if stop:
-        logging.warning("Stopping at step %d on request (SIGTERM); checkpoint saved.", step)
+        logging.warning("Stopping at step %d (SIGTERM or config.training.max_train_seconds); "
+                        "checkpoint saved.", step)
         break
       if run_eval and config.eval.every_steps and (step % config.eval.every_steps == 0 or last):
         evaluate(config, model, vae, state, mesh, writer, sample_fn, evaluator)
