@@ -3,7 +3,7 @@ crops of the portrait frames, the annotated objects + background.
 
 Objects are static and only the camera moves (paper), so the background token's relative camera
 pose carries most of the motion. Data: `python -m data_pipelines.objectron` writes
-`train.array_record-*` / `test.array_record-*`.
+`<class>_train-*.array_record` / `<class>_test-*.array_record`.
 """
 from configs import paper_base
 
@@ -12,8 +12,9 @@ def get_config():
   # (open) Objectron annotates few objects per video (mostly 1); 8 slots leave room.
   config = paper_base.get_config(max_objects=8)
   data = config.data
-  data.train_files = "train.array_record*"
-  data.eval_files = "test.array_record*"
+  # `python -m data_pipelines.objectron` keeps the shard names: `<class>_train-...array_record`.
+  data.train_files = "*_train-*.array_record"
+  data.eval_files = "*_test-*.array_record"
   # (open) gap range: videos are ~10 s at 30 fps; up to 2 s apart keeps the object in view.
   data.min_gap, data.max_gap = 0, 60
   data.swap_prob = 0.5  # (open) as MOVi.

@@ -294,8 +294,11 @@ def read_dataset(input_dir: str, config: WaymoConfig = WaymoConfig(),
 
 
 def convert(input_dir: str, out_dir: str, config: WaymoConfig = WaymoConfig(),
-            segments: Sequence[str] | None = None, videos_per_shard: int = 16) -> dict[str, int]:
-  """Writes ArrayRecord shards of `videos_per_shard` videos; returns {path: count}."""
+            segments: Sequence[str] | None = None, videos_per_shard: int = 16,
+            split: str = "train") -> dict[str, int]:
+  """Writes `{split}.array_record-waymo_<camera>-XXXXX-of-YYYYY` shards of `videos_per_shard`
+  videos (the experiment configs select splits by the `{split}.array_record*` prefix); returns
+  {path: count}."""
   if videos_per_shard < 1:
     raise ValueError(f"videos_per_shard must be >= 1, got {videos_per_shard}.")
   segments = list(segments or list_segments(input_dir))
@@ -303,8 +306,8 @@ def convert(input_dir: str, out_dir: str, config: WaymoConfig = WaymoConfig(),
   chunks = [segments[i:i + videos_per_shard] for i in range(0, len(segments), videos_per_shard)]
   written = {}
   for n, chunk in enumerate(chunks):
-    path = os.path.join(out_dir, f"waymo_{config.camera.lower()}-{n:05d}-of-{len(chunks):05d}"
-                        ".array_record")
+    path = os.path.join(out_dir, f"{split}.array_record-waymo_{config.camera.lower()}-"
+                        f"{n:05d}-of-{len(chunks):05d}")
     written[path] = video_record.write_array_record(path, read_dataset(input_dir, config, chunk))
   return written
 
@@ -313,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--input_dir", required=True, help="Waymo v2 folder (one split).")
   parser.add_argument("--out_dir", required=True)
+  parser.add_argument("--split", default="train",
+                      help="Name prefix of the shards: train | validation | test.")
   parser.add_argument("--camera", default="FRONT", choices=list(CAMERA_NAMES))
   parser.add_argument("--segments", nargs="*", default=None, help="Default: all segments.")
   parser.add_argument("--videos_per_shard", type=int, default=16)
@@ -326,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                        min_box_size=args.min_box_size, min_lidar_points=args.min_lidar_points,
                        pose_source=args.pose_source)
   for path, count in convert(args.input_dir, args.out_dir, config, args.segments,
-                             args.videos_per_shard).items():
+                             args.videos_per_shard, args.split).items():
     print(f"{path}: {count} videos")
 
 

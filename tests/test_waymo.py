@@ -248,6 +248,7 @@ def test_cli_writes_array_record(root, record, tmp_path):
   out = str(tmp_path / "out")
   waymo.main(["--input_dir", root, "--out_dir", out, "--camera", "FRONT"])
   (name,) = os.listdir(out)
+  assert name == "train.array_record-waymo_front-00000-of-00001"  # configs/waymo.py's glob
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
   reader = array_record_module.ArrayRecordReader(os.path.join(out, name))
   got = video_record.decode(reader.read([0])[0])
