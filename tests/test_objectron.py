@@ -254,12 +254,10 @@ def test_cli_writes_array_record(scene, record, tmp_path):
     writer.write(build_example(make_scene()))
   out_dir = str(tmp_path / "out")
   objectron.main(["--input", shard, "--out_dir", out_dir])
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
-  reader = array_record_module.ArrayRecordReader(
+  videos = video_record.read_array_record(
       os.path.join(out_dir, os.path.basename(shard) + ".array_record"))
-  assert reader.num_records() == 2
-  got = video_record.decode(reader.read([0])[0])
-  reader.close()
+  assert len(videos) == 2
+  got = videos[0]
   for key in ("box_corners_world", "boxes_2d", "visible", "intrinsics", "world_to_camera"):
     np.testing.assert_array_equal(got[key], record[key])
   assert got["frames"] == record["frames"]

@@ -249,10 +249,7 @@ def test_cli_writes_array_record(root, record, tmp_path):
   waymo.main(["--input_dir", root, "--out_dir", out, "--camera", "FRONT"])
   (name,) = os.listdir(out)
   assert name == "train.array_record-waymo_front-00000-of-00001"  # configs/waymo.py's glob
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
-  reader = array_record_module.ArrayRecordReader(os.path.join(out, name))
-  got = video_record.decode(reader.read([0])[0])
-  reader.close()
+  (got,) = video_record.read_array_record(os.path.join(out, name))
   for key in ("box_corners_world", "boxes_2d", "visible", "intrinsics", "world_to_camera",
               "instance_ids", "category"):
     np.testing.assert_array_equal(got[key], record[key])
