@@ -176,8 +176,8 @@ class VideoRecordSource(video_record.VideoRecordReader):
     """Video `key` from its record bytes; raises video_record.CorruptRecordError."""
     return self._logged_read(super().decode, int(key), data)
 
-  def frame(self, key: int):
-    return self._logged_read(super().frame, key)
+  def frame(self, file_index: int, key: int):
+    return self._logged_read(super().frame, file_index, key)
 
   def read_record(self, key) -> dict[str, Any]:
     """Decoded video `key` (frames read when used)."""

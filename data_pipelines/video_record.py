@@ -322,7 +322,7 @@ class VideoRecordReader:
   """Random access to the videos of ArrayRecord files, through `ArrayRecordDataSource`.
 
   Opening reads each file's index record (one read per file; a truncated or foreign file raises
-  `DataFileError` naming it). Then video i costs one record read, and each frame of it one more.
+  `DataFileError` naming it); a file listed twice, or links to one file, share one reader. Then video i costs one record read, and each frame of it one more.
   The reader pickles (grain ships it to worker processes); file handles reopen lazily.
 
   Args:
@@ -335,8 +335,18 @@ class VideoRecordReader:
     self._paths = [str(p) for p in paths]
     if not self._paths:
       raise ValueError("VideoRecordReader needs at least one ArrayRecord file.")
-    counts, self._videos = [], []  # records per file; positions of its video records.
+    # Files listed twice (or links to one file) share one reader: each unique file is opened and
+    # its index read once.
+    unique: dict[str, int] = {}
+    self._file_of = []  # listed file -> unique file
+    counts, videos_of = [], []  # per unique file: records; positions of its video records.
     for path in self._paths:
+      real = os.path.realpath(path) if "://" not in path else path
+      if real in unique:
+        self._file_of.append(unique[real])
+        continue
+      unique[real] = len(counts)
+      self._file_of.append(len(counts))
       reader = None
       try:
         reader = array_record_module.ArrayRecordReader(path)
@@ -359,11 +369,13 @@ class VideoRecordReader:
       if videos and not 0 <= min(videos) <= max(videos) < num_records - 1:
         raise DataFileError(f"Data file {path}: its video index points outside the file.")
       counts.append(num_records)
-      self._videos.append(videos)
+      videos_of.append(videos)
+    unique_paths = [p for p, _ in sorted(unique.items(), key=lambda item: item[1])]
     # Record counts known: the source opens nothing more until a record is read.
     self._source = grain.sources.ArrayRecordDataSource(
-        [f"{p}[0:{n}]" for p, n in zip(self._paths, counts)])
+        [f"{p}[0:{n}]" for p, n in zip(unique_paths, counts)])
     self._record_starts = np.cumsum([0] + counts).tolist()
+    self._videos = [videos_of[u] for u in self._file_of]
     self._video_starts = np.cumsum([0] + [len(v) for v in self._videos]).tolist()
     self._layouts = {}  # decode_video's cache of checked array layouts.
 
@@ -376,28 +388,29 @@ class VideoRecordReader:
     return list(self._paths)
 
   def locate(self, video: int) -> tuple[int, int]:
-    """(file index, global record key of the video record) of video `video`."""
+    """(listed file index, global record key of the video record) of video `video`."""
     if not 0 <= video < len(self):
       raise IndexError(f"Video {video} outside [0, {len(self)}).")
     file_index = bisect.bisect_right(self._video_starts, video) - 1
     position = self._videos[file_index][video - self._video_starts[file_index]]
-    return file_index, self._record_starts[file_index] + position
+    return file_index, self._record_starts[self._file_of[file_index]] + position
 
-  def _where(self, key: int) -> str:
-    file_index = bisect.bisect_right(self._record_starts, key) - 1
-    return f"{self._paths[file_index]} record {key - self._record_starts[file_index]}"
+  def _where(self, file_index: int, key: int) -> str:
+    start = self._record_starts[self._file_of[file_index]]
+    return f"{self._paths[file_index]} record {key - start}"
 
-  def read_key(self, key: int):
-    """The bytes of global record `key`; a failed read raises CorruptRecordError naming the
-    file and the record."""
+  def read_key(self, file_index: int, key: int):
+    """The bytes of global record `key` (of listed file `file_index`); a failed read raises
+    CorruptRecordError naming the file and the record."""
     try:
       return self._source[key]
     except (RuntimeError, ValueError) as e:  # ArrayRecord: chunk hash mismatch, short read...
-      raise CorruptRecordError(f"{self._where(key)}: unreadable ({_describe(e)}).") from e
+      raise CorruptRecordError(f"{self._where(file_index, key)}: unreadable "
+                               f"({_describe(e)}).") from e
 
   def video_bytes(self, video: int):
     """The bytes of video `video`'s video record."""
-    return self.read_key(self.locate(video)[1])
+    return self.read_key(*self.locate(video))
 
   def decode(self, video: int, data) -> dict[str, Any]:
     """Video `video` from its `video_bytes`: the arrays, `video_id`, `attributes` and `frames`,
@@ -406,25 +419,26 @@ class VideoRecordReader:
     try:
       record = decode_video(data, self._layouts)
     except CorruptRecordError as e:
-      raise CorruptRecordError(f"{self._where(key)} (video {video}): {e}") from e
+      raise CorruptRecordError(f"{self._where(file_index, key)} (video {video}): {e}") from e
     first, num_frames = record.pop("first_frame"), record.pop("num_frames")
-    if first < 0 or first + num_frames > key - self._record_starts[file_index]:
-      raise CorruptRecordError(f"{self._where(key)} (video {video}): frame records "
+    start = self._record_starts[self._file_of[file_index]]
+    if first < 0 or first + num_frames > key - start:
+      raise CorruptRecordError(f"{self._where(file_index, key)} (video {video}): frame records "
                                f"[{first}, {first + num_frames}) are not before it.")
-    record["frames"] = FrameRecords(self, self._record_starts[file_index] + first, num_frames)
+    record["frames"] = FrameRecords(self, file_index, start + first, num_frames)
     return record
 
   def read(self, video: int) -> dict[str, Any]:
     """Video `video` as `decode` returns it."""
     return self.decode(video, self.video_bytes(video))
 
-  def frame(self, key: int) -> memoryview:
+  def frame(self, file_index: int, key: int) -> memoryview:
     """The encoded image of frame record `key` (checked against its CRC32)."""
-    data = self.read_key(key)
+    data = self.read_key(file_index, key)
     try:
       return decode_frame(data)
     except CorruptRecordError as e:
-      raise CorruptRecordError(f"{self._where(key)}: {e}") from e
+      raise CorruptRecordError(f"{self._where(file_index, key)}: {e}") from e
 
   def __iter__(self) -> Iterator[dict[str, Any]]:
     for video in range(len(self)):
@@ -437,8 +451,10 @@ class VideoRecordReader:
 class FrameRecords(Sequence):
   """The frames of one video: `frames[t]` reads frame record t and checks its CRC32."""
 
-  def __init__(self, reader: VideoRecordReader, first_key: int, num_frames: int):
-    self._reader, self._first, self._len = reader, first_key, num_frames
+  def __init__(self, reader: VideoRecordReader, file_index: int, first_key: int,
+               num_frames: int):
+    self._reader, self._file = reader, file_index
+    self._first, self._len = first_key, num_frames
 
   def __len__(self) -> int:
     return self._len
@@ -455,7 +471,7 @@ class FrameRecords(Sequence):
       return [self[j] for j in range(*t.indices(len(self)))]
     if not -len(self) <= t < len(self):
       raise IndexError(f"frame {t} of a {len(self)}-frame video")
-    return self._reader.frame(self._first + t % len(self))
+    return self._reader.frame(self._file, self._first + t % len(self))
 
 
 def read_array_record(paths) -> list[dict[str, Any]]:
