@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import glob
 import io
 import os
@@ -71,6 +72,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from data_pipelines import conversion
 from data_pipelines import video_record
 from neural_assets import geometry
 
@@ -512,15 +514,27 @@ def read_tfrecord(path: str, config: ObjectronConfig = ObjectronConfig()) -> Ite
     yield parse_sequence_example(raw, config, record_name=f"{path}#{index}")
 
 
-def convert(inputs: Sequence[str], out_dir: str, config: ObjectronConfig = ObjectronConfig()
-            ) -> dict[str, int]:
-  """Converts tfrecord shards to ArrayRecord files (one per shard); returns {output: count}."""
-  os.makedirs(out_dir, exist_ok=True)
-  written = {}
-  for path in inputs:
-    out = os.path.join(out_dir, os.path.basename(path) + ".array_record")
-    written[out] = video_record.write_array_record(out, read_tfrecord(path, config))
-  return written
+def _convert_shard(path: str, config: ObjectronConfig):
+  for index, raw in enumerate(read_serialized(path)):
+    name = f"{path}#{index}"
+    yield conversion.guarded(name, lambda: parse_sequence_example(raw, config, record_name=name))
+
+
+def conversion_plan(inputs: Sequence[str], out_dir: str,
+                    config: ObjectronConfig = ObjectronConfig(),
+                    options: str = video_record.DEFAULT_OPTIONS) -> conversion.ConversionPlan:
+  """One ArrayRecord file per input tfrecord shard (`<basename>.array_record`)."""
+  shards = tuple(conversion.Shard(os.path.join(out_dir, os.path.basename(p) + ".array_record"),
+                                  (p,)) for p in inputs)
+  return conversion.ConversionPlan(shards, functools.partial(_convert_shard, config=config),
+                                   options=options)
+
+
+def convert(inputs: Sequence[str], out_dir: str, config: ObjectronConfig = ObjectronConfig(),
+            options: str = video_record.DEFAULT_OPTIONS) -> dict[str, int]:
+  """Converts tfrecord shards to ArrayRecord files (one per shard) in this process
+  (`data_pipelines.beam_convert` runs the same plan on Apache Beam); returns {output: count}."""
+  return conversion.run_local(conversion_plan(inputs, out_dir, config, options))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -55,12 +55,14 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import functools
 import io
 import os
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from data_pipelines import conversion
 from data_pipelines import video_record
 from neural_assets import geometry
 
@@ -385,23 +387,38 @@ def read_dataset(input_dir: str, config: WaymoConfig = WaymoConfig(),
     yield read_segment(input_dir, segment, config)
 
 
-def convert(input_dir: str, out_dir: str, config: WaymoConfig = WaymoConfig(),
-            segments: Sequence[str] | None = None, videos_per_shard: int = 16,
-            split: str = "train") -> dict[str, int]:
-  """Writes `{split}.array_record-waymo_<camera>-XXXXX-of-YYYYY` shards of `videos_per_shard`
-  videos (the experiment configs select splits by the `{split}.array_record*` prefix); returns
-  {path: count}."""
+def _convert_segment(segment: str, input_dir: str, config: WaymoConfig):
+  yield conversion.guarded(f"{segment}/{config.camera}",
+                           lambda: read_segment(input_dir, segment, config))
+
+
+def conversion_plan(input_dir: str, out_dir: str, config: WaymoConfig = WaymoConfig(),
+                    segments: Sequence[str] | None = None, videos_per_shard: int = 16,
+                    split: str = "train", options: str = video_record.DEFAULT_OPTIONS
+                    ) -> conversion.ConversionPlan:
+  """Shards `{split}.array_record-waymo_<camera>-XXXXX-of-YYYYY` of `videos_per_shard`
+  segments each (the experiment configs select splits by the `{split}.array_record*` prefix);
+  one input = one segment."""
   if videos_per_shard < 1:
     raise ValueError(f"videos_per_shard must be >= 1, got {videos_per_shard}.")
   segments = list(segments or list_segments(input_dir))
-  os.makedirs(out_dir, exist_ok=True)
-  chunks = [segments[i:i + videos_per_shard] for i in range(0, len(segments), videos_per_shard)]
-  written = {}
-  for n, chunk in enumerate(chunks):
-    path = os.path.join(out_dir, f"{split}.array_record-waymo_{config.camera.lower()}-"
-                        f"{n:05d}-of-{len(chunks):05d}")
-    written[path] = video_record.write_array_record(path, read_dataset(input_dir, config, chunk))
-  return written
+  shards = conversion.chunked_shards(
+      segments, videos_per_shard,
+      lambda n, count: os.path.join(out_dir, f"{split}.array_record-waymo_"
+                                             f"{config.camera.lower()}-{n:05d}-of-{count:05d}"))
+  return conversion.ConversionPlan(
+      shards, functools.partial(_convert_segment, input_dir=input_dir, config=config),
+      options=options)
+
+
+def convert(input_dir: str, out_dir: str, config: WaymoConfig = WaymoConfig(),
+            segments: Sequence[str] | None = None, videos_per_shard: int = 16,
+            split: str = "train", options: str = video_record.DEFAULT_OPTIONS
+            ) -> dict[str, int]:
+  """Runs `conversion_plan` in this process (for small data; `data_pipelines.beam_convert`
+  runs the same plan on Apache Beam); returns {path: count}."""
+  return conversion.run_local(conversion_plan(input_dir, out_dir, config, segments,
+                                              videos_per_shard, split, options))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
