@@ -321,11 +321,16 @@ def write_array_record(path: str, records: Iterable[dict[str, Any]],
     writer.write(encode_index(videos))
   except BaseException:
     writer.close()
-    os.remove(tmp_path)
+    _path(tmp_path).unlink()
     raise
   writer.close()
-  os.replace(tmp_path, path)
+  _path(tmp_path).replace(path)  # Local: an atomic rename; other file systems through etils.
   return len(videos)
+
+
+def _path(path: str):
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  return epath.Path(path)
 
 
 def _describe(error: BaseException) -> str:
