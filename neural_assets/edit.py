@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from neural_assets import editing
+from neural_assets import inference
 
 _FLOAT_KEYS = {
     "translate": ("x", "y", "z"),
@@ -234,8 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     edits = [build_edit(scene, op, other) for op in args.op]
   except OpParseError as e:
     parser.error(str(e))
-  bundle = editing.load_model_for_inference(args.checkpoint, args.config, args.step,
-                                            use_ema=not args.no_ema)
+  bundle = inference.load_model_for_inference(args.checkpoint, args.config, args.step,
+                                              use_ema=not args.no_ema)
   images = editing.render(bundle, scene, *edits, guidance_scale=args.guidance_scale,
                           num_steps=args.num_steps, seed=args.seed,
                           num_variations=args.num_variations)  # [E, V, H, W, 3]
