@@ -20,7 +20,10 @@ from neural_assets.editing.ops import CAMERA_ROTATION_AXES
 from neural_assets.editing.ops import DEFAULT_ROTATION_AXES
 from neural_assets.editing.ops import Edit
 from neural_assets.editing.ops import EditError
+from neural_assets.editing.ops import EditRefused
 from neural_assets.editing.ops import FRAMES
+from neural_assets.editing.ops import EDIT_FORMAT_VERSION
+from neural_assets.editing.ops import load_scene_or_edit
 from neural_assets.editing.ops import as_edit
 from neural_assets.editing.ops import change_camera
 from neural_assets.editing.ops import duplicate

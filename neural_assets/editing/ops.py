@@ -20,7 +20,9 @@ import numpy as np
 from neural_assets import geometry
 from neural_assets.editing.scene import Scene
 from neural_assets.editing.scene import check_rotations
+from neural_assets.editing.scene import read_npz
 
+EDIT_FORMAT_VERSION = 1
 FRAMES = ("world", "camera")
 # Own-axis indices (x=0, y=1, z=2) that yaw, pitch and roll turn about by default: yaw about the
 # object's z, the up axis of Kubric / MOVi and Waymo boxes (Objectron boxes are y-up: pass
@@ -40,6 +42,25 @@ _REASON_TEXT = {
 
 class EditError(ValueError):
   """An edit that cannot be applied (bad object index, invalid resulting box, ...)."""
+
+
+# How the API spells the override of a refusal; front ends (CLI, app) pass their own spelling to
+# `EditRefused.message`.
+API_OVERRIDE = "Pass allow_invalid=True to apply it anyway"
+
+
+class EditRefused(EditError):
+  """An edit refused because an object's resulting box would be invalid (behind the camera,
+  off-screen, ...). `step` names the edit, `problems` says which object would be what."""
+
+  def __init__(self, step: str, problems: Sequence[str]):
+    self.step, self.problems = step, tuple(problems)
+    super().__init__(self.message())
+
+  def message(self, override: str = API_OVERRIDE) -> str:
+    """The refusal, with `override` saying how to force it in the caller's own terms."""
+    return (f"Edit {self.step!r} refused: {'; '.join(self.problems)}. {override} (such objects "
+            "are then left out of the render).")
 
 
 
@@ -128,6 +149,74 @@ class Edit:
     removed = np.array([a.removed for a in self.assets], bool)
     return ~removed & self.validity()[0]
 
+  def save(self, path: str) -> None:
+    """Writes the edit (its scenes, assets, camera, background choice) to one `.npz` file.
+
+    `python -m neural_assets.edit --scene FILE` and `load_scene_or_edit` read it back; further
+    edits apply on top. Arrays: `scene<i>_<name>` per scene (`Scene.arrays`), `asset_*` [M, ...]
+    per asset, `world_to_camera`, `intrinsics`, `background_scene`, `min_depth`,
+    `min_projected_size`, `steps` (strings), `kind` = "edit", `format_version`.
+    """
+    m = len(self.assets)
+    arrays = {}
+    for i, scene in enumerate(self.scenes):
+      arrays.update(scene.arrays(f"scene{i}_"))
+    arrays.update(
+        format_version=np.int32(EDIT_FORMAT_VERSION), kind=np.str_("edit"),
+        num_scenes=np.int32(len(self.scenes)),
+        asset_scene=np.array([a.scene for a in self.assets], np.int32).reshape(m),
+        asset_index=np.array([a.index for a in self.assets], np.int32).reshape(m),
+        asset_center=np.array([a.center for a in self.assets], np.float32).reshape(m, 3),
+        asset_size=np.array([a.size for a in self.assets], np.float32).reshape(m, 3),
+        asset_rotation=np.array([a.rotation for a in self.assets], np.float32).reshape(m, 3, 3),
+        asset_instance_id=np.array([a.instance_id for a in self.assets], np.int32).reshape(m),
+        asset_removed=np.array([a.removed for a in self.assets], bool).reshape(m),
+        world_to_camera=np.asarray(self.world_to_camera, np.float32),
+        intrinsics=np.asarray(self.intrinsics, np.float32),
+        background_scene=np.int32(self.background_scene),
+        min_depth=np.float32(self.min_depth), min_projected_size=np.float32(self.min_projected_size),
+        steps=np.array(list(self.steps), dtype=np.str_).reshape(len(self.steps)))
+    with open(path, "wb") as f:
+      np.savez(f, **arrays)
+
+  @classmethod
+  def load(cls, path: str) -> "Edit":
+    """Reads an edit written by `save`. Raises ValueError on a file that is not one."""
+    arrays = read_npz(path, "edit")
+    if str(arrays.get("kind", "")) != "edit":
+      raise ValueError(f"{path} is not an edit file (no kind='edit'); a scene file is read by "
+                       "Scene.load, either by load_scene_or_edit.")
+    version = int(arrays["format_version"])
+    if version != EDIT_FORMAT_VERSION:
+      raise ValueError(f"{path} has edit format version {version}; this code reads "
+                       f"{EDIT_FORMAT_VERSION}.")
+    scenes = tuple(Scene.from_arrays(arrays, f"scene{i}_", path)
+                   for i in range(int(arrays["num_scenes"])))
+    assets = []
+    for k in range(arrays["asset_scene"].shape[0]):
+      scene_id, index = int(arrays["asset_scene"][k]), int(arrays["asset_index"][k])
+      if not (0 <= scene_id < len(scenes) and 0 <= index < scenes[scene_id].num_objects):
+        raise ValueError(f"{path}: asset {k} refers to object {index} of scene {scene_id}, "
+                         "which the file does not hold.")
+      assets.append(Asset(scene=scene_id, index=index, center=arrays["asset_center"][k],
+                          size=arrays["asset_size"][k], rotation=arrays["asset_rotation"][k],
+                          instance_id=int(arrays["asset_instance_id"][k]),
+                          removed=bool(arrays["asset_removed"][k])))
+    background = int(arrays["background_scene"])
+    if not 0 <= background < len(scenes):
+      raise ValueError(f"{path}: background scene {background} is not in the file.")
+    return cls(scenes=scenes, assets=tuple(assets), world_to_camera=arrays["world_to_camera"],
+               intrinsics=arrays["intrinsics"], background_scene=background,
+               min_depth=float(arrays["min_depth"]),
+               min_projected_size=float(arrays["min_projected_size"]),
+               steps=tuple(str(x) for x in arrays["steps"]))
+
+
+def load_scene_or_edit(path: str) -> Union[Scene, Edit]:
+  """A `.npz` written by `Scene.save` or by `Edit.save` (the app's "edited scene" download)."""
+  arrays = read_npz(path, "scene or edit")
+  return Edit.load(path) if "kind" in arrays else Scene.load(path)
+
 
 def as_edit(target: Union[Scene, Edit], min_depth: float = 1e-2,
             min_projected_size: float = 0.0) -> Edit:
@@ -154,15 +243,14 @@ def _asset(edit: Edit, index: int) -> Asset:
 
 
 def _check_valid(edit: Edit, indices: Sequence[int], what: str, allow_invalid: bool) -> Edit:
-  """Returns `edit` unless one of `indices` has an invalid target box (then EditError)."""
+  """Returns `edit` unless one of `indices` has an invalid target box (then EditRefused)."""
   if allow_invalid or not indices:
     return edit
   _, reason = edit.validity()
   problems = [f"object {i} would be {_REASON_TEXT[geometry.BoxStatus(int(reason[i]))]}"
               for i in indices if reason[i] != geometry.BoxStatus.OK]
   if problems:
-    raise EditError(f"Edit {what!r} refused: {'; '.join(problems)}. Pass allow_invalid=True to "
-                    "apply it anyway (such objects are then left out of the render).")
+    raise EditRefused(what, problems)
   return edit
 
 

@@ -123,20 +123,31 @@ class Scene:
                  instance_ids=self.instance_ids[keep], intrinsics=self.intrinsics,
                  world_to_camera=self.world_to_camera)
 
+  def arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
+    """The scene's arrays keyed `prefix + name` (for `.npz` files holding several scenes)."""
+    return {prefix + name: getattr(self, name) for name in SCENE_ARRAYS}
+
+  @classmethod
+  def from_arrays(cls, arrays: Mapping[str, np.ndarray], prefix: str = "",
+                  path: str = "") -> "Scene":
+    """Inverse of `arrays`. Raises ValueError naming `path` when an array is missing."""
+    missing = [prefix + k for k in SCENE_ARRAYS if prefix + k not in arrays]
+    if missing:
+      raise ValueError(f"{path} is not a scene file: it lacks {missing} (has {sorted(arrays)}).")
+    return cls(**{k: arrays[prefix + k] for k in SCENE_ARRAYS})
+
   def save(self, path: str) -> None:
     """Writes the scene to one `.npz` file (no pickles)."""
     with open(path, "wb") as f:
-      np.savez(f, format_version=np.int32(SCENE_FORMAT_VERSION),
-               **{name: getattr(self, name) for name in SCENE_ARRAYS})
+      np.savez(f, format_version=np.int32(SCENE_FORMAT_VERSION), **self.arrays())
 
   @classmethod
   def load(cls, path: str) -> "Scene":
     """Reads a scene written by `save`. Raises ValueError on a file that is not one."""
-    try:
-      with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-      raise ValueError(f"{path} is not a readable scene .npz file: {e}") from e
+    arrays = read_npz(path, "scene")
+    if "kind" in arrays:  # An edit file (`Edit.save`): it holds scenes and more.
+      raise ValueError(f"{path} is an edited-scene file (Edit.save), not a scene file: "
+                       "read it with neural_assets.editing.load_scene_or_edit (or Edit.load).")
     missing = [k for k in ("format_version",) + SCENE_ARRAYS if k not in arrays]
     if missing:
       raise ValueError(f"{path} is not a scene file: it lacks {missing} (has {sorted(arrays)}).")
@@ -144,7 +155,16 @@ class Scene:
     if version != SCENE_FORMAT_VERSION:
       raise ValueError(f"{path} has scene format version {version}; this code reads "
                        f"{SCENE_FORMAT_VERSION}.")
-    return cls(**{k: arrays[k] for k in SCENE_ARRAYS})
+    return cls.from_arrays(arrays, path=path)
+
+
+def read_npz(path: str, what: str = "scene") -> dict[str, np.ndarray]:
+  """All arrays of an `.npz` file (no pickles). Raises ValueError naming `path` and `what`."""
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      return {k: z[k] for k in z.files}
+  except (OSError, ValueError) as e:
+    raise ValueError(f"{path} is not a readable {what} .npz file: {e}") from e
 
 
 def box_from_corners(corners: np.ndarray, rtol: float = 1e-3) -> tuple[np.ndarray, np.ndarray,
