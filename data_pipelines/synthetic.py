@@ -475,6 +475,29 @@ def generate_records(seed: int, num_videos: int, config: SceneConfig, image_form
     yield from pool.imap(_record_worker, jobs)
 
 
+def _convert_video(index: int, seed: int, config: SceneConfig, image_format: str):
+  from data_pipelines import conversion  # pylint: disable=g-import-not-at-top
+  yield conversion.guarded(f"synthetic_{seed}_{index:06d}",
+                           lambda: _record_worker((seed, index, config, image_format)))
+
+
+def conversion_plan(out_dir: str, num_videos: int, config: SceneConfig, seed: int = 0,
+                    split: str = "train", records_per_shard: int = 256,
+                    image_format: str = "png", options: str | None = None):
+  """The shards the CLI writes (`{split}.array_record-XXXXX-of-YYYYY`), one input per video, as a
+  `conversion.ConversionPlan` for `data_pipelines.beam_convert`."""
+  import functools  # pylint: disable=g-import-not-at-top
+  from data_pipelines import conversion  # pylint: disable=g-import-not-at-top
+  from data_pipelines import video_record  # pylint: disable=g-import-not-at-top
+  shards = conversion.chunked_shards(
+      list(range(num_videos)), records_per_shard,
+      lambda n, count: os.path.join(out_dir, f"{split}.array_record-{n:05d}-of-{count:05d}"))
+  return conversion.ConversionPlan(
+      shards, functools.partial(_convert_video, seed=seed, config=config,
+                                image_format=image_format),
+      options=options or video_record.DEFAULT_OPTIONS)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--out_dir", required=True, help="Where to write video-record shards.")
