@@ -113,8 +113,7 @@ def setup_state(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
     return train_state_lib.create(params, frozen, tx, rng, use_ema)
 
   abstract_state = jax.eval_shape(init_state, rng)
-  shardings = sharding_lib.tree_shardings(abstract_state, mesh, config.sharding.rules,
-                                          config.sharding.min_size_to_shard)
+  shardings = sharding_lib.config_shardings(abstract_state, mesh, config.sharding)
   abstract_state = jax.tree_util.tree_map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, shardings)
   return Setup(tx=tx, schedules=schedules, abstract_state=abstract_state,
