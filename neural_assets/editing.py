@@ -677,11 +677,13 @@ class ModelBundle:
     self.tokens_per_slot = int(np.prod(cond.roi_output_size))
     model, vae = self.model, self.vae
 
-    def tokenize(params, batch):
-      drop = jnp.zeros((batch["slot_mask"].shape[0],), bool)
+    def tokenize(params, batch, null=False):
+      # null: every run dropped, the unconditional context CFG dropout trained (learned f(0) or
+      # zeros, `conditioning.null_condition`).
+      drop = jnp.full((batch["slot_mask"].shape[0],), null, bool)
       return model.apply({"params": params}, batch, drop, method=NeuralAssetsModel.tokenize)[0]
 
-    self.tokenize_fn = jax.jit(tokenize)
+    self.tokenize_fn = jax.jit(tokenize, static_argnums=2)
     # One object for the sampler's static argument, so its compilation is reused across calls.
     self.denoise_fn = functools.partial(_denoise, model)
     self.decode_fn = jax.jit(functools.partial(train_step.decode_latents, vae))
@@ -920,10 +922,11 @@ def build_token_plan(edits: Sequence[Edit], max_objects: int
   return batch, run_index, slot_index, slot_valid
 
 
-def compose_tokens(bundle: ModelBundle, edits: Sequence[Edit]) -> jax.Array:
-  """[E, (N+1)*T, D] conditioning tokens of each edit, spliced from one tokenizer call."""
+def compose_tokens(bundle: ModelBundle, edits: Sequence[Edit], null: bool = False) -> jax.Array:
+  """[E, (N+1)*T, D] conditioning tokens of each edit, spliced from one tokenizer call; with
+  `null`, the edit's unconditional context (its slots' tokens with every input dropped)."""
   batch, run_index, slot_index, slot_valid = build_token_plan(edits, bundle.max_objects)
-  tokens = bundle.tokenize_fn(bundle.params, batch)  # [R, (N+1)*T, D]
+  tokens = bundle.tokenize_fn(bundle.params, batch, null)  # [R, (N+1)*T, D]
   tokens = einops.rearrange(tokens, "r (s t) d -> r s t d", t=bundle.tokens_per_slot)
   spliced = tokens[jnp.asarray(run_index), jnp.asarray(slot_index)]  # [E, N+1, T, D]
   spliced = spliced * jnp.asarray(slot_valid, spliced.dtype)[..., None, None]
@@ -956,13 +959,15 @@ def render(bundle: ModelBundle, scene: Scene, *edits: Union[Edit, Scene],
   sampler = bundle.sampler(guidance_scale, num_steps, eta)
   cond = compose_tokens(bundle, edits)
   cond = einops.repeat(cond, "e l d -> (e v) l d", v=num_variations)
+  uncond = einops.repeat(compose_tokens(bundle, edits, null=True), "e l d -> (e v) l d",
+                         v=num_variations)
   batch = cond.shape[0]
   shape = bundle.latent_shape(batch)
   noise_key, step_key = jax.random.split(jax.random.PRNGKey(seed))
   noise = jnp.stack([jax.random.normal(jax.random.fold_in(noise_key, v), shape[1:], jnp.float32)
                      for v in range(num_variations)])
   noise = einops.repeat(noise, "v h w c -> (e v) h w c", e=len(edits))
-  latents = sampler.sample(bundle.denoise_fn, bundle.params, cond, step_key, shape, None, noise)
+  latents = sampler.sample(bundle.denoise_fn, bundle.params, cond, step_key, shape, uncond, noise)
   images = np.asarray(bundle.decode_fn(bundle.vae_params, latents))
   images = np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
   return einops.rearrange(images, "(e v) h w c -> e v h w c", v=num_variations)
