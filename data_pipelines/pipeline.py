@@ -53,6 +53,11 @@ Config (`config.data`, an ml_collections ConfigDict; `default_data_config()` hol
   swap_prob           probability of swapping source and target (0.5; eval uses 0).
   min_box_size        per-dataset filter: min normalised 2D box height and width (after crop).
   visible_in_both     per-dataset filter: object must be visible in source and target.
+  keep_all_objects    the release's slot selection: every object gets a slot (visible or not;
+                      frame_pairs step 3); False: the filters above (default, the old rule).
+  paint_all_source_objects  emit `background_mask` (every source-visible object's box, slotted
+                      or not, painted out of the background token's image; release); False: the
+                      tokenizer paints the slotted boxes only.
   min_depth           3D boxes with a corner at depth <= min_depth in the target are invalid.
   min_projected_size  min normalised size of the clipped projected target 3D box.
   max_objects         optional; if set it must equal config.model.conditioning.max_objects (the
@@ -70,6 +75,9 @@ Config (`config.data`, an ml_collections ConfigDict; `default_data_config()` hol
   read_buffer_size    records read ahead per process.
   max_skip_retries    corrupt records skipped in a row before giving up with an error.
   eval_seed           seed of the fixed evaluation pairs (a per-video RNG; no swap).
+  eval_min_gap        minimum frame gap of the evaluation pairs (default 1: with gap 0 the
+                      target is the source, which flatters every model and makes the
+                      copy-source baseline's PSNR infinite); the larger of it and min_gap holds.
   eval_global_batch_size  eval batch over all hosts.
 """
 from __future__ import annotations
@@ -110,6 +118,8 @@ def default_data_config() -> ml_collections.ConfigDict:
       swap_prob=0.5,
       min_box_size=0.0,
       visible_in_both=True,
+      keep_all_objects=False,
+      paint_all_source_objects=False,
       min_depth=1e-2,
       min_projected_size=0.0,
       max_objects=ml_collections.FieldReference(None, field_type=int),
@@ -124,6 +134,7 @@ def default_data_config() -> ml_collections.ConfigDict:
       read_buffer_size=64,
       max_skip_retries=16,
       eval_seed=0,
+      eval_min_gap=1,
       eval_global_batch_size=8,
   ))
 
@@ -524,7 +535,10 @@ def make_eval_iterator(config, *, process_index: int | None = None,
   data = config.data
   process_index, process_count = _process(process_index, process_count)
   cfg = frame_pairs.FramePairConfig.from_config(data, _max_objects(config))
-  cfg = dataclasses.replace(cfg, swap_prob=0.0)
+  min_gap = max(cfg.min_gap, int(data.get("eval_min_gap", 0)))
+  # A training gap range below it (e.g. single-frame training) does not bound the eval pairs.
+  max_gap = cfg.max_gap if cfg.max_gap is None or cfg.max_gap >= min_gap else None
+  cfg = dataclasses.replace(cfg, swap_prob=0.0, min_gap=min_gap, max_gap=max_gap)
   loader = _make_loader(
       data, resolve_files(data.data_dir, data.eval_files), cfg,
       global_batch_size=int(data.eval_global_batch_size), shuffle=False, num_epochs=1,
