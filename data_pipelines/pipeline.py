@@ -164,10 +164,11 @@ class VideoRecordSource(video_record.VideoRecordReader):
     super().__init__(paths)
     self._log_limit = log_limit
     self._logged = 0
+    self._failed = {}  # video -> CorruptRecordError of a failed read, raised by `decode`.
 
   def __getitem__(self, key) -> dict[str, Any]:
     key = int(key)
-    return {"video_index": key, "data": self._logged_read(self.video_bytes, key)}
+    return {"video_index": key, "data": self.read_head(key)}
 
   def __repr__(self) -> str:
     # grain stores repr(source) in the iterator state and checks it on restore.
@@ -183,12 +184,22 @@ class VideoRecordSource(video_record.VideoRecordReader):
       raise
 
   def read_head(self, key):
-    """The video record bytes of video `key` (what `source[key]["data"]` holds)."""
-    return self._logged_read(self.video_bytes, int(key))
+    """The video record bytes of video `key` (what `source[key]["data"]` holds). A failed read
+    returns b"" and `decode` then raises its error, so the map skips and counts the video
+    instead of grain's reader failing."""
+    key = int(key)
+    try:
+      return self._logged_read(self.video_bytes, key)
+    except video_record.CorruptRecordError as e:
+      self._failed[key] = e
+      return b""
 
   def decode(self, key, data) -> dict[str, Any]:
     """Video `key` from its record bytes; raises video_record.CorruptRecordError."""
-    return self._logged_read(super().decode, int(key), data)
+    key = int(key)
+    if not data and key in self._failed:
+      raise self._failed.pop(key)
+    return self._logged_read(super().decode, key, data)
 
   def frame(self, file_index: int, key: int):
     return self._logged_read(super().frame, file_index, key)

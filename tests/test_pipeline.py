@@ -279,6 +279,17 @@ def test_a_damaged_shard_names_the_file_and_record_and_is_skipped(data_dir, tmp_
   indices = [int(b["video_index"][0]) for b in it]
   assert len(indices) == 7 and 0 < it.stats["skipped_records"] <= 1
   assert (indices[2] == 3) == (it.stats["skipped_records"] == 1)
+  # A damaged video record (read by grain's reader) is skipped and counted too.
+  data = open(path, "rb").read()
+  offset = data.index(b"video4") + 2  # video 4's id, inside its video record
+  with open(path, "r+b") as f:
+    f.seek(offset)
+    f.write(bytes([data[offset] ^ 0x40]))
+  with pytest.raises(video_record.CorruptRecordError, match=r"train-00000.array_record record"):
+    pipeline.VideoRecordSource([path]).read(4)
+  it = pipeline.make_train_iterator(config, process_index=0, process_count=1)
+  indices = [int(b["video_index"][0]) for b in it]
+  assert 4 not in indices and indices[4] == 5 and it.stats["skipped_records"] >= 1
 
 
 def test_a_truncated_shard_stops_with_its_name(data_dir, tmp_path):
