@@ -37,6 +37,7 @@ import importlib.util
 import json
 import os
 from typing import Any, Mapping, Sequence, Union
+import zipfile
 
 import einops
 import jax
@@ -191,10 +192,17 @@ class Scene:
   def load(cls, path: str) -> "Scene":
     """Reads a scene written by `save`. Raises ValueError on a file that is not one."""
     try:
+      with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # Else np.load would try (and refuse) a pickle.
+          raise ValueError("no zip header: not an .npz file, or its start is damaged")
       with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-      raise ValueError(f"{path} is not a readable scene .npz file: {e}") from e
+    except FileNotFoundError as e:
+      raise ValueError(f"Scene file {path} does not exist.") from e
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+      # BadZipFile: truncated, or a flipped byte (CRC); one line, not the zipfile traceback.
+      raise ValueError(f"{path} is not a readable scene .npz file ({type(e).__name__}: "
+                       f"{e}); it is damaged or truncated: write it again with Scene.save.") from e
     missing = [k for k in ("format_version",) + SCENE_ARRAYS if k not in arrays]
     if missing:
       raise ValueError(f"{path} is not a scene file: it lacks {missing} (has {sorted(arrays)}).")
