@@ -46,6 +46,7 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
+from neural_assets import cli_validation
 from neural_assets import report as report_lib
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -76,6 +77,16 @@ _VAE_MINUTES = flags.DEFINE_float(
 _BACKSTOP_SECONDS = flags.DEFINE_float(
     "backstop_seconds", 120.0, "Grace after the budget before the demo sends itself SIGTERM "
     "(the trainer then saves and stops); <0 disables.")
+
+# Numbers are checked at parse time (NaN / inf included), naming the flag and the valid range.
+_FLAG_RANGES = (("minutes", "a finite number", 0), ("vae_minutes", "a finite number", 0),
+                ("backstop_seconds", "a finite number", None),
+                ("num_train_videos", "an integer", 1), ("num_eval_videos", "an integer", 1),
+                ("num_frames", "an integer", 2), ("data_workers", "an integer", 1),
+                ("num_edit_scenes", "an integer", 0), ("num_shown", "an integer", 1),
+                ("eval_min_gap", "an integer", 0))
+for _name, _kind, _low in _FLAG_RANGES:
+  flags.register_validator(_name, *cli_validation.absl_validator(_name, _kind, _low))
 
 _BACKSTOP_REPEAT_SECONDS = 5.0
 
