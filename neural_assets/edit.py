@@ -209,7 +209,8 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--other_scene", default=None, help="Scene .npz for insert / background.")
   parser.add_argument("--config", default=None,
                       help="Config .py / .json (default: the one stored with the checkpoint).")
-  parser.add_argument("--step", type=int_at_least(0), default=None, help="Checkpoint step (default: newest).")
+  parser.add_argument("--step", type=int_at_least(0), default=None,
+                      help="Checkpoint step (default: newest).")
   parser.add_argument("--no_ema", action="store_true", help="Use the raw, not the EMA, weights.")
   parser.add_argument("--guidance_scale", type=finite_float(low=0.0), default=None,
                       help="Classifier-free guidance scale (default: config.sampler).")

@@ -126,8 +126,8 @@ def test_demo_end_to_end(tmp_path):
 def test_demo_numbers_are_checked_at_parse_time(tmp_path):
   # absl validators run on the module's real flags; a subprocess keeps this process's FLAGS clean.
   result = subprocess.run(
-      [sys.executable, "-m", "neural_assets.demo", f"--workdir={tmp_path / 'w'}", "--minutes=nan",
-       "--num_train_videos=-4"], capture_output=True, text=True, timeout=120,
+      [sys.executable, "-m", "neural_assets.demo", f"--workdir={tmp_path / 'w'}",
+       "--minutes=nan", "--num_train_videos=-4"], capture_output=True, text=True, timeout=120,
       env={**os.environ, "JAX_PLATFORMS": "cpu"},
       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   assert result.returncode != 0

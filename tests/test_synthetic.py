@@ -133,7 +133,8 @@ def test_cli_help_documents_every_flag_with_its_default_and_refuses_bad_counts(c
                         ("--tfds_dir", "None"), ("--out_dir", "None")):
     after = text.split(f" {flag} ")[-1]  # The flag's help paragraph, onwards.
     assert after.split("(default: ")[1].split(")")[0] == default, flag
-  for argv, message in ((["--num_videos", "-3"], "argument --num_videos: -3 is not an integer >= 1"),
+  for argv, message in ((["--num_videos", "-3"],
+                         "argument --num_videos: -3 is not an integer >= 1"),
                         (["--num_frames", "0"], "argument --num_frames: 0 is not an integer >= 1"),
                         (["--min_objects", "4", "--max_objects", "2"],
                          "--max_objects=2 is below --min_objects=4")):

@@ -179,8 +179,8 @@ def fingerprint(tree: Any) -> tuple[dict[str, int], list[str]]:
   if not flat:
     return {}, []
   checksums, finite = _fingerprints([leaf for _, leaf in flat])
-  # Replicated scalars: every process holds the value, so read the local copy.
-  local = lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x)
+  def local(x):  # Replicated scalars: every process holds the value, so read the local copy.
+    return np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) else x)
   sums = {path: int(local(c)) for (path, _), c in zip(flat, checksums)}
   bad = [path for (path, _), ok in zip(flat, finite) if not bool(local(ok))]
   return sums, bad

@@ -558,7 +558,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         if limit and consecutive_nonfinite >= limit:
           raise TrainingDivergedError(
               f"{consecutive_nonfinite} consecutive steps up to {step} had a non-finite loss, "
-              f"gradient or update (limit config.training.max_consecutive_nonfinite={limit}); the last "
+              f"gradient or update (limit config.training.max_consecutive_nonfinite={limit}); "
+              "the last "
               "checkpoint was left untouched.")
       if train_cfg.image_summary_every_steps and (
           step % train_cfg.image_summary_every_steps == 0 or last):
