@@ -276,7 +276,7 @@ def test_one_device_and_eight_devices_take_the_same_steps(data_dir, tmp_path):
   assert result.returncode == 0, result.stderr[-5000:]
   specs = json.loads(result.stdout.split("SPECS")[1].splitlines()[0])
   # On 8 devices the UNet's first conv kernel [3, 3, 4, 32] is split over fsdp, on 1 it is whole.
-  assert specs == ["P()", "P(None, None, None, 'fsdp')"]
+  assert specs == ["P()", "P(None, None, None, ('fsdp_0', 'fsdp_1'))"]
   out = np.load(out)
   losses = out["losses"]
   np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)

@@ -244,7 +244,7 @@ _SHARDED_UPDATE = textwrap.dedent("""
     tx, _ = optimizer_lib.make_optimizer(_opt_config(clip_grad_norm=0.1), params, 100)
     shardings = sharding_lib.tree_shardings(params, mesh)
     assert shardings["unet"]["conv"]["kernel"].spec == jax.sharding.PartitionSpec(
-        None, None, None, "fsdp"), shardings
+        None, None, None, ("fsdp_0", "fsdp_1")), shardings
     params = jax.device_put(params, shardings)
     @jax.jit
     def step(params, opt_state):

@@ -120,6 +120,7 @@ def make_train_step(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
   skip_nonfinite = bool(config.training.skip_nonfinite)
   ema_decay = float(config.optimizer.ema_decay)
   sample_posterior = bool(config.training.vae_sample_posterior)
+  min_snr_gamma = float(config.training.get("loss_min_snr_gamma", 0.0))
 
   def step(state: TrainState, batch: Mapping[str, jax.Array]):
     key = train_state_lib.step_rng(state)
@@ -129,7 +130,8 @@ def make_train_step(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
 
     def loss_fn(params):
       return diffusion_loss(params, model, batch, latents, loss_key, schedule, cfg_drop_prob,
-                            train=True, rngs={"dropout": dropout_key})
+                            train=True, rngs={"dropout": dropout_key},
+                            min_snr_gamma=min_snr_gamma)
 
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     trainable = _trainable_mask(grads, config)

@@ -113,8 +113,7 @@ def setup_state(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
     return train_state_lib.create(params, frozen, tx, rng, use_ema)
 
   abstract_state = jax.eval_shape(init_state, rng)
-  shardings = sharding_lib.tree_shardings(abstract_state, mesh, config.sharding.rules,
-                                          config.sharding.min_size_to_shard)
+  shardings = sharding_lib.config_shardings(abstract_state, mesh, config.sharding)
   abstract_state = jax.tree_util.tree_map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, shardings)
   return Setup(tx=tx, schedules=schedules, abstract_state=abstract_state,
@@ -373,17 +372,18 @@ def make_sample_fn(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
   """Jitted (params, vae_params, batch, key) -> generated target images [B, H, W, 3] in [0, 1].
 
   DDIM with classifier-free guidance (`config.sampler.guidance_scale`; the unconditional context
-  is all-zero tokens, what CFG dropout trains).
+  is the batch tokenized with every example dropped: the null context CFG dropout trained,
+  `config.model.conditioning.null_condition`).
   """
   denoise_fn = functools.partial(_denoise, model)  # One object: the sampler's jit cache key.
 
   @jax.jit
   def sample(params, vae_params, batch, key):
     batch_size = batch["source_image"].shape[0]
-    tokens, _ = model.apply({"params": params}, batch, jnp.zeros((batch_size,), bool),
-                            method=NeuralAssetsModel.tokenize)
+    tokens, null_tokens = model.apply({"params": params}, batch,
+                                      method=NeuralAssetsModel.tokenize_cond_and_null)
     latents = sampler.sample(denoise_fn, params, tokens, key,
-                             latent_shape(config, vae, batch_size))
+                             latent_shape(config, vae, batch_size), null_tokens)
     return train_step_lib.decode_latents(vae, vae_params, latents)
 
   return CompileThenSync(sample, "sample")
