@@ -442,6 +442,33 @@ class Checkpointer:
         self._quiet(False)
 
 
+def verify_partial(step_dir: Any, restored: Any) -> None:
+  """Checks arrays read from part of a checkpoint's `state` (e.g. only the parameters) against
+  the checksums its `meta` recorded; `restored` is keyed like the TrainState
+  ({'params': ..., 'frozen_params': {'vae': ...}}).
+
+  Raises:
+    CheckpointError: an array differs from its recorded checksum, or holds NaN/Inf.
+  """
+  meta_path = epath.Path(step_dir) / "meta" / "metadata"
+  saved = {}
+  if meta_path.exists():
+    try:
+      saved = json.loads(meta_path.read_text()).get("checksums") or {}
+    except (ValueError, AttributeError) as e:
+      raise CheckpointError(f"Checkpoint {step_dir}: its metadata {meta_path} is damaged "
+                            f"({e}).") from e
+  checksums, nonfinite = fingerprint(restored)
+  changed = sorted(p for p, c in checksums.items() if p in saved and int(saved[p]) != c)
+  if changed:
+    raise CheckpointError(f"Checkpoint {step_dir} is corrupt: the data of {changed[:3]} read back "
+                          "differs from the checksum recorded when it was saved; use another "
+                          "step.")
+  if nonfinite:
+    raise CheckpointError(f"Checkpoint {step_dir} holds non-finite values in {nonfinite[:3]}; "
+                          "use another step.")
+
+
 # ---------------------------------------------------------------------------------------------
 # SIGTERM: finish the current step, save, exit cleanly.
 
