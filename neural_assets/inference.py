@@ -209,6 +209,7 @@ def load_model_for_inference(workdir_or_checkpoint: str,
   restored = ocp.PyTreeCheckpointer().restore(
       state_dir, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args,
                                              partial_restore=True))
+  checkpointing.verify_partial(step_dir, restored)  # Checksums recorded at save.
   return ModelBundle(config, restored[params_key], restored["frozen_params"]["vae"], step)
 
 

@@ -10,7 +10,6 @@ Workdir layout: `checkpoints/<step>/` (orbax), TensorBoard event files (process 
 from __future__ import annotations
 
 import functools
-import json
 import time
 from typing import Any, Mapping
 
@@ -227,7 +226,7 @@ def load_pretrained(state: TrainState, path: str, setup: Setup,
     restored = ocp.PyTreeCheckpointer().restore(
         source / "state", args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args,
                                                       partial_restore=True))
-    _verify_training_checksums(source, restored)
+    checkpointing.verify_partial(source, restored)
     loaded = {**restored["params"], "vae": restored["frozen_params"]["vae"]}
   else:
     loaded = ocp.StandardCheckpointer().restore(source, target)
@@ -251,21 +250,6 @@ def load_pretrained(state: TrainState, path: str, setup: Setup,
     return train_state_lib.create(params, frozen, setup.tx, jax.random.wrap_key_data(rng),
                                   use_ema)
   return rebuild(params, frozen, state.rng)
-
-
-def _verify_training_checksums(step_dir: epath.Path, restored: Any) -> None:
-  """Compares arrays read from a training checkpoint with the checksums its meta recorded."""
-  meta_path = step_dir / "meta" / "metadata"
-  if not meta_path.exists():
-    return
-  saved = json.loads(meta_path.read_text()).get("checksums") or {}
-  checksums, nonfinite = checkpointing.fingerprint(restored)
-  changed = sorted(p for p, c in checksums.items() if p in saved and int(saved[p]) != c)
-  if changed or nonfinite:
-    raise checkpointing.CheckpointError(
-        f"Initial checkpoint {step_dir} is corrupt: " +
-        (f"{changed[:3]} differ from the checksums recorded at save" if changed else
-         f"{nonfinite[:3]} hold NaN/Inf") + "; choose another step.")
 
 
 def check_init_checkpoint(config: ml_collections.ConfigDict) -> None:
@@ -558,7 +542,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         if limit and consecutive_nonfinite >= limit:
           raise TrainingDivergedError(
               f"{consecutive_nonfinite} consecutive steps up to {step} had a non-finite loss, "
-              f"gradient or update (limit config.training.max_consecutive_nonfinite={limit}); the last "
+              f"gradient or update (limit config.training.max_consecutive_nonfinite={limit}); "
+              "the last "
               "checkpoint was left untouched.")
       if train_cfg.image_summary_every_steps and (
           step % train_cfg.image_summary_every_steps == 0 or last):
