@@ -1,6 +1,8 @@
 """One-command accelerator benchmark: the paper model's training step on one GPU / TPU chip.
 
-What it does, in one run (default budget 7.5 minutes of benchmarking after start-up):
+What it does, in one run (at most 8 minutes with accelerator.sh: new JAX measurements start only
+in the first `--budget_s` 330 s, the PyTorch comparison within 60 s after; results are written
+after every measurement, so a run cut short keeps what it measured):
   1. installs what the machine lacks (diffusers, grain, clu, ml_collections, ...) with pip, from
      the package index or from `--wheels DIR` (`pip install --no-index --find-links DIR`);
   2. builds the paper's model with random weights -- SD-2.1 base UNet + DINO ViT-B/8 tokenizer +
@@ -9,7 +11,8 @@ What it does, in one run (default budget 7.5 minutes of benchmarking after start
   3. for every attention kernel the platform supports (xla, dot_product; cudnn on NVIDIA GPU;
      tpu_splash on TPU) runs the full training step (VAE encode, tokenizer, UNet, loss, AdamW) at
      the largest per-chip batch of `--batch_sizes` that fits (XLA's compiled memory estimate
-     against the device's memory limit, then a real run; out-of-memory moves to the next size);
+     against the device's memory limit, then a real run; out-of-memory moves to the next size;
+     later kernels start at the batch that fitted, to save compiles);
   4. reports images/s, seconds per step, XLA cost-analysis FLOPs per step and MFU against the
      chip's dense bf16 peak (table below; MFU is left empty where the chip is not in it), plus
      MFU by MaxDiffusion's FLOP formula (0.67 x latent side^2 x UNet parameters per image);
@@ -22,7 +25,7 @@ config (tests/test_accelerator_benchmark.py), so the script cannot rot between a
 
 Usage:
   bash benchmarks/accelerator.sh [--wheels DIR] [--batch_sizes 128,64,32,16,8] [--steps 10]
-      [--kernels xla,cudnn] [--remat auto|on|off] [--torch auto|on|off] [--budget_s 450]
+      [--kernels xla,cudnn] [--remat auto|on|off] [--torch auto|on|off] [--budget_s 330]
       [--out benchmarks/results/accelerator.json]
 """
 from __future__ import annotations
@@ -342,7 +345,8 @@ def knobs(config, remat: bool) -> dict:
   )
 
 
-def run(args) -> dict:
+def run(args, save=lambda results: None) -> dict:
+  """The measurements; `save(results)` is called after each one (a killed run keeps them)."""
   import jax  # pylint: disable=g-import-not-at-top
 
   deadline = time.monotonic() + args.budget_s
@@ -394,6 +398,7 @@ def run(args) -> dict:
           reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
           entry["attempts"].append(dict(batch_size=batch, remat=remat, error=reason))
           print(f"[{kernel}] batch {batch} remat={remat}: {reason}", flush=True)
+          save(results)
           if _is_oom(e):
             continue
           break  # Not a memory problem: this kernel does not run here.
@@ -402,6 +407,7 @@ def run(args) -> dict:
                    mfu_maxdiffusion_formula=mfu(md_flops_per_image * batch,
                                                 out["seconds_per_step"]))
         entry.update(result=out)
+        save(results)
         fits_below = batch
         mfu_text = "n/a" if out["mfu_xla_flops"] is None else f"{out['mfu_xla_flops']:.1%}"
         print(f"[{kernel}] batch {batch} remat={remat}: {out['images_per_second']:.2f} images/s, "
@@ -430,6 +436,7 @@ def run(args) -> dict:
       jax_unet.update(kernel=kernel, remat=out["remat"],
                       mfu_xla_flops=mfu(jax_unet["flops_per_step"], jax_unet["seconds_per_step"]))
       results["unet_step_jax"] = jax_unet
+      save(results)
       torch_unet = bench_unet_torch(config, batch, args.steps,
                                     use_compile=not args.no_torch_compile)
       results["unet_step_torch"] = torch_unet
@@ -458,7 +465,7 @@ def main(argv=None):
   parser.add_argument("--torch", choices=("auto", "on", "off"), default="auto",
                       help="diffusers/PyTorch UNet step (auto: on GPU only).")
   parser.add_argument("--no_torch_compile", action="store_true")
-  parser.add_argument("--budget_s", type=float, default=450.0,
+  parser.add_argument("--budget_s", type=float, default=330.0,
                       help="Stop starting new JAX measurements after this many seconds.")
   parser.add_argument("--torch_grace_s", type=float, default=60.0)
   parser.add_argument("--wheels", default=None, help="Directory of wheels to install from.")
@@ -466,14 +473,20 @@ def main(argv=None):
   parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks/results/accelerator.json"))
   args = parser.parse_args(argv)
   if not args.batch_sizes:
-    args.batch_sizes = "2" if args.tiny else "256,128,64,32,16,8"
+    args.batch_sizes = "2" if args.tiny else "128,64,32,16,8"
   start = time.perf_counter()
   args.installed = ensure_dependencies(args)
-  results = run(args)
-  results["wall_seconds"] = time.perf_counter() - start
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out, "w") as f:
-    json.dump(results, f, indent=2)
+
+  def save(results):
+    results["wall_seconds"] = time.perf_counter() - start
+    with open(args.out + ".tmp", "w") as f:
+      json.dump(results, f, indent=2)
+    os.replace(args.out + ".tmp", args.out)
+
+  results = run(args, save)
+  results["complete"] = True
+  save(results)
   print(f"Wrote {args.out} ({results['wall_seconds']:.0f} s)")
   return results
 

@@ -96,4 +96,4 @@ def test_tiny_run_on_cpu_end_to_end(tmp_path):
   assert r["unet_step_torch"]["autocast"] == "bfloat16"
   assert r["unet_step_jax"]["images_per_second"] > 0
   assert r["unet_jax_over_torch_images_per_second"] > 0
-  assert "images/s" in result.stdout
+  assert "images/s" in result.stdout and r["complete"] is True
