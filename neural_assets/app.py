@@ -56,11 +56,13 @@ class Session:
     history: the edits so far, oldest first; history[0] is the scene as loaded.
     selected: index into the current edit's assets, or None.
     message: what the page says about the last action (Markdown).
+    past_selected: the selection while each earlier history entry was current (undo restores it).
   """
   scene: str
   history: tuple[editing.Edit, ...]
   selected: int | None = None
   message: str = ""
+  past_selected: tuple[int | None, ...] = ()
 
   @property
   def edit(self) -> editing.Edit:
@@ -93,9 +95,9 @@ class Editor:
   def undo(self, session: Session) -> Session:
     if len(session.history) == 1:
       return dataclasses.replace(session, message="Nothing to undo.")
-    history = session.history[:-1]
     return _with_selection(dataclasses.replace(
-        session, history=history, message=f"Undone: {session.edit.steps[-1]}."), session.selected)
+        session, history=session.history[:-1], past_selected=session.past_selected[:-1],
+        message=f"Undone: {session.edit.steps[-1]}."), session.past_selected[-1])
 
   def reset(self, session: Session) -> Session:
     return dataclasses.replace(self.start(session.scene), message="Reset to the scene as loaded.")
@@ -134,8 +136,9 @@ class Editor:
       if off:
         message += (f" Objects {off} are invalid in this view (red) and will be left out of the "
                     "render.")
-    return _with_selection(dataclasses.replace(session, history=session.history + (new,),
-                                               message=message), selected)
+    return _with_selection(dataclasses.replace(
+        session, history=session.history + (new,), message=message,
+        past_selected=session.past_selected + (session.selected,)), selected)
 
   def donor(self, name: str) -> editing.Scene:
     if name not in self.scenes:
