@@ -41,7 +41,12 @@ from neural_assets import editing
 from neural_assets import inference
 from neural_assets.editing import draw
 
-DEFAULT_WORKDIR = os.path.join(".", "workdir", "demo")
+# Where `bash demo.sh` trains (REPO/workdir/demo) and where `python -m neural_assets.demo` does by
+# default (./workdir/demo): the first that exists.
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_WORKDIR = next((p for p in (os.path.join(".", "workdir", "demo"),
+                                    os.path.join(_REPO, "workdir", "demo")) if os.path.isdir(p)),
+                       os.path.join(".", "workdir", "demo"))
 # How the page tells the user to force a refused edit (the API's `allow_invalid=True`).
 FORCE_HINT = 'Tick "Apply even if invalid" to apply it anyway'
 DISPLAY_WIDTH = 384  # Pixels of the shown frames (small model frames are upscaled, nearest).
@@ -335,7 +340,7 @@ def build_app(editor: Editor, title: str = "Neural Assets scene editor"):
         donor_box = gr.Dropdown(choices=names, value=names[-1], label="Other scene",
                                 elem_id="donor")
         donor_object = gr.Number(value=0, precision=0, label="Its object", elem_id="donor_object")
-        insert_btn = gr.Button("Insert object (moved by x, y, z)", elem_id="insert")
+        insert_btn = gr.Button("Insert its object", elem_id="insert")
         background_btn = gr.Button("Use its background", elem_id="background")
       donor_view = gr.Image(value=_donor_picture(editor, names[-1]), type="numpy", format="png",
                             interactive=False, label="Other scene", elem_id="donor_view")
@@ -392,9 +397,11 @@ def build_app(editor: Editor, title: str = "Neural Assets scene editor"):
     bind(remove_btn, lambda s, f: lambda e: editing.remove(e, s.selected), [])
     bind(duplicate_btn, lambda s, f, x, y, z, fr: lambda e: editing.duplicate(
         e, s.selected, (num(x), num(y), num(z)), fr, allow_invalid=f), [dx, dy, dz, frame])
-    bind(insert_btn, lambda s, f, d, j, x, y, z, fr: lambda e: editing.insert(
-        e, editor.donor(d), int(j or 0), (num(x), num(y), num(z)), fr, allow_invalid=f),
-         [donor_box, donor_object, dx, dy, dz, frame], needs_object=False)
+    # The inserted object keeps its place in the frame (same pose relative to the camera as in
+    # its scene) and is selected, ready to be moved.
+    bind(insert_btn, lambda s, f, d, j: lambda e: editing.insert(
+        e, editor.donor(d), int(j or 0), allow_invalid=f), [donor_box, donor_object],
+         needs_object=False)
     bind(background_btn, lambda s, f, d: lambda e: editing.replace_background(
         e, editor.donor(d)), [donor_box], needs_object=False)
     bind(camera_btn, lambda s, f, x, y, z, a, b, c: lambda e: editing.move_camera(

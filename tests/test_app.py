@@ -12,6 +12,7 @@ import io
 import os
 import shutil
 import socket
+import time
 import urllib.request
 
 import numpy as np
@@ -171,6 +172,17 @@ def test_scenes_default_to_synthetic_ones_and_fit_the_slots(editor, tmp_path):
     app_lib.load_scenes(str(tmp_path / "missing"), editor.bundle)
 
 
+def test_cli_without_a_checkpoint_says_how_to_get_one(tmp_path, capsys):
+  with pytest.raises(SystemExit) as info:
+    app_lib.main(["--checkpoint", str(tmp_path / "missing")])
+  assert info.value.code == 2
+  err = capsys.readouterr().err
+  assert "No checkpoint" in err and "bash demo.sh" in err
+  with pytest.raises(SystemExit):
+    app_lib.main(["--checkpoint", str(tmp_path), "--port", "70000"])
+  assert "--port" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------------
 # The page in a real browser.
 
@@ -197,7 +209,12 @@ def browser(tmp_path):
   for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
               "--window-size=1280,1500", f"--user-data-dir={tmp_path / 'chromium_profile'}"):
     options.add_argument(arg)
+  options.add_experimental_option("prefs", {
+      "download.default_directory": str(tmp_path / "downloads"),
+      "download.prompt_for_download": False})
   driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+  driver.execute_cdp_cmd("Browser.setDownloadBehavior", {
+      "behavior": "allow", "downloadPath": str(tmp_path / "downloads")})
   yield driver
   driver.quit()
 
@@ -207,6 +224,18 @@ def _fetch_image(src: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(response.read())).convert("RGB"))
 
 
+def _downloaded(directory, suffix, timeout=60.0):
+  """The path of the file with `suffix` that appears in `directory` (complete downloads only)."""
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    done = [n for n in (os.listdir(directory) if os.path.isdir(directory) else [])
+            if n.endswith(suffix)]
+    if done:
+      return os.path.join(directory, done[0])
+    time.sleep(0.2)
+  raise AssertionError(f"No *{suffix} downloaded to {directory} within {timeout} s.")
+
+
 def test_app_in_browser(editor, browser, tmp_path):
   # pylint: disable=g-import-not-at-top
   from selenium.webdriver.common.action_chains import ActionChains
@@ -214,8 +243,10 @@ def test_app_in_browser(editor, browser, tmp_path):
   from selenium.webdriver.common.keys import Keys
   from selenium.webdriver.support.ui import WebDriverWait
   # pylint: enable=g-import-not-at-top
-  app, url, _ = app_lib.launch(editor, port=_free_port(), prevent_thread_lock=True, quiet=True)
+  app, url, share_url = app_lib.launch(editor, port=_free_port(), prevent_thread_lock=True,
+                                       quiet=True)
   try:
+    assert url.startswith("http://127.0.0.1:") and share_url is None
     wait = WebDriverWait(browser, 120)
     browser.get(url)
 
@@ -277,6 +308,16 @@ def test_app_in_browser(editor, browser, tmp_path):
     assert "1. translate 1 by [0.4, 0.0, 0.0] (camera)" == browser.find_element(
         By.CSS_SELECTOR, "#steps textarea").get_attribute("value")
     browser.save_screenshot(str(tmp_path / "3_refused.png"))
+
+    # The downloads: the render as PNG, the edit (the move, not the refused one) as .npz that the
+    # edit CLI reads.
+    downloads = str(tmp_path / "downloads")
+    browser.find_element(By.ID, "download_png").click()
+    np.testing.assert_array_equal(np.asarray(Image.open(_downloaded(downloads, ".png"))), want)
+    browser.find_element(By.ID, "download_npz").click()
+    loaded = editing.load_scene_or_edit(_downloaded(downloads, ".npz"))
+    assert loaded.steps == moved.edit.steps
+    np.testing.assert_allclose(loaded.target_corners(), moved.edit.target_corners(), atol=1e-6)
     screenshot = os.environ.get("NA_APP_SCREENSHOT")
     if screenshot:
       _write_readme_screenshot(tmp_path / "2_rendered.png", screenshot)
