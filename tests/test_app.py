@@ -1,4 +1,4 @@
-"""The scene editor app: click picking, wireframes, edit actions and, in headless Chromium, the page.
+"""The scene editor app: click picking, wireframes, edit actions and the page in headless Chromium.
 
 The browser test starts the app on a free port with a tiny checkpoint (`editing_fixtures`), clicks
 an object on the frame, moves it, renders, checks the rendered image differs from the source and
