@@ -50,11 +50,13 @@ class ModelBundle:
     self.tokens_per_slot = int(np.prod(cond.roi_output_size))
     model, vae = self.model, self.vae
 
-    def tokenize(params, batch):
-      drop = jnp.zeros((batch["slot_mask"].shape[0],), bool)
+    def tokenize(params, batch, null=False):
+      # null: every run dropped, the unconditional context CFG dropout trained (learned f(0) or
+      # zeros, `conditioning.null_condition`).
+      drop = jnp.full((batch["slot_mask"].shape[0],), null, bool)
       return model.apply({"params": params}, batch, drop, method=NeuralAssetsModel.tokenize)[0]
 
-    self.tokenize_fn = jax.jit(tokenize)
+    self.tokenize_fn = jax.jit(tokenize, static_argnums=2)
     # One object for the sampler's static argument, so its compilation is reused across calls.
     self.denoise_fn = functools.partial(_denoise, model)
     self.decode_fn = jax.jit(functools.partial(train_step.decode_latents, vae))

@@ -11,5 +11,6 @@ if { ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; }
       chromium-driver >/dev/null
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]"
+# The beam extra too, so that tests/test_beam_convert.py (Beam vs CLI conversion) runs.
+.venv/bin/python -m pip install -q -e ".[test,beam]"
 .venv/bin/python -m pytest -q -n 2 --durations=15 tests "$@"

@@ -109,10 +109,11 @@ def build_token_plan(edits: Sequence[Edit], max_objects: int
   return batch, run_index, slot_index, slot_valid
 
 
-def compose_tokens(bundle: ModelBundle, edits: Sequence[Edit]) -> jax.Array:
-  """[E, (N+1)*T, D] conditioning tokens of each edit, spliced from one tokenizer call."""
+def compose_tokens(bundle: ModelBundle, edits: Sequence[Edit], null: bool = False) -> jax.Array:
+  """[E, (N+1)*T, D] conditioning tokens of each edit, spliced from one tokenizer call; with
+  `null`, the edit's unconditional context (its slots' tokens with every input dropped)."""
   batch, run_index, slot_index, slot_valid = build_token_plan(edits, bundle.max_objects)
-  tokens = bundle.tokenize_fn(bundle.params, batch)  # [R, (N+1)*T, D]
+  tokens = bundle.tokenize_fn(bundle.params, batch, null)  # [R, (N+1)*T, D]
   tokens = einops.rearrange(tokens, "r (s t) d -> r s t d", t=bundle.tokens_per_slot)
   spliced = tokens[jnp.asarray(run_index), jnp.asarray(slot_index)]  # [E, N+1, T, D]
   spliced = spliced * jnp.asarray(slot_valid, spliced.dtype)[..., None, None]
@@ -145,13 +146,15 @@ def render(bundle: ModelBundle, scene: Scene, *edits: Union[Edit, Scene],
   sampler = bundle.sampler(guidance_scale, num_steps, eta)
   cond = compose_tokens(bundle, edits)
   cond = einops.repeat(cond, "e l d -> (e v) l d", v=num_variations)
+  uncond = einops.repeat(compose_tokens(bundle, edits, null=True), "e l d -> (e v) l d",
+                         v=num_variations)
   batch = cond.shape[0]
   shape = bundle.latent_shape(batch)
   noise_key, step_key = jax.random.split(jax.random.PRNGKey(seed))
   noise = jnp.stack([jax.random.normal(jax.random.fold_in(noise_key, v), shape[1:], jnp.float32)
                      for v in range(num_variations)])
   noise = einops.repeat(noise, "v h w c -> (e v) h w c", e=len(edits))
-  latents = sampler.sample(bundle.denoise_fn, bundle.params, cond, step_key, shape, None, noise)
+  latents = sampler.sample(bundle.denoise_fn, bundle.params, cond, step_key, shape, uncond, noise)
   images = np.asarray(bundle.decode_fn(bundle.vae_params, latents))
   images = np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
   return einops.rearrange(images, "(e v) h w c -> e v h w c", v=num_variations)
