@@ -77,6 +77,7 @@ if __package__ in (None, ""):  # `python benchmarks/edit_fidelity.py`
 from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top,wrong-import-position
 from neural_assets import editing  # pylint: disable=g-import-not-at-top,wrong-import-position
 from neural_assets import geometry  # pylint: disable=g-import-not-at-top,wrong-import-position
+from neural_assets import inference  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 EDIT_TYPES = ("translate (image plane)", "translate (depth)", "rotate (yaw)", "rescale", "remove",
               "duplicate", "insert", "background swap", "camera move", "camera orbit")
@@ -590,13 +591,8 @@ def load_lpips(weights: str, net: str = "alex"):
 
 
 def load_bundle(checkpoint: str, step: Optional[int] = None):
-  """The model for rendering (`neural_assets.inference` when present, else `editing`)."""
-  try:
-    from neural_assets import inference  # pylint: disable=g-import-not-at-top
-    loader = inference.load_model_for_inference
-  except ImportError:
-    loader = editing.load_model_for_inference
-  return loader(checkpoint, step=step)
+  """The model for rendering, through the one inference entry point."""
+  return inference.load_model_for_inference(checkpoint, step=step)
 
 
 def default_out_dir(checkpoint: str) -> str:
