@@ -104,17 +104,21 @@ class HeldOutScene:
 
 def scene_config_for(config, **overrides) -> synthetic.SceneConfig:
   """The generator settings the model's data were made with: `config.synthetic` (the demo's
-  section: object counts, frames, optional `scene_json` of further SceneConfig fields) at the
+  section: object counts, frames, and `scene`, a dict of further SceneConfig fields) at the
   model's resolution."""
   section = dict(config.synthetic) if "synthetic" in config else {}
   fields = {k: section[k] for k in ("min_objects", "max_objects", "num_frames") if k in section}
+  scene = section.get("scene") or {}
+  scene = scene.to_dict() if hasattr(scene, "to_dict") else dict(scene)
+  fields = {**{k: tuple(v) if isinstance(v, list) else v for k, v in scene.items()}, **fields}
   size = int(max(config.data.resolution))
   fields.update(height=size, width=size)
   fields.update({k: v for k, v in overrides.items() if v is not None})
-  scene_json = section.get("scene_json", "{}") or "{}"
-  if hasattr(synthetic, "scene_config"):
-    return synthetic.scene_config(scene_json, **fields)
-  return synthetic.SceneConfig(**{**json.loads(scene_json), **fields})
+  known = {f.name for f in dataclasses.fields(synthetic.SceneConfig)}
+  unknown = set(fields) - known
+  if unknown:
+    raise ValueError(f"config.synthetic sets unknown SceneConfig fields {sorted(unknown)}.")
+  return synthetic.SceneConfig(**fields)
 
 
 def heldout_scenes(scene_config: synthetic.SceneConfig, seed: int, count: int,
