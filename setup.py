@@ -46,6 +46,10 @@ EXTRAS = {
     # them to ArrayRecord. The training data path reads ArrayRecord with grain and never imports
     # TensorFlow (only clu's metric writer does).
     "data": ["tensorflow-datasets", "pyarrow"],
+    # Dataset conversion on Apache Beam (data_pipelines/beam_convert.py). It pins protobuf < 7
+    # and pyarrow < 26; tensorflow-cpu, tfds, grain and clu work with those (checked in a fresh
+    # environment with the test extra).
+    "beam": ["apache-beam>=2.60"],
     "gpu": ["jax[cuda12]>=0.10,<0.11"],
     "tpu": ["jax[tpu]>=0.10,<0.11"],
 }

@@ -16,8 +16,13 @@ def mesh_config() -> ml_collections.ConfigDict:
 
 def sharding_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
-      # (regex, spec) pairs, first match wins; unmatched arrays: largest dim divisible by fsdp.
+      # (regex, spec) pairs, first match wins; unmatched arrays: the default FSDP rule
+      # (neural_assets/training/sharding.py).
       rules=(),
+      # Default rule: split a parameter over several of its dimensions (fsdp's prime factors
+      # each on a dimension they divide), so that e.g. 320-channel kernels shard 256 ways;
+      # False: one dimension divisible by the whole fsdp size, else replicated.
+      split_dims=True,
       # Arrays smaller than this stay replicated (biases, norms): gathering them costs more
       # than the memory they would save.
       min_size_to_shard=2 ** 14,
@@ -40,7 +45,7 @@ def optimizer_config() -> ml_collections.ConfigDict:
       eps=1e-8,
       weight_decay=0.01,  # (open) optax / PyTorch AdamW default.
       clip_grad_norm=1.0,  # (open)
-      ema_decay=0.0,  # 0: no EMA of the weights.
+      ema_decay=0.0,  # 0: no EMA of the weights (the paper configs use 0.9999).
   ))
 
 
@@ -55,6 +60,8 @@ def training_config() -> ml_collections.ConfigDict:
       skip_nonfinite=True,
       # Encode targets with a sample of the VAE posterior (as diffusers' SD training) or its mean.
       vae_sample_posterior=True,
+      # Min-SNR-gamma loss weighting (Hang et al. 2023); 0: plain MSE (the release).
+      loss_min_snr_gamma=0.0,
       # Stop with an error after this many consecutive skipped steps (0: never).
       max_consecutive_nonfinite=20,
       # Wall-clock budget of one run's training loop in seconds (0: none): the loop stops, saves
@@ -85,7 +92,7 @@ def eval_config() -> ml_collections.ConfigDict:
       # Batches per evaluation (-1: the whole eval split); batch size: data.eval_global_batch_size.
       num_batches=8,
       seed=0,
-      use_ema=True,  # Sample with the EMA weights when they exist.
+      use_ema=True,  # Score the EMA weights when they exist (False: the raw weights).
   ))
 
 

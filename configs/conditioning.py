@@ -17,16 +17,18 @@ def get_config(encoder_variant: str = "vitb8", max_objects: int = 23) -> ml_coll
       # Visual encoder (fine-tuned DINO ViT-B/8, release); includes the preprocessing keys
       # `input_size`, `image_mean`, `image_std`.
       encoder=dino.get_config(encoder_variant),
-      # Resize of the (masked) source image to `encoder.input_size`: bilinear (release);
-      # antialiasing is (open), off as in tf.image.resize's default.
+      # Resize of the (masked) source image to `encoder.input_size`: the release's
+      # jax.image.resize(..., "bilinear", antialias=True) (release). False: no antialiasing.
       resize_method="bilinear",
-      resize_antialias=False,
+      resize_antialias=True,
       # Value painted outside the foreground boxes (object image) / inside them (background).
       fill_value=0.5,
-      # RoIAlign: 2x2 bins -> 4 tokens per slot (release); samples per bin and the half-pixel
-      # convention are (open).
+      # RoIAlign: 2x2 bins -> 4 tokens per slot (release). Samples per bin: 0 = adaptive,
+      # ceil(box size / bins) per axis (torchvision's rule), so every patch under a box is read
+      # (the release resamples with antialiasing to the same effect); a fixed 2 reads 16 of the
+      # 784 patches for the background's global box. Half-pixel convention: (open).
       roi_output_size=(2, 2),
-      roi_sampling_ratio=2,
+      roi_sampling_ratio=0,
       roi_aligned=True,
       # Appearance and pose token width (= context_dim / 2, release).
       token_dim=512,
@@ -47,4 +49,7 @@ def get_config(encoder_variant: str = "vitb8", max_objects: int = 23) -> ml_coll
       background_token="full",
       # Control: pose tokens permuted among each example's objects during training.
       shuffle_pose=False,
+      # The null (unconditional) context: "learned" = zero boxes and poses through the encoders,
+      # f(0) (release); "zeros" = all tokens zeroed after the projection. Sampling uses the same.
+      null_condition="learned",
   ))

@@ -30,12 +30,20 @@ def get_config(max_objects: int, resolution: int = 256) -> ml_collections.Config
   config.data.global_batch_size = 64  # (open) the paper does not publish its batch size.
   config.data.eval_global_batch_size = 32
   config.data.worker_count = 8
+  # The release's conditioning data: every object of the video gets a slot; the background
+  # token's image paints out every object visible in the source (slotted or not).
+  config.data.keep_all_objects = True
+  config.data.paint_all_source_objects = True
+  config.data.eval_min_gap = 1  # Eval pairs never have target = source.
 
   common.add_common(config)
   # AdamW, 5e-5 for UNet + DINO, 1e-3 for new layers, 1000 warmup steps, clip 1.0 (open:
   # third-party readings; common.optimizer_config()).
   config.training.num_train_steps = 200_000  # (open)
   config.training.compute_dtype = "bfloat16"  # (open) float32 master weights either way.
+  # EMA of the weights (open: the release has no training loop); evaluation scores the EMA
+  # weights (config.eval.use_ema).
+  config.optimizer.ema_decay = 0.9999
   # Data parallel by default: SD-2.1 UNet + ViT-B/8 with float32 AdamW state fit one 80 GB
   # accelerator. `--config.mesh.fsdp=8` (or -1 with --config.mesh.data=1) splits parameters and
   # optimizer state; benchmarks/train_step.py prints the per-device bytes for 8 and 256 devices.

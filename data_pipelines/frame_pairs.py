@@ -17,17 +17,27 @@ the pipeline calls it once per batch). Given a video record (schema in
    `OBJECT_COUNT_NAMES`): visible in the source / target frame, 2D box not cropped away and at
    least `min_box_size` (normalised, after the crop) in both frames, a valid 3D box in the target
    camera (`geometry.box_validity`: finite, non-degenerate, in front of the camera, on screen);
-   an invalid box is masked, never NaN;
+   an invalid box is masked, never NaN. With `keep_all_objects` (the release's slot selection)
+   only a degenerate 3D box drops an object: every other object of the video gets a slot, an
+   object invisible in the source with a zero source box and `appearance_mask` False (a zero
+   appearance token, but its pose), an object outside the target frame with its pose;
 4. keeps at most `max_objects` objects, the largest 2D boxes first (ties: lower object index
    first), placed in slots in object-index order, zero-padded, with `slot_mask`;
-5. computes the relative camera pose source -> target (`w2c_tgt @ inv(w2c_src)`).
+5. computes the relative camera pose source -> target (`w2c_tgt @ inv(w2c_src)`);
+6. with `paint_all_source_objects` (release), the `background_mask`: pixels inside the source box
+   of *any* object visible in the source, slotted or not, which the background token's image
+   paints out (else the tokenizer paints the slotted boxes only, so an unslotted object leaked
+   into the background token).
 
 Output (the FRAME-PAIR EXAMPLE of DESIGN.md, N = max_objects, H x W = resolution):
   source_image, target_image  [H, W, 3] uint8
   source_boxes, target_boxes  [N, 4] float32  normalised [y0, x0, y1, x1]; zeros in empty slots
   target_corners              [N, 8, 3] float32  (u, v, depth) in the target camera; zeros padded
   slot_mask                   [N] bool
+  appearance_mask             [N] bool  slot whose source box is visible and non-empty (its
+                                        appearance token is read; else exactly zero)
   relative_pose               [4, 4] float32
+  background_mask             [H, W] bool  only with `paint_all_source_objects` (step 6)
   video_index, source_frame, target_frame  int32 scalars
 plus a separate `object_counts` [len(OBJECT_COUNT_NAMES)] int32 vector (kept / dropped per
 reason) that the pipeline aggregates for logging.
@@ -76,7 +86,8 @@ FRAME_FORMATS = ("PNG", "JPEG")  # Pillow format names of the video-record frame
 _PROJECT_EPS = 1e-6  # geometry.project's default eps.
 
 EXAMPLE_KEYS = ("source_image", "target_image", "source_boxes", "target_boxes", "target_corners",
-                "slot_mask", "relative_pose", "video_index", "source_frame", "target_frame")
+                "slot_mask", "appearance_mask", "relative_pose", "video_index", "source_frame",
+                "target_frame")
 
 
 class RecordTooShortError(CorruptRecordError):
@@ -98,6 +109,9 @@ class FramePairConfig:
       target suffices (its source box is zeros: an object inserted into the scene).
     min_depth: corners at depth <= min_depth (camera z) make the target 3D box invalid.
     min_projected_size: minimum normalised width/height of the clipped projected 3D box.
+    keep_all_objects: the release's slot selection (step 3): every object gets a slot unless its
+      3D box is degenerate; `visible_in_both`, the 2D rules and the other 3D rules are ignored.
+    paint_all_source_objects: emit `background_mask` (step 6).
     resize_method: one of "area", "bilinear", "bicubic", "lanczos", "nearest".
     jpeg_draft: let the JPEG decoder downscale by 1/2, 1/4 or 1/8 in the DCT domain when the crop
       is at least that much larger than the output (much faster; the result is then resized to
@@ -112,6 +126,8 @@ class FramePairConfig:
   visible_in_both: bool = True
   min_depth: float = 1e-2
   min_projected_size: float = 0.0
+  keep_all_objects: bool = False
+  paint_all_source_objects: bool = False
   resize_method: str = "area"
   jpeg_draft: bool = True
 
@@ -335,12 +351,17 @@ def _select(visible, boxes, valid_3d, reason_3d, segment, starts, num_examples,
   shortest = sides.min(axis=-1)  # [2, M]; a rule on "height or width" is a rule on the shorter.
   # Rows: the 2D rules in OBJECT_COUNT_NAMES order; an object's outcome is its first failing rule.
   failed = np.empty((6,) + visible.shape[1:], bool)
-  np.logical_and(cfg.visible_in_both, ~visible[0], out=failed[0])
-  np.logical_not(visible[1], out=failed[1])
-  np.logical_and(visible[0], shortest[0] <= 0, out=failed[2])
-  np.less_equal(shortest[1], 0, out=failed[3])
-  np.logical_and(visible[0], shortest[0] < cfg.min_box_size, out=failed[4])
-  np.less(shortest[1], cfg.min_box_size, out=failed[5])
+  if cfg.keep_all_objects:
+    failed[:] = False  # The release slots every object, seen or not.
+    # Only a degenerate 3D box (no pose to give) drops an object.
+    valid_3d = valid_3d | (reason_3d != int(geometry.BoxStatus.DEGENERATE))
+  else:
+    np.logical_and(cfg.visible_in_both, ~visible[0], out=failed[0])
+    np.logical_not(visible[1], out=failed[1])
+    np.logical_and(visible[0], shortest[0] <= 0, out=failed[2])
+    np.less_equal(shortest[1], 0, out=failed[3])
+    np.logical_and(visible[0], shortest[0] < cfg.min_box_size, out=failed[4])
+    np.less(shortest[1], cfg.min_box_size, out=failed[5])
   code = np.where(valid_3d | (reason_3d < 0) | (reason_3d >= len(_REASON_COUNT)), 0, reason_3d)
   outcome = np.where(failed.any(axis=0), failed.argmax(axis=0) + _FIRST_2D_RULE,
                      _REASON_COUNT[code])
@@ -495,12 +516,22 @@ def finish_examples(prepared, cfg: FramePairConfig):
   objects = {"source_boxes": np.zeros((num, n, 4), np.float32),
              "target_boxes": np.zeros((num, n, 4), np.float32),
              "target_corners": np.zeros((num, n, 8, 3), np.float32),
-             "slot_mask": np.zeros((num, n), bool)}
+             "slot_mask": np.zeros((num, n), bool),
+             "appearance_mask": np.zeros((num, n), bool)}
   where = (segment[keep], slot[keep])
   objects["source_boxes"][where] = boxes[0, keep]
   objects["target_boxes"][where] = boxes[1, keep]
   objects["target_corners"][where] = uvd[keep]
   objects["slot_mask"][where] = True
+  # Appearance is read only from a visible, non-empty source box (at least min_box_size): an
+  # empty box would otherwise pool the feature map's border (RoIAlign clamps), not nothing.
+  sides_src = boxes[0, :, 2:] - boxes[0, :, :2]
+  has_appearance = visible[0] & (sides_src.min(axis=-1) > 0)
+  has_appearance &= sides_src.min(axis=-1) >= cfg.min_box_size
+  objects["appearance_mask"][where] = has_appearance[keep]
+  if cfg.paint_all_source_objects:
+    objects["background_mask"] = source_objects_mask(boxes[0], visible[0], segment, num,
+                                                     cfg.resolution)
   # Source camera -> target camera: w2c_tgt @ inv(w2c_src), the inverse of a rigid transform.
   rotation_t = np.swapaxes(w2c[:, 0, :3, :3], 1, 2)
   source_to_world = np.zeros((num, 4, 4))
@@ -509,6 +540,30 @@ def finish_examples(prepared, cfg: FramePairConfig):
   source_to_world[:, 3, 3] = 1.0
   objects["relative_pose"] = (w2c[:, 1] @ source_to_world).astype(np.float32)
   return objects, counts
+
+
+def source_objects_mask(boxes, visible, segment, num_examples: int,
+                        resolution: tuple[int, int]) -> np.ndarray:
+  """[B, H, W] bool: pixels whose centre lies inside the source box of any visible object.
+
+  Same pixel rule as the tokenizer's `conditioning.boxes_union_mask` (centre (i + 0.5) / H
+  within [y0, y1], both ends included).
+
+  Args:
+    boxes: [M, 4] normalised source boxes of all M objects of the batch; visible: [M] bool.
+    segment: [M] example index of each object; num_examples: B; resolution: (H, W).
+  """
+  height, width = resolution
+  ys = (np.arange(height) + 0.5) / height
+  xs = (np.arange(width) + 0.5) / width
+  in_y = ((ys >= boxes[:, 0:1]) & (ys <= boxes[:, 2:3]) & visible[:, None]).astype(np.float32)
+  in_x = ((xs >= boxes[:, 1:2]) & (xs <= boxes[:, 3:4])).astype(np.float32)
+  mask = np.zeros((num_examples, height, width), bool)
+  for b in range(num_examples):  # One [H, K] @ [K, W] product per example.
+    mine = segment == b
+    if mine.any():
+      mask[b] = (in_y[mine].T @ in_x[mine]) > 0
+  return mask
 
 
 def make_frame_pair(record: Mapping[str, Any], source_frame: int, target_frame: int,

@@ -68,6 +68,11 @@ class SceneConfig:
   texture_frequency: float = 2.0  # object checker / stripes per unit half-extent.
   far: float = 100.0  # depth of rays that hit nothing (sky).
   min_separation: float = 0.2  # gap between spawned object footprints.
+  # Variety knobs (the defaults keep the MOVi-E-like mix; the demo's toy config simplifies):
+  patterns: tuple[str, ...] = PATTERNS  # object textures drawn from these.
+  ground_pattern: str = "checker"  # "checker" (two colours) or "solid" (one colour).
+  still_prob: float = 0.4  # chance that a resting object does not slide.
+  min_color: float = 0.1  # object colour channels are uniform in [min_color, 1].
 
 
 # ------------------------------------------------------------------------------------------------
@@ -110,7 +115,7 @@ def sample_scene(rng: np.random.Generator, config: SceneConfig) -> dict[str, Any
                            sizes[:, 2] / 2)
   velocities = np.zeros((num_objects, 3))
   velocities[:, :2] = rng.uniform(-config.max_speed, config.max_speed, (num_objects, 2))
-  velocities[~dynamic & (rng.random(num_objects) < 0.4)] = 0.0  # some objects stay put.
+  velocities[~dynamic & (rng.random(num_objects) < config.still_prob)] = 0.0  # some stay put.
   # Resting objects spin about +z; dynamic ones about a random axis.
   axes = np.tile([0.0, 0.0, 1.0], (num_objects, 1))
   random_axes = rng.normal(size=(num_objects, 3))
@@ -122,8 +127,9 @@ def sample_scene(rng: np.random.Generator, config: SceneConfig) -> dict[str, Any
                   geometry.quaternion_to_matrix(_random_unit_quaternions(rng, num_objects)),
                   np.eye(3))
   base_rotations = np.einsum("kij,kjl->kil", geometry.yaw_rotation(yaw0), tilt)
-  colors = rng.uniform(0.1, 1.0, (num_objects, 2, 3))
-  patterns = rng.integers(0, len(PATTERNS), num_objects)
+  colors = rng.uniform(config.min_color, 1.0, (num_objects, 2, 3))
+  allowed = np.array([PATTERNS.index(p) for p in config.patterns])
+  patterns = allowed[rng.integers(0, len(allowed), num_objects)]
   # Camera: start on a shell, move on a straight line, always look near the origin.
   azimuth = rng.uniform(0, 2 * np.pi)
   elevation = rng.uniform(*config.camera_elevation)
@@ -299,6 +305,8 @@ def render_frame(scene: dict[str, Any], poses: dict[str, np.ndarray], intrinsics
   best_t = np.where(ground_hit, t_ground, np.inf)
   p_ground = origin + np.where(ground_hit, t_ground, 0)[:, None] * dirs
   cell = np.floor(p_ground[:, :2] / config.checker_period).astype(np.int64).sum(-1) % 2
+  if config.ground_pattern == "solid":
+    cell = np.zeros_like(cell)
   colors[:] = np.where(ground_hit[:, None], scene["ground"][cell], scene["sky"])
   for k, shape_id in enumerate(scene["shapes"]):
     rot, center = poses["rotations"][k], poses["centers"][k]
@@ -471,6 +479,11 @@ def generate_example(seed: int, index: int, config: SceneConfig = SceneConfig())
   if config.min_objects < 1 or config.max_objects < config.min_objects:
     raise ValueError(f"Need 1 <= min_objects <= max_objects, got {config.min_objects}, "
                      f"{config.max_objects}.")
+  unknown = set(config.patterns) - set(PATTERNS)
+  if not config.patterns or unknown or config.ground_pattern not in ("checker", "solid"):
+    raise ValueError(f"patterns must be a non-empty subset of {PATTERNS} (got "
+                     f"{config.patterns}) and ground_pattern 'checker' or 'solid' (got "
+                     f"{config.ground_pattern!r}).")
   if config.max_objects > 254:
     raise ValueError("At most 254 objects fit the uint8 segmentation.")
   rng = np.random.default_rng([seed, index])
@@ -584,6 +597,45 @@ def generate_records(seed: int, num_videos: int, config: SceneConfig, image_form
     yield from pool.imap(_record_worker, jobs)
 
 
+def _convert_video(index: int, seed: int, config: SceneConfig, image_format: str):
+  from data_pipelines import conversion  # pylint: disable=g-import-not-at-top
+  yield conversion.guarded(f"synthetic_{seed}_{index:06d}",
+                           lambda: _record_worker((seed, index, config, image_format)))
+
+
+def conversion_plan(out_dir: str, num_videos: int, config: SceneConfig, seed: int = 0,
+                    split: str = "train", records_per_shard: int = 256,
+                    image_format: str = "png", options: str | None = None):
+  """The shards the CLI writes (`{split}.array_record-XXXXX-of-YYYYY`), one input per video, as a
+  `conversion.ConversionPlan` for `data_pipelines.beam_convert`."""
+  import functools  # pylint: disable=g-import-not-at-top
+  from data_pipelines import conversion  # pylint: disable=g-import-not-at-top
+  from data_pipelines import video_record  # pylint: disable=g-import-not-at-top
+  shards = conversion.chunked_shards(
+      list(range(num_videos)), records_per_shard,
+      lambda n, count: os.path.join(out_dir, f"{split}.array_record-{n:05d}-of-{count:05d}"))
+  return conversion.ConversionPlan(
+      shards, functools.partial(_convert_video, seed=seed, config=config,
+                                image_format=image_format),
+      options=options or video_record.DEFAULT_OPTIONS)
+
+
+def scene_config(scene_json: str = "{}", **fields) -> SceneConfig:
+  """SceneConfig from keyword fields plus a JSON object of more fields (lists become tuples).
+
+  Raises:
+    ValueError: a key that is not a SceneConfig field.
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  extra = json.loads(scene_json) if isinstance(scene_json, str) else dict(scene_json)
+  known = {f.name for f in dataclasses.fields(SceneConfig)}
+  unknown = set(extra) - known
+  if unknown:
+    raise ValueError(f"Unknown SceneConfig fields {sorted(unknown)}; known: {sorted(known)}.")
+  extra = {k: tuple(v) if isinstance(v, list) else v for k, v in extra.items()}
+  return SceneConfig(**{**extra, **fields})
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--out_dir", required=True, help="Where to write video-record shards.")
@@ -597,13 +649,17 @@ def main(argv=None):
   parser.add_argument("--records_per_shard", type=int, default=256)
   parser.add_argument("--image_format", default="png", choices=("png", "jpeg"))
   parser.add_argument("--num_workers", type=int, default=1)
+  parser.add_argument("--scene_json", default="{}",
+                      help="JSON object of further SceneConfig fields, e.g. "
+                           "'{\"max_speed\": 0.4, \"patterns\": [\"solid\"]}'.")
   parser.add_argument("--tfds_dir", default=None,
                       help="Also write the videos as a TFDS movi_e dataset here (needs TF).")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO)
   from data_pipelines import movi_e  # pylint: disable=g-import-not-at-top
-  config = SceneConfig(height=args.resolution, width=args.resolution, num_frames=args.num_frames,
-                       min_objects=args.min_objects, max_objects=args.max_objects)
+  config = scene_config(args.scene_json, height=args.resolution, width=args.resolution,
+                        num_frames=args.num_frames, min_objects=args.min_objects,
+                        max_objects=args.max_objects)
   start = time.time()
   records = generate_records(args.seed, args.num_videos, config, args.image_format,
                              args.num_workers)

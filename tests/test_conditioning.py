@@ -115,13 +115,61 @@ def test_tiny_shapes_padding_and_mask(tokenizer_and_params):
         assert np.all(block == 0.0)
 
 
-def test_cfg_dropped_examples_all_zero(tokenizer_and_params):
-  tok, params = tokenizer_and_params
+def _randomised(params, seed=7):
+  """Every parameter (biases included, which start at zero) perturbed: f(0) != 0."""
+  leaves, treedef = jax.tree_util.tree_flatten(params)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  return jax.tree_util.tree_unflatten(treedef, [
+      x + 0.1 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)])
+
+
+def _tokenizer(**overrides):
+  config = _tiny_config()
+  config.update(overrides)
+  tok = conditioning.AssetTokenizer(config)
+  params = jax.jit(tok.init)(jax.random.key(0), _batch(), jnp.zeros((B,), bool))["params"]
+  return tok, _randomised(params)
+
+
+def test_cfg_zeros_null_condition_is_all_zero():
+  tok, params = _tokenizer(null_condition="zeros")
   batch = _batch()
   full, _ = _tokens(tok, params, batch)
   tokens, mask = _tokens(tok, params, batch, jnp.array([False, True, False]))
   assert np.all(tokens[1] == 0.0) and not mask[1].any()
   np.testing.assert_allclose(tokens[[0, 2]], full[[0, 2]], rtol=1e-5, atol=1e-6)
+
+
+def test_cfg_learned_null_condition_is_f_of_zero():
+  """Release: a dropped example's boxes and poses are zeros through the encoders; its context is
+  a learned constant per slot kind (not zero, not depending on the example), padding stays 0."""
+  tok, params = _tokenizer(null_condition="learned")
+  batch, other = _batch(), _batch(seed=3)
+  full, _ = _tokens(tok, params, batch)
+  drop = jnp.array([False, True, False])
+  tokens, mask = _tokens(tok, params, batch, drop)
+  np.testing.assert_allclose(tokens[[0, 2]], full[[0, 2]], rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(mask[1], True)  # example 1 has every slot
+  null_object = _slot(tokens, 0)[1]
+  assert np.abs(null_object).min() > 0 and np.abs(null_object - _slot(full, 0)[1]).max() > 1e-3
+  for s in range(1, N):
+    np.testing.assert_allclose(_slot(tokens, s)[1], null_object, rtol=1e-6, atol=1e-7)
+  assert np.abs(_slot(tokens, N)[1] - null_object).max() > 1e-4  # the background's own f(0)
+  # Another image, boxes and poses: the same null context.
+  other_tokens, _ = _tokens(tok, params, dict(other, slot_mask=batch["slot_mask"]), drop)
+  np.testing.assert_allclose(other_tokens[1], tokens[1], rtol=1e-5, atol=1e-6)
+  # Padded slots stay exactly zero when dropped.
+  all_dropped, all_mask = _tokens(tok, params, batch, jnp.ones((B,), bool))
+  assert np.all(_slot(all_dropped, 1)[0] == 0.0) and not all_mask[0, 4:8].any()
+  np.testing.assert_allclose(_slot(all_dropped, 0)[0], null_object, rtol=1e-6, atol=1e-7)
+
+
+def test_null_condition_is_validated():
+  tok, params = _tokenizer()
+  tok_bad = conditioning.AssetTokenizer(_tiny_config().copy_and_resolve_references())
+  tok_bad.config.null_condition = "none"
+  with pytest.raises(ValueError, match="null_condition"):
+    tok_bad.apply({"params": params}, _batch(), jnp.zeros((B,), bool))
 
 
 @pytest.mark.parametrize("prob", [0.0, 0.1, 0.5, 1.0])
@@ -208,6 +256,46 @@ def test_inserted_object_has_pose_but_no_appearance(tokenizer_and_params):
   boxes[1, 0] = [0.0, 0.0, 1.0, 1.0]
   moved, _ = _tokens(tok, params, dict(batch, source_boxes=jnp.asarray(boxes)))
   np.testing.assert_allclose(moved[1, :4], base[1, :4], rtol=1e-6, atol=1e-7)
+
+
+def test_zero_source_box_has_exactly_zero_appearance():
+  """A slot with a zero (empty) source box and no `appearance_mask` key: RoIAlign would clamp
+  the box to the top-left feature cell and read it; its appearance must be exactly zero, the
+  same token as with appearance_mask False, whatever the image holds there."""
+  tok, params = _tokenizer()
+  batch = _batch()
+  boxes = np.array(batch["source_boxes"])
+  boxes[1, 0] = 0.0  # slotted, but its source box is empty
+  batch = dict(batch, source_boxes=jnp.asarray(boxes))
+  got, mask = _tokens(tok, params, batch)
+  appearance_mask = np.array(batch["slot_mask"])
+  appearance_mask[1, 0] = False
+  expected, _ = _tokens(tok, params, dict(batch, appearance_mask=jnp.asarray(appearance_mask)))
+  assert mask[1, 0]
+  np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+  image = np.array(batch["source_image"])
+  image[1, :8, :8] = 1.0 - image[1, :8, :8]  # the top-left corner RoIAlign would clamp to
+  changed, _ = _tokens(tok, params, dict(batch, source_image=jnp.asarray(image)))
+  np.testing.assert_allclose(_slot(changed, 0)[1], _slot(got, 0)[1], rtol=1e-6, atol=1e-7)
+
+
+def test_background_mask_paints_unslotted_objects():
+  """`background_mask` (the pipeline's union of every source-visible object's box) decides what
+  the background image paints: pixels inside it do not reach the background token."""
+  tok, params = _tokenizer()
+  batch = _batch()
+  mask = np.zeros((B, H, W), bool)
+  mask[:, 5:20, 30:45] = True  # an unslotted object's box
+  batch = dict(batch, background_mask=jnp.asarray(mask))
+  base, _ = _tokens(tok, params, batch)
+  image = np.array(batch["source_image"])
+  image[:, 5:20, 30:45] = np.random.default_rng(1).uniform(size=(B, 15, 15, 3))
+  moved, _ = _tokens(tok, params, dict(batch, source_image=jnp.asarray(image)))
+  np.testing.assert_allclose(_slot(moved, N), _slot(base, N), rtol=1e-5, atol=1e-6)
+  # Without the mask the same pixels leak into the background token.
+  plain = {k: v for k, v in batch.items() if k != "background_mask"}
+  leaked = _tokens(tok, params, dict(plain, source_image=jnp.asarray(image)))[0]
+  assert np.abs(_slot(leaked, N) - _slot(_tokens(tok, params, plain)[0], N)).max() > 1e-4
 
 
 def test_bad_inputs(tokenizer_and_params):
@@ -324,9 +412,14 @@ def test_gradients_reach_unet_and_encoder():
     assert sum(float(np.abs(np.asarray(g)).sum()) for g in flat.values()) > 0, part
   fc1 = grads["tokenizer"]["encoder"]["layer_0"]["mlp"]["fc1"]["kernel"]
   assert np.abs(np.asarray(fc1)).sum() > 0
-  # All examples dropped: the tokenizer gets exactly zero gradient, the UNet still learns.
+  # All examples dropped (learned null condition, the default): no image reaches the tokens, so
+  # the visual encoder gets exactly zero gradient, while the null context f(0) itself (pose MLPs,
+  # projection) and the UNet learn.
+  assert config.conditioning.null_condition == "learned"
   _, grads = grad_fn(params, jnp.ones((B,), bool))
-  assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(grads["tokenizer"]))
+  assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(grads["tokenizer"]["encoder"]))
+  assert np.abs(np.asarray(grads["tokenizer"]["asset_projection"]["bias"])).sum() > 0
+  assert np.abs(np.asarray(grads["tokenizer"]["pose_encoder"]["out"]["bias"])).sum() > 0
   assert any(np.abs(np.asarray(g)).sum() > 0 for g in jax.tree.leaves(grads["unet"]))
 
 

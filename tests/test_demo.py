@@ -83,11 +83,8 @@ def test_demo_end_to_end(tmp_path):
     results = json.load(f)
   info = results["run_info"]
   assert info["steps at end"] >= 1
-  budget = 60 * BUDGET_MINUTES
-  # The trainer stops at its budget or, at the latest, on the backstop's SIGTERM after one more
-  # step and a checkpoint.
-  assert info["training wall-clock seconds (incl. compile, checkpoint)"] < (
-      budget + BACKSTOP_SECONDS + 90)
+  # No wall-clock assertion: tests check correctness, not speed (the demo's budget is measured by
+  # benchmarks/learning_curve.py and stated in the README).
   assert info["evaluated step"] == info["steps at end"]
   assert info["VAE warm-up"]["steps"] >= 1
   assert os.path.exists(os.path.join(workdir, "vae", "checkpoint"))

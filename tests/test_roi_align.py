@@ -31,6 +31,7 @@ def _bilinear(fmap, y, x):
 
 
 def _reference(features, boxes, valid, out_hw, ratio, aligned):
+  """ratio <= 0: adaptive, ceil(roi size / bins) samples per bin along each axis (torchvision)."""
   batch, height, width, chans = features.shape
   num = boxes.shape[1]
   out = np.zeros((batch, num, *out_hw, chans))
@@ -45,15 +46,18 @@ def _reference(features, boxes, valid, out_hw, ratio, aligned):
       if not aligned:
         roi_h, roi_w = max(roi_h, 1.0), max(roi_w, 1.0)
       bin_h, bin_w = roi_h / out_hw[0], roi_w / out_hw[1]
+      grid_h = ratio if ratio > 0 else int(np.ceil(roi_h / out_hw[0]))
+      grid_w = ratio if ratio > 0 else int(np.ceil(roi_w / out_hw[1]))
+      count = max(grid_h * grid_w, 1)
       for ph in range(out_hw[0]):
         for pw in range(out_hw[1]):
           acc = np.zeros(chans)
-          for iy in range(ratio):
-            yy = start_h + ph * bin_h + (iy + 0.5) * bin_h / ratio
-            for ix in range(ratio):
-              xx = start_w + pw * bin_w + (ix + 0.5) * bin_w / ratio
+          for iy in range(grid_h):
+            yy = start_h + ph * bin_h + (iy + 0.5) * bin_h / grid_h
+            for ix in range(grid_w):
+              xx = start_w + pw * bin_w + (ix + 0.5) * bin_w / grid_w
               acc += _bilinear(features[b], yy, xx)
-          out[b, n, ph, pw] = acc / (ratio * ratio)
+          out[b, n, ph, pw] = acc / count
   return out
 
 
@@ -73,7 +77,8 @@ _BOXES = np.array([
 
 
 @pytest.mark.parametrize("aligned", [True, False])
-@pytest.mark.parametrize("ratio,out_hw", [(1, (2, 2)), (2, (2, 2)), (3, (3, 4)), (2, (7, 5))])
+@pytest.mark.parametrize("ratio,out_hw", [(1, (2, 2)), (2, (2, 2)), (3, (3, 4)), (2, (7, 5)),
+                                          (0, (2, 2)), (-1, (3, 4)), (0, (7, 5))])
 def test_matches_reference(aligned, ratio, out_hw):
   rng = np.random.default_rng(0)
   features = rng.normal(size=(2, 9, 13, 3))
@@ -129,9 +134,38 @@ def test_gradients_finite():
   np.testing.assert_allclose(float(gb[0, 0, 1]), float(numeric), rtol=2e-2, atol=1e-3)
 
 
-def test_rejects_adaptive_sampling_ratio():
+def test_adaptive_global_box_reads_every_feature():
+  # Aligned, adaptive: the global box's 2x2 bins of a 28x28 map take 14x14 samples each, at the
+  # pixel centres, so each bin is exactly its quadrant's mean (a fixed ratio of 2 reads 16 of
+  # the 784 features).
+  rng = np.random.default_rng(3)
+  features = rng.normal(size=(1, 28, 28, 2))
+  got = np.asarray(roi_align(jnp.asarray(features, jnp.float32),
+                             jnp.array([[[0.0, 0.0, 1.0, 1.0]]]), None, (2, 2), 0, True))
+  quadrants = features[0].reshape(2, 14, 2, 14, 2).mean(axis=(1, 3))
+  np.testing.assert_allclose(got[0, 0], quadrants, atol=1e-5)
+  fixed = np.asarray(roi_align(jnp.asarray(features, jnp.float32),
+                               jnp.array([[[0.0, 0.0, 1.0, 1.0]]]), None, (2, 2), 2, True))
+  assert np.abs(fixed[0, 0] - quadrants).max() > 1e-2
+
+
+def test_adaptive_jit_and_empty_box_is_zero():
+  rng = np.random.default_rng(4)
+  features = rng.normal(size=(2, 10, 12, 3))
+  corners = rng.uniform(0.0, 1.0, size=(2, 6, 2, 2))
+  boxes = np.concatenate([corners.min(2), corners.max(2)], -1)
+  boxes[0, 0] = 0.0  # an empty (all-zero) box reads nothing
+  fn = jax.jit(roi_align, static_argnums=(3, 4, 5))
+  got = fn(jnp.asarray(features, jnp.float32), jnp.asarray(boxes, jnp.float32), None, (2, 2), 0,
+           True)
+  np.testing.assert_allclose(np.asarray(got), _reference(features, boxes, np.ones((2, 6), bool),
+                                                         (2, 2), 0, True), atol=2e-5, rtol=1e-5)
+  assert np.all(np.asarray(got[0, 0]) == 0.0)
+
+
+def test_rejects_non_int_sampling_ratio():
   with pytest.raises(ValueError, match="sampling_ratio"):
-    roi_align(jnp.zeros((1, 4, 4, 1)), jnp.zeros((1, 1, 4)), None, (2, 2), 0, True)
+    roi_align(jnp.zeros((1, 4, 4, 1)), jnp.zeros((1, 1, 4)), None, (2, 2), 2.0, True)
 
 
 def test_rejects_bad_shapes():

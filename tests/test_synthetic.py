@@ -106,15 +106,12 @@ def test_tfds_round_trip_matches_direct_conversion(tmp_path):
 
 
 def test_cli_writes_video_records(tmp_path):
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
   synthetic.main(["--out_dir", str(tmp_path), "--num_videos", "3", "--resolution", "32",
                   "--num_frames", "3", "--seed", "7", "--records_per_shard", "2"])
   shards = sorted(tmp_path.iterdir())
   assert [p.name for p in shards] == ["train.array_record-00000-of-00002",
                                       "train.array_record-00001-of-00002"]
-  reader = array_record_module.ArrayRecordReader(str(shards[0]))
-  records = [video_record.decode(b) for b in reader.read_all()]
-  reader.close()
+  records = video_record.read_array_record(str(shards[0]))
   assert len(records) == 2
   assert records[1]["video_id"] == b"synthetic_7_000001"
   assert video_record.validate(records[1])[0] == 3

@@ -7,8 +7,9 @@ As there, the previous timestep of step t is `t - T // S` (T train steps, S infe
 negative previous timestep uses the "final" alpha (1 or alphas_cumprod[0]).
 
 Classifier-free guidance runs the unconditional and conditional passes as one batched model call:
-out = out_uncond + w * (out_cond - out_uncond). In Neural Assets the unconditional context is all
-zeros (what CFG dropout trains; DESIGN.md), which is the default `uncond_tokens`.
+out = out_uncond + w * (out_cond - out_uncond). Pass the unconditional context the model was
+trained with (Neural Assets: `NeuralAssetsModel.tokenize_cond_and_null`, learned f(0) or zeros
+per `conditioning.null_condition`); all zeros is only the default of `uncond_tokens`.
 """
 from __future__ import annotations
 
@@ -157,7 +158,7 @@ class DDIMSampler:
       key: PRNG key; split into the initial noise and the per-step eta noise (step i uses
         `fold_in(step_key, i)`).
       latent_shape: (B, h, w, c).
-      uncond_tokens: [B, L, D]; defaults to zeros (Neural Assets' unconditional context).
+      uncond_tokens: [B, L, D]; defaults to zeros (the 'zeros' null condition only).
       initial_latents: [B, h, w, c] x_T overriding the sampled one.
 
     Returns:

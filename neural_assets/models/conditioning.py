@@ -1,8 +1,9 @@
 """Neural Assets conditioning: per-object appearance + pose tokens and a background token.
 
 Each concept of the paper is one module here:
-- `AppearanceEncoder`: RoIAlign (2x2) of the visual encoder's patch feature map inside each source
-  box, flattened into 4 tokens, Dense -> token_dim (512).
+- `AppearanceEncoder`: RoIAlign (2x2; adaptive sampling by default, so the global box reads every
+  patch) of the visual encoder's patch feature map inside each source box, flattened into 4
+  tokens, Dense -> token_dim (512).
 - `PoseEncoder`: the target-camera (u, v, depth) of box corners p0, p1, p2, p4 (12-D) through
   Dense 1024 -> GELU -> Dense 512, repeated to the 4 appearance tokens.
 - `BackgroundEncoder`: the global box (0, 0, 1, 1) over the feature map of the source image with
@@ -12,10 +13,18 @@ Each concept of the paper is one module here:
   appearance and pose per slot (concat -> Dense -> context_dim, SD-2.1's 1024), appends the
   background slot last and applies classifier-free-guidance dropout.
 
-Masking choices (DESIGN.md): the tokens of padded slots and of CFG-dropped examples are exactly
-zero — after the final projection, so no bias leaks in — and the UNet sees them unmasked (an
-all-zero context is the unconditional input). The release does not zero padded slots' pose tokens;
-we zero whole padded slots, pose included.
+Masking choices (DESIGN.md): the tokens of padded slots are exactly zero — after the final
+projection, so no bias leaks in — and the UNet sees them unmasked. The release does not zero
+padded slots' pose tokens; we zero whole padded slots, pose included. The appearance token of a
+slot without appearance (`appearance_mask` False, or an empty source box) is exactly zero before
+the projection. Classifier-free guidance, `config.null_condition`:
+- "learned" (release, the paper configs): a dropped example's source boxes, target poses and
+  relative camera pose are replaced by zeros *before* the encoders, so its context is f(0), a
+  learned constant per slot (padded slots stay zero);
+- "zeros": every token of a dropped example is zero after the projection (the unconditional
+  context is all zeros).
+Sampling must use the null context the model was trained with: the tokenizer's output for the
+same batch with every example dropped (`NeuralAssetsModel.tokenize_cond_and_null`), either mode.
 
 Batch keys read by `AssetTokenizer` (DESIGN.md frame-pair example, batched):
 - `source_image` [B, H, W, 3]: float in [0, 1] (the contract) or uint8 (divided by 255 here);
@@ -24,7 +33,11 @@ Batch keys read by `AssetTokenizer` (DESIGN.md frame-pair example, batched):
 - `slot_mask` [B, N] bool;
 - `relative_pose` [B, 4, 4] source camera -> target camera;
 - optional `appearance_mask` [B, N] bool: slots whose appearance is known (default `slot_mask`);
-  an object inserted by an edit has a pose but a zero appearance token (paper).
+  an object inserted by an edit has a pose but a zero appearance token (paper). A slot whose
+  source box is empty (zero height or width) has no appearance either way;
+- optional `background_mask` [B, H, W] bool: pixels painted out of the background token's image
+  (the pipeline's box union of every source-visible object, slotted or not); default: the union
+  of the slots' source boxes that have appearance.
 
 Ablation switches (config; defaults = the paper): `background_token` 'full' | 'no_pose' (camera
 pose token zeroed) | 'none' (no background slot: zero tokens); `shuffle_pose` (training only:
@@ -46,6 +59,7 @@ REQUIRED_BATCH_KEYS = ("source_image", "source_boxes", "target_corners", "slot_m
                        "relative_pose")
 # `config.background_token` (ablations; the paper: 'full').
 BACKGROUND_TOKENS = ("full", "no_pose", "none")
+NULL_CONDITIONS = ("learned", "zeros")
 
 
 def sample_drop_cond(key: jax.Array, batch_size: int, drop_prob: float) -> jax.Array:
@@ -87,6 +101,11 @@ def shuffle_slots(key: jax.Array, tokens: jax.Array, valid: jax.Array) -> jax.Ar
                              axis=1)
 
 
+def nonempty_boxes(boxes: jax.Array) -> jax.Array:
+  """[..., 4] [y0, x0, y1, x1] -> [...] bool: positive height and width."""
+  return (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+
+
 def relative_pose_features(relative_pose: jax.Array) -> jax.Array:
   """[B, 4, 4] rigid transform -> [B, 12]: the 3x3 rotation row-major, then the translation."""
   rotation = einops.rearrange(relative_pose[..., :3, :3], "... i j -> ... (i j)")
@@ -97,11 +116,12 @@ class AppearanceEncoder(nn.Module):
   """RoIAlign of a patch feature map per box -> Dense: [B, h, w, D] x [B, N, 4] -> [B, N, T, E].
 
   T = output_size[0] * output_size[1] tokens per box (4), E = token_dim (512). Invalid boxes pool
-  zeros (the Dense bias is left to the tokenizer's slot masking).
+  zeros (the Dense bias is left to the tokenizer's slot masking). `sampling_ratio` <= 0: adaptive
+  (`roi_align`).
   """
   token_dim: int
   output_size: Sequence[int] = (2, 2)
-  sampling_ratio: int = 2
+  sampling_ratio: int = 0
   aligned: bool = True
 
   @nn.compact
@@ -172,7 +192,8 @@ class AssetTokenizer(nn.Module):
 
   `config` is `config.model.conditioning` (configs/conditioning.py). Token order: slot-major,
   foreground slots 0..N-1 then the background, T = 4 tokens per slot. `token_mask` is False for
-  padded slots and for every token of a dropped example; those tokens are exactly zero.
+  padded slots (and, with `null_condition='zeros'`, for every token of a dropped example); those
+  tokens are exactly zero.
   """
   config: Any
 
@@ -199,11 +220,14 @@ class AssetTokenizer(nn.Module):
         c.background_pose_dim, name="background_encoder")
     self.asset_projection = nn.Dense(c.context_dim, name="asset_projection")
 
-  def preprocess(self, image: jax.Array, boxes: jax.Array, valid: jax.Array) -> jax.Array:
+  def preprocess(self, image: jax.Array, boxes: jax.Array, valid: jax.Array,
+                 background_mask: jax.Array | None = None) -> jax.Array:
     """[B, H, W, 3] source image -> [2B, S, S, 3] encoder input: [object image; background image].
 
     Object image: pixels outside the union of valid boxes painted `fill_value`. Background image:
-    pixels inside it painted. Both resized to `encoder.input_size` and ImageNet-normalised.
+    pixels inside `background_mask` [B, H, W] (default: that union) painted. Both resized to
+    `encoder.input_size` (`resize_method`, `resize_antialias`: the release's
+    `jax.image.resize(..., 'bilinear', antialias=True)`) and ImageNet-normalised.
     """
     c = self.config
     if image.ndim != 4 or image.shape[-1] != 3:
@@ -215,8 +239,15 @@ class AssetTokenizer(nn.Module):
     image = image.astype(jnp.float32)
     batch, height, width, _ = image.shape
     union = boxes_union_mask(boxes, valid, height, width)[..., None]  # [B, H, W, 1]
+    if background_mask is None:
+      painted = union
+    else:
+      if background_mask.shape != (batch, height, width):
+        raise ValueError(f"background_mask must be [B, H, W] = {(batch, height, width)}, got "
+                         f"{background_mask.shape}.")
+      painted = background_mask.astype(bool)[..., None]
     objects = jnp.where(union, image, c.fill_value)
-    background = jnp.where(union, c.fill_value, image)
+    background = jnp.where(painted, c.fill_value, image)
     pixels = jnp.concatenate([objects, background], axis=0)
     size = c.encoder.input_size
     pixels = jax.image.resize(pixels, (2 * batch, size, size, 3), method=c.resize_method,
@@ -249,18 +280,40 @@ class AssetTokenizer(nn.Module):
                        f"got {boxes.shape}.")
     if drop_cond.shape != (bsz,):
       raise ValueError(f"drop_cond must be [B] = ({bsz},), got {drop_cond.shape}.")
-    appearance_mask = batch.get("appearance_mask", slot_mask).astype(bool) & slot_mask
+    null_condition = c.get("null_condition", "zeros")
+    if null_condition not in NULL_CONDITIONS:
+      raise ValueError(f"config.null_condition={null_condition!r}: expected one of "
+                       f"{NULL_CONDITIONS}.")
+    drop = drop_cond.astype(bool)
+    corners = batch["target_corners"].astype(jnp.float32)
+    relative_pose = batch["relative_pose"].astype(jnp.float32)
+    background_mask = batch.get("background_mask")
+    appearance_mask = (batch.get("appearance_mask", slot_mask).astype(bool) & slot_mask
+                       & nonempty_boxes(boxes))
+    background_valid = jnp.ones((bsz, 1), bool)
+    if null_condition == "learned":
+      # Release: a dropped example's boxes and poses are zeros that go through the encoders.
+      keep = ~drop
+      boxes = boxes * keep[:, None, None]
+      corners = corners * keep[:, None, None, None]
+      relative_pose = relative_pose * keep[:, None, None]
+      appearance_mask = appearance_mask & keep[:, None]
+      background_valid = keep[:, None]
+      if background_mask is not None:
+        background_mask = background_mask & keep[:, None, None]
 
-    features = self.feature_map(self.preprocess(batch["source_image"], boxes, slot_mask))
+    features = self.feature_map(self.preprocess(batch["source_image"], boxes, appearance_mask,
+                                                background_mask))
     obj_features, bg_features = features[:bsz], features[bsz:]
 
     appearance = self.appearance_encoder(obj_features, boxes, appearance_mask)  # [B, N, T, E]
     appearance = appearance * appearance_mask[..., None, None]
-    pose = self.pose_encoder(batch["target_corners"].astype(jnp.float32))  # [B, N, T, E]
+    pose = self.pose_encoder(corners)  # [B, N, T, E]
     if c.get("shuffle_pose", False) and train:
       # Ablation control: each object gets another object's pose (fresh permutation per step).
       pose = shuffle_slots(self.make_rng("dropout"), pose, slot_mask)
-    bg_appearance, bg_pose = self.background_encoder(bg_features, batch["relative_pose"])
+    bg_appearance, bg_pose = self.background_encoder(bg_features, relative_pose)
+    bg_appearance = bg_appearance * background_valid[..., None, None]
     background = c.get("background_token", "full")
     if background not in BACKGROUND_TOKENS:
       raise ValueError(f"background_token must be one of {BACKGROUND_TOKENS}, got {background!r}.")
@@ -272,8 +325,10 @@ class AssetTokenizer(nn.Module):
     tokens = self.asset_projection(jnp.concatenate([appearance, pose], axis=-1))
 
     # background_token='none' (ablation): the background slot is empty (zero tokens).
-    slot_valid = jnp.concatenate([slot_mask, jnp.full((bsz, 1), background != "none")], axis=1)
-    slot_valid = slot_valid & ~drop_cond.astype(bool)[:, None]  # [B, N+1]
+    slot_valid = jnp.concatenate([slot_mask, jnp.full((bsz, 1), background != "none")],
+                                 axis=1)  # [B, N+1]
+    if null_condition == "zeros":
+      slot_valid = slot_valid & ~drop[:, None]
     tokens = tokens * slot_valid[..., None, None]
     token_mask = einops.repeat(slot_valid, "b s -> b (s t)", t=tokens.shape[2])
     return einops.rearrange(tokens, "b s t d -> b (s t) d"), token_mask

@@ -12,8 +12,11 @@ Sampling: tokenize once, then hand the UNet to the DDIM sampler through a denois
 once (it is a static jit argument, so a new lambda per call would recompile):
 
   denoise = lambda p, x, t, ctx: model.apply({'params': p}, x, t, ctx, method=model.denoise)
-  tokens, _ = model.apply({'params': p}, batch, no_drop, method=model.tokenize)
-  latents = sampler.sample(denoise, p, tokens, key, (B, h, w, c))
+  cond, null = model.apply({'params': p}, batch, method=model.tokenize_cond_and_null)
+  latents = sampler.sample(denoise, p, cond, key, (B, h, w, c), null)
+
+The null (unconditional) context is whatever CFG dropout trained (`conditioning.null_condition`:
+learned f(0) or zeros), never assumed.
 """
 from __future__ import annotations
 
@@ -46,6 +49,15 @@ class NeuralAssetsModel(nn.Module):
     """-> (tokens [B, (N+1)*4, D], token_mask [B, (N+1)*4]); see `AssetTokenizer`."""
     return self.tokenizer(batch, drop_cond, train)
 
+  def tokenize_cond_and_null(self, batch: Mapping[str, jax.Array]
+                             ) -> tuple[jax.Array, jax.Array]:
+    """-> (conditional tokens, null tokens), both [B, (N+1)*4, D]: the batch tokenized as is and
+    with every example dropped, the unconditional context classifier-free guidance needs."""
+    batch_size = batch["slot_mask"].shape[0]
+    cond, _ = self.tokenizer(batch, jnp.zeros((batch_size,), bool))
+    null, _ = self.tokenizer(batch, jnp.ones((batch_size,), bool))
+    return cond, null
+
   def denoise(self, latents: jax.Array, timesteps: jax.Array, tokens: jax.Array,
               train: bool = False) -> jax.Array:
     """UNet on given tokens: [B,h,w,c], [B] (or scalar), [B,L,D] -> [B,h,w,c]."""
@@ -63,8 +75,13 @@ def diffusion_loss(params: Any, model: NeuralAssetsModel, batch: Mapping[str, ja
                    cfg_drop_prob: float, train: bool = True,
                    rngs: Mapping[str, jax.Array] | None = None,
                    noise: jax.Array | None = None, timesteps: jax.Array | None = None,
-                   drop_cond: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+                   drop_cond: jax.Array | None = None, min_snr_gamma: float = 0.0
+                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Denoising loss of one batch: MSE between the model output and the schedule's target.
+
+  With `min_snr_gamma` > 0 each example's MSE is weighted by the Min-SNR-gamma rule (Hang et al.
+  2023): min(SNR(t), gamma) / SNR(t) for epsilon prediction, min(SNR, gamma) / (SNR + 1) for v,
+  min(SNR, gamma) for sample prediction (SNR = a_t / (1 - a_t)); 0 = the plain mean (the release).
 
   Args:
     params: the model's `params` collection ({'tokenizer', 'unet'}).
@@ -94,7 +111,23 @@ def diffusion_loss(params: Any, model: NeuralAssetsModel, batch: Mapping[str, ja
   out = model.apply({"params": params}, noisy, timesteps, batch, drop_cond, train,
                     rngs=dict(rngs or {}))
   target = schedule.training_target(latents, noise, timesteps)
-  loss = jnp.mean(jnp.square(out.astype(jnp.float32) - target))
+  per_example = jnp.mean(jnp.square(out.astype(jnp.float32) - target),
+                         axis=tuple(range(1, latents.ndim)))
+  if min_snr_gamma > 0:
+    per_example = per_example * min_snr_weight(schedule, timesteps, min_snr_gamma)
+  loss = jnp.mean(per_example)
   metrics = dict(loss=loss, cfg_drop_fraction=jnp.mean(drop_cond.astype(jnp.float32)),
                  mean_timestep=jnp.mean(timesteps.astype(jnp.float32)))
   return loss, metrics
+
+
+def min_snr_weight(schedule: NoiseSchedule, timesteps: jax.Array, gamma: float) -> jax.Array:
+  """[B] Min-SNR-gamma loss weights for the schedule's prediction type (see `diffusion_loss`)."""
+  acp = jnp.asarray(schedule.alphas_cumprod)[timesteps]
+  snr = acp / (1.0 - acp)
+  clipped = jnp.minimum(snr, gamma)
+  if schedule.prediction_type == "epsilon":
+    return clipped / snr
+  if schedule.prediction_type == "v_prediction":
+    return clipped / (snr + 1.0)
+  return clipped

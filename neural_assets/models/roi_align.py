@@ -7,6 +7,14 @@ half-integer coordinates (a half-pixel shift); with `aligned=False` (the legacy 
 clamped to at least one pixel. Samples with y outside [-1, H] or x outside [-1, W] are zero; samples
 inside that range but beyond the border are clamped to the border pixel, as in the op.
 
+`sampling_ratio <= 0` is the op's adaptive mode: ceil(bin length) samples per bin along each axis
+(torchvision's `roi_bin_grid = ceil(roi_size / pooled_size)`), so a box covering the whole map
+reads every feature (a fixed 2 reads 16 of a 28x28 map's 784 patches for the global box). Under
+jit the sample count is data-dependent, so every box gets a static maximum of
+ceil(map length / bins) sub-samples per bin and the ones beyond the box's own count are masked
+out of the average; this is exact for boxes within the map (longer boxes, only possible outside
+[0, 1], are capped at the maximum).
+
 Bilinear interpolation with this zero/clamp rule is separable in y and x, and averaging a separable
 product over a regular sub-grid equals the product of the per-axis averages. So each box becomes two
 small interpolation matrices, `[h, H]` and `[w, W]`, and the op is one einsum with the feature map:
@@ -28,7 +36,7 @@ def _axis_weights(start: jax.Array, end: jax.Array, num_bins: int, size: int,
       offset).
     num_bins: output bins along the axis.
     size: feature-map length along the axis.
-    sampling_ratio: samples per bin along the axis.
+    sampling_ratio: samples per bin along the axis; <= 0: adaptive, ceil(bin length) per box.
     aligned: half-pixel offset (and no minimum size) when true.
 
   Returns:
@@ -41,10 +49,19 @@ def _axis_weights(start: jax.Array, end: jax.Array, num_bins: int, size: int,
     # The legacy op forces malformed / tiny boxes to be at least one pixel long.
     length = jnp.maximum(length, 1.0)
   bin_len = length / num_bins
-  # Sampling positions: bin i, sub-sample k at start + (i + (k + 0.5) / s) * bin_len.
-  frac = (jnp.arange(num_bins, dtype=start.dtype)[:, None]
-          + (jnp.arange(sampling_ratio, dtype=start.dtype)[None, :] + 0.5) / sampling_ratio)
+  if sampling_ratio > 0:
+    max_samples = sampling_ratio
+    count = jnp.full(start.shape, float(sampling_ratio), start.dtype)
+  else:
+    max_samples = max(-(-size // num_bins), 1)
+    # ceil(bin_len) as the op (0 for an empty aligned box: no sample, a zero output).
+    count = jnp.clip(jnp.ceil(bin_len), 0.0, float(max_samples))
+  # Sampling positions: bin i, sub-sample k at start + (i + (k + 0.5) / n) * bin_len.
+  sub = jnp.arange(max_samples, dtype=start.dtype)  # [s]
+  safe = jnp.maximum(count, 1.0)[..., None, None]
+  frac = jnp.arange(num_bins, dtype=start.dtype)[:, None] + (sub + 0.5) / safe  # [..., bins, s]
   pos = start[..., None, None] + frac * bin_len[..., None, None]  # [..., bins, s]
+  used = (sub < count[..., None, None]).astype(start.dtype)  # [..., 1, s]
 
   inside = (pos >= -1.0) & (pos <= size)
   pos = jnp.maximum(pos, 0.0)
@@ -57,8 +74,8 @@ def _axis_weights(start: jax.Array, end: jax.Array, num_bins: int, size: int,
   grid = jnp.arange(size, dtype=start.dtype)
   w = (frac_low[..., None] * (grid == low[..., None])
        + frac_high[..., None] * (grid == high[..., None]))  # [..., bins, s, size]
-  w = w * inside[..., None]
-  return jnp.mean(w, axis=-2)
+  w = w * (inside * used)[..., None]
+  return jnp.sum(w, axis=-2) / safe
 
 
 def roi_align(features: jax.Array, boxes: jax.Array, valid: jax.Array | None,
@@ -73,8 +90,8 @@ def roi_align(features: jax.Array, boxes: jax.Array, valid: jax.Array | None,
       zero / clamp rule).
     valid: [B, N] bool; invalid boxes give all-zero outputs. None means all valid.
     output_size: (h, w) bins per box.
-    sampling_ratio: bilinear samples per bin along each axis; must be > 0 (the op's adaptive mode,
-      ceil(box_size / bins), has data-dependent shapes and is not supported).
+    sampling_ratio: bilinear samples per bin along each axis; <= 0: the op's adaptive mode,
+      ceil(box size / bins) per box and axis (module docstring).
     aligned: half-pixel offset (detectron2 `aligned=True`, torchvision `aligned=True`).
 
   Returns:
@@ -86,10 +103,8 @@ def roi_align(features: jax.Array, boxes: jax.Array, valid: jax.Array | None,
     raise ValueError(f"boxes must be [B, N, 4] with B={features.shape[0]}, got {boxes.shape}.")
   if valid is not None and valid.shape != boxes.shape[:2]:
     raise ValueError(f"valid must be [B, N] = {boxes.shape[:2]}, got {valid.shape}.")
-  if not isinstance(sampling_ratio, int) or sampling_ratio <= 0:
-    raise ValueError(
-        f"sampling_ratio must be a positive int, got {sampling_ratio!r}: the adaptive mode "
-        "(<= 0) has data-dependent shapes and cannot be jitted.")
+  if not isinstance(sampling_ratio, int):
+    raise ValueError(f"sampling_ratio must be an int (<= 0: adaptive), got {sampling_ratio!r}.")
   out_h, out_w = output_size
   if out_h <= 0 or out_w <= 0:
     raise ValueError(f"output_size must be positive, got {output_size}.")
