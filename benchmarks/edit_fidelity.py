@@ -666,6 +666,16 @@ def run(bundle, *, num_scenes: int = 8, seed: int = DEFAULT_SEED, out_dir: Optio
   return report
 
 
+def run_for_workdir(bundle, workdir: str, num_scenes: int = 4, **kwargs) -> dict[str, Any]:
+  """For the demo: scores `bundle` (e.g. `inference.bundle_from_train_state(config, state)`)
+  into WORKDIR/edit_fidelity; the result has 'index' (the HTML path) for the report to link
+  (from WORKDIR/report/index.html: `../edit_fidelity/index.html`)."""
+  out_dir = os.path.join(workdir, "edit_fidelity")
+  report = run(bundle, num_scenes=num_scenes, out_dir=out_dir, **kwargs)
+  report["index"] = os.path.join(out_dir, "index.html")
+  return report
+
+
 def write_outputs(out_dir: str, report: Mapping[str, Any], per_scene) -> None:
   from neural_assets import report as report_lib  # pylint: disable=g-import-not-at-top
   os.makedirs(out_dir, exist_ok=True)
