@@ -6,8 +6,11 @@ learned null context, adaptive RoIAlign); what is toy-sized, and why:
 - scenes (`synthetic`): 2-3 large, solid-coloured objects sliding fast on a one-colour ground,
   the camera nearly still, so source and target differ mostly where objects move: the
   copy-source-frame baseline is wrong exactly where the tokens must act;
-- a small UNet (16x16x4 latents) and ViT, high learning rates, Min-SNR loss weighting and a short
-  EMA, because the budget is ~2-3k steps; 20 DDIM steps at sampling.
+- a small UNet (16x16x4 latents) and ViT, a high learning rate, Min-SNR loss weighting and a short
+  EMA, because the budget is ~1-2k steps; 20 DDIM steps at sampling;
+- x0 ("sample") prediction instead of SD's epsilon: measured by benchmarks/learning_curve.py on
+  this setup, after 300 steps the epsilon model's samples scored 12.4 dB (image PSNR) and its
+  token-swap error ratio was 0.99 (tokens ignored), the x0 model's 17.5 dB and 0.57.
 
   python -m neural_assets.demo --workdir=/tmp/na_demo            # data, VAE, training, report
   python benchmarks/learning_curve.py --minutes 10                # the curve of this config
@@ -51,6 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
   cond.update(dict(token_dim=32, context_dim=64, pose_hidden_dim=64))
   config.model = ml_collections.ConfigDict(dict(unet=unet, vae=vae, conditioning=cond))
   config.diffusion = sd.diffusion
+  config.diffusion.prediction_type = "sample"  # x0: learns the conditioning far faster here.
   config.sampler = sampler.get_config()
   config.sampler.num_inference_steps = 20
   config.sampler.guidance_scale = 2.0
@@ -65,7 +69,7 @@ def get_config() -> ml_collections.ConfigDict:
                  camera_distance=(7.0, 9.0)),
   ))
   # The demo's own knobs (neural_assets/demo): VAE warm-up minutes, batch and learning rate.
-  config.demo = ml_collections.ConfigDict(dict(vae_minutes=2.0, vae_batch_size=16, vae_lr=2e-3))
+  config.demo = ml_collections.ConfigDict(dict(vae_minutes=3.0, vae_batch_size=16, vae_lr=2e-3))
 
   config.data = pipeline.default_data_config()
   config.data.update(dict(resolution=(64, 64), global_batch_size=16, eval_global_batch_size=32,
@@ -76,10 +80,11 @@ def get_config() -> ml_collections.ConfigDict:
   # No pretrained VAE exists at this size and a random frozen one decodes every sample to noise:
   # `python -m neural_assets.demo` first fits this VAE as an autoencoder (config.demo) and
   # passes it in as `training.init_checkpoint`; run that (or set init_checkpoint) before training.
-  config.optimizer.update(dict(lr=1e-3, new_layers_lr=1e-3, warmup_steps=100, decay="constant",
+  config.optimizer.update(dict(lr=2e-3, new_layers_lr=2e-3, warmup_steps=100, decay="constant",
                                ema_decay=0.995))
+  # No image summaries: compiling them costs the demo's budget; the report shows samples.
   config.training.update(dict(num_train_steps=100_000, log_every_steps=50,
-                              image_summary_every_steps=1000, vae_sample_posterior=False,
+                              image_summary_every_steps=0, vae_sample_posterior=False,
                               loss_min_snr_gamma=5.0))
   config.checkpoint.update(dict(every_steps=500, max_to_keep=2))
   config.eval.update(dict(every_steps=0, num_batches=1))
