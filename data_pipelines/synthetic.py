@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from neural_assets import cli_validation
 from neural_assets import geometry
 
 SHAPES = ("box", "sphere", "cylinder")
@@ -637,24 +638,40 @@ def scene_config(scene_json: str = "{}", **fields) -> SceneConfig:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--out_dir", required=True, help="Where to write video-record shards.")
-  parser.add_argument("--num_videos", type=int, default=16)
-  parser.add_argument("--resolution", type=int, default=128)
-  parser.add_argument("--num_frames", type=int, default=8)
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--split", default="train")
-  parser.add_argument("--min_objects", type=int, default=SceneConfig.min_objects)
-  parser.add_argument("--max_objects", type=int, default=SceneConfig.max_objects)
-  parser.add_argument("--records_per_shard", type=int, default=256)
-  parser.add_argument("--image_format", default="png", choices=("png", "jpeg"))
-  parser.add_argument("--num_workers", type=int, default=1)
+  parser = argparse.ArgumentParser(
+      prog="python -m data_pipelines.synthetic", description=__doc__.split("\n")[0],
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  count = cli_validation.int_at_least
+  parser.add_argument("--out_dir", required=True,
+                      help="Where to write the video-record shards (<split>.array_record-NNNNN-of-NNNNN).")
+  parser.add_argument("--num_videos", type=count(1), default=16, help="Videos to render.")
+  parser.add_argument("--resolution", type=count(1), default=128,
+                      help="Square frame size in pixels (height = width).")
+  parser.add_argument("--num_frames", type=count(1), default=8, help="Frames per video.")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="Seed of video 0; video i uses (seed, i), so splits with different "
+                           "seeds share no scene.")
+  parser.add_argument("--split", default="train",
+                      help="Split name: the shard file-name prefix the data configs glob for "
+                           "(train*, eval*).")
+  parser.add_argument("--min_objects", type=count(1), default=SceneConfig.min_objects,
+                      help="Fewest objects per scene.")
+  parser.add_argument("--max_objects", type=count(1), default=SceneConfig.max_objects,
+                      help="Most objects per scene (>= --min_objects).")
+  parser.add_argument("--records_per_shard", type=count(1), default=256,
+                      help="Videos per ArrayRecord shard file.")
+  parser.add_argument("--image_format", default="png", choices=("png", "jpeg"),
+                      help="Encoding of the frames inside each record.")
+  parser.add_argument("--num_workers", type=count(1), default=1,
+                      help="Processes rendering videos in parallel.")
   parser.add_argument("--scene_json", default="{}",
                       help="JSON object of further SceneConfig fields, e.g. "
                            "'{\"max_speed\": 0.4, \"patterns\": [\"solid\"]}'.")
   parser.add_argument("--tfds_dir", default=None,
                       help="Also write the videos as a TFDS movi_e dataset here (needs TF).")
   args = parser.parse_args(argv)
+  if args.max_objects < args.min_objects:
+    parser.error(f"--max_objects={args.max_objects} is below --min_objects={args.min_objects}.")
   logging.basicConfig(level=logging.INFO)
   from data_pipelines import movi_e  # pylint: disable=g-import-not-at-top
   config = scene_config(args.scene_json, height=args.resolution, width=args.resolution,

@@ -42,6 +42,7 @@ from PIL import Image
 
 from neural_assets import editing
 from neural_assets import inference
+from neural_assets.cli_validation import finite_float, int_at_least
 
 _FLOAT_KEYS = {
     "translate": ("x", "y", "z"),
@@ -211,7 +212,8 @@ def _parser() -> argparse.ArgumentParser:
       formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog=__doc__[__doc__.index("Operations"):])
   parser.add_argument("--checkpoint", required=True,
-                      help="Training workdir, its checkpoints/ dir, or one step dir.")
+                      help="Training workdir, the demo's workdir, a checkpoints/ dir or one "
+                      "step dir.")
   parser.add_argument("--scene", required=True,
                       help="Scene .npz (editing.Scene.save, e.g. the demo's WORKDIR/scenes/*.npz) "
                       "or edited scene .npz (editing.Edit.save, e.g. downloaded from the app).")
@@ -220,14 +222,15 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--other_scene", default=None, help="Scene .npz for insert / background.")
   parser.add_argument("--config", default=None,
                       help="Config .py / .json (default: the one stored with the checkpoint).")
-  parser.add_argument("--step", type=int, default=None, help="Checkpoint step (default: newest).")
+  parser.add_argument("--step", type=int_at_least(0), default=None,
+                      help="Checkpoint step (default: newest).")
   parser.add_argument("--no_ema", action="store_true", help="Use the raw, not the EMA, weights.")
-  parser.add_argument("--guidance_scale", type=float, default=None,
+  parser.add_argument("--guidance_scale", type=finite_float(low=0.0), default=None,
                       help="Classifier-free guidance scale (default: config.sampler).")
-  parser.add_argument("--num_steps", type=int, default=None,
+  parser.add_argument("--num_steps", type=int_at_least(1), default=None,
                       help="DDIM steps (default: config.sampler).")
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--num_variations", type=int, default=1)
+  parser.add_argument("--num_variations", type=int_at_least(1), default=1)
   return parser
 
 

@@ -39,7 +39,8 @@ def test_out_of_range_values_are_refused_with_the_range(key, value, message):
 def test_unknown_override_names_the_key_and_close_matches():
   config = smoke.get_config()
   line = config_checks.unknown_override(config, ["main", "--config.optimzer.lr=1", "--x=1"])
-  assert line == "--config.optimzer.lr: config has no key 'optimzer'; did you mean config.optimizer?"
+  assert line == ("--config.optimzer.lr: config has no key 'optimzer'; did you mean "
+                  "config.optimizer?")
   line = config_checks.unknown_override(config, ["--config.training.num_trian_steps=3"])
   assert "did you mean config.training.num_train_steps" in line  # The closest first.
   line = config_checks.unknown_override(config, ["--config.training.zzzz=3"])

@@ -118,3 +118,16 @@ def test_demo_end_to_end(tmp_path):
   assert metrics["copy source frame"]["image/count"] == count == 3
   np.testing.assert_allclose(metrics["copy source frame"]["image/psnr"], psnr, rtol=1e-4)
   assert np.isfinite(metrics["model"]["image/psnr"])
+
+
+def test_demo_numbers_are_checked_at_parse_time(tmp_path):
+  # absl validators run on the module's real flags; a subprocess keeps this process's FLAGS clean.
+  result = subprocess.run(
+      [sys.executable, "-m", "neural_assets.demo", f"--workdir={tmp_path / 'w'}",
+       "--minutes=nan", "--num_train_videos=-4"], capture_output=True, text=True, timeout=120,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"},
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert result.returncode != 0
+  assert "--minutes must be a finite number >= 0" in result.stderr, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+  assert not os.path.exists(tmp_path / "w")

@@ -456,3 +456,45 @@ def test_cli_bad_op_exits_before_loading(scene, tmp_path, capsys):
                    "--out_dir", str(tmp_path / "o"), "--op", "rotate 1 yawn=90"])
   assert info.value.code == 2
   assert "rotate 1 yawn=90" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "garbage", "empty", "missing"])
+def test_damaged_scene_file_is_one_line_naming_it(scene, tmp_path, capsys, damage):
+  path = tmp_path / "scene.npz"
+  scene.save(str(path))
+  data = path.read_bytes()
+  damaged = {"truncated": data[:len(data) // 2], "garbage": b"\x13" * 200, "empty": b"",
+             # A flipped byte inside the first member's data: the zip CRC check catches it.
+             "flipped": data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]}
+  if damage == "missing":
+    path.unlink()
+  else:
+    path.write_bytes(damaged[damage])
+  with pytest.raises(ValueError) as info:
+    editing.Scene.load(str(path))
+  assert str(path) in str(info.value) and "\n" not in str(info.value)
+  with pytest.raises(SystemExit) as exit_info:
+    edit_cli.main(["--checkpoint", str(tmp_path / "missing"), "--scene", str(path),
+                   "--out_dir", str(tmp_path / "o"), "--op", "remove 0"])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  error_lines = [line for line in err.splitlines() if "error:" in line]
+  assert len(error_lines) == 1 and str(path) in error_lines[0], err
+  assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--guidance_scale", "nan", "nan is not a finite number >= 0"),
+    ("--guidance_scale", "-1", "-1 is not a finite number >= 0"),
+    ("--num_steps", "0", "0 is not an integer >= 1"),
+    ("--num_variations", "-2", "-2 is not an integer >= 1"),
+    ("--step", "-1", "-1 is not an integer >= 0"),
+])
+def test_cli_numbers_are_checked_at_parse_time(scene, tmp_path, capsys, flag, value, message):
+  scene_path = str(tmp_path / "a.npz")
+  scene.save(scene_path)
+  with pytest.raises(SystemExit) as info:
+    edit_cli.main(["--checkpoint", str(tmp_path / "missing"), "--scene", scene_path,
+                   "--out_dir", str(tmp_path / "o"), "--op", "remove 0", flag, value])
+  assert info.value.code == 2
+  assert f"argument {flag}: {message}" in capsys.readouterr().err

@@ -90,6 +90,7 @@ def _check_shapes(batch, size=BATCH, res=16):
       "target_boxes": ((size, MAX_OBJECTS, 4), np.float32),
       "target_corners": ((size, MAX_OBJECTS, 8, 3), np.float32),
       "slot_mask": ((size, MAX_OBJECTS), np.bool_),
+      "appearance_mask": ((size, MAX_OBJECTS), np.bool_),
       "relative_pose": ((size, 4, 4), np.float32),
       "video_index": ((size,), np.int32),
       "source_frame": ((size,), np.int32),
@@ -216,8 +217,13 @@ def test_eval_iterator_fixed_pairs_without_swap(data_dir):
   assert sorted(indices.tolist()) == list(range(6))
   src = np.concatenate([b["source_frame"] for b in first])
   tgt = np.concatenate([b["target_frame"] for b in first])
-  assert np.all(src <= tgt)
+  assert np.all(src < tgt)  # eval_min_gap=1 (default): never target = source
   assert first[0]["video_index"].shape == (BATCH,) and first[-1]["video_index"].shape == (2,)
+  # A training range below it (single-frame training, max_gap=0) does not bound eval pairs.
+  single = list(pipeline.make_eval_iterator(_config(data_dir, max_gap=0), process_index=0,
+                                            process_count=1))
+  assert np.all(np.concatenate([b["source_frame"] for b in single])
+                < np.concatenate([b["target_frame"] for b in single]))
 
 
 def test_config_errors(data_dir):

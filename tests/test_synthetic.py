@@ -115,3 +115,27 @@ def test_cli_writes_video_records(tmp_path):
   assert len(records) == 2
   assert records[1]["video_id"] == b"synthetic_7_000001"
   assert video_record.validate(records[1])[0] == 3
+
+
+def test_cli_help_documents_every_flag_with_its_default_and_refuses_bad_counts(capsys):
+  synthetic_cli = synthetic
+  with pytest.raises(SystemExit) as exit_info:
+    synthetic_cli.main(["--help"])
+  assert exit_info.value.code == 0
+  text = " ".join(capsys.readouterr().out.split())
+  for flag, default in (("--num_videos", "16"), ("--resolution", "128"), ("--num_frames", "8"),
+                        ("--seed", "0"), ("--split", "train"), ("--min_objects", "3"),
+                        ("--max_objects", "6"), ("--records_per_shard", "256"),
+                        ("--image_format", "png"), ("--num_workers", "1"),
+                        ("--tfds_dir", "None"), ("--out_dir", "None")):
+    after = text.split(f" {flag} ")[-1]  # The flag's help paragraph, onwards.
+    assert after.split("(default: ")[1].split(")")[0] == default, flag
+  for argv, message in ((["--num_videos", "-3"],
+                         "argument --num_videos: -3 is not an integer >= 1"),
+                        (["--num_frames", "0"], "argument --num_frames: 0 is not an integer >= 1"),
+                        (["--min_objects", "4", "--max_objects", "2"],
+                         "--max_objects=2 is below --min_objects=4")):
+    with pytest.raises(SystemExit) as exit_info:
+      synthetic_cli.main(["--out_dir", "/nonexistent/never_written", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

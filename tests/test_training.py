@@ -325,6 +325,16 @@ def test_two_processes_train_and_checkpoint(data_dir, tmp_path):
   assert "process_0-of-2.json" in data and "process_1-of-2.json" in data
   # Only process 0 writes summaries.
   assert "train/loss" in texts[0]
+  # The final evaluation: each process scored only its half of the eval batch, and the reduced
+  # metrics equal one process's over the whole batch (same 8-device mesh, same checkpoint).
+  single = _run(_main_cmd(workdir, data_dir, "--mode=eval", "--config.mesh.data=2",
+                          "--config.mesh.fsdp=4"), num_devices=8)
+  assert single.returncode == 0, single.stderr[-3000:]
+  metric = lambda text, key: float(text.split(f"eval/{key}=")[-1].split(",")[0].split()[0])
+  for key in ("image/count", "object/count", "image/psnr", "image/ssim", "object/psnr"):
+    assert metric(texts[0], key) == metric(texts[1], key), key
+    assert metric(texts[0], key) == pytest.approx(metric(single.stderr, key), rel=1e-4), key
+  assert metric(texts[0], "image/count") == 4  # eval_global_batch_size, not one host's 2.
 
 
 _NONFINITE = textwrap.dedent("""
@@ -423,6 +433,24 @@ _PRETRAINED = textwrap.dedent("""
         new_layers_from_seed=same(state.params["tokenizer"]["pose_encoder"],
                                   random.params["tokenizer"]["pose_encoder"]),
         differs_from_seed=not same(state.params["unet"], random.params["unet"]))
+    # A training checkpoint (what a workdir holds) as init_checkpoint: its trained params
+    # (all of them, new layers included) and VAE are loaded, its step and optimizer state not.
+    from neural_assets.training import checkpointing
+    trained = setup.init_fn(jax.random.key(7)).replace(step=jax.numpy.int32(5))
+    ckpt = checkpointing.Checkpointer(sys.argv[1] + "/run/checkpoints", 2, async_save=False)
+    ckpt.save(5, trained, {"pos": 0})
+    ckpt.close()
+    for where in ("/run", "/run/checkpoints/5"):
+      loaded = trainer.load_pretrained(setup.init_fn(jax.random.key(42)), sys.argv[1] + where,
+                                       setup, False)
+      out["training" + where] = dict(
+          params=same(loaded.params, trained.params),
+          vae=same(loaded.frozen_params["vae"], trained.frozen_params["vae"]),
+          step=int(loaded.step))
+    try:
+      trainer.load_pretrained(state, sys.argv[1] + "/run/checkpoints/5/data", setup, False)
+    except trainer.InitCheckpointError as e:
+      out["not_a_checkpoint"] = str(e)
     config.model.unet.cross_attention_dim = 16
     config.model.conditioning.context_dim = 16
     config.model.conditioning.token_dim = 8
@@ -446,3 +474,18 @@ def test_initialises_from_a_converted_checkpoint(tmp_path):
   # A UNet with another cross-attention width: refused, naming a parameter and both shapes.
   assert "does not match the model config" in out["error"]
   assert "attn2" in out["error"] and "(32, " in out["error"] and "(16, " in out["error"]
+  # A training workdir or one of its step dirs: its weights are loaded, the run starts at 0.
+  for where in ("/run", "/run/checkpoints/5"):
+    assert out["training" + where] == {"params": True, "vae": True, "step": 0}, where
+  assert "is not a checkpoint" in out["not_a_checkpoint"]
+  assert "expected a converted initial checkpoint" in out["not_a_checkpoint"]
+
+
+def test_missing_init_checkpoint_fails_before_the_model_is_built(data_dir, tmp_path):
+  result = _run(_main_cmd(str(tmp_path / "w"), data_dir,
+                          f"--config.training.init_checkpoint={tmp_path}/no_such_ckpt"))
+  assert result.returncode != 0
+  assert (f"config.training.init_checkpoint='{tmp_path}/no_such_ckpt' does not exist; expected a "
+          "converted initial checkpoint") in result.stderr
+  assert "Mesh" not in result.stderr and "Traceback" not in result.stderr
+  assert not os.path.exists(tmp_path / "w")

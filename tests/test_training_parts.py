@@ -403,3 +403,25 @@ def test_disk_full_while_saving_is_reported_once_and_keeps_the_good_checkpoints(
   assert "Traceback" not in result.stderr, result.stderr[-3000:]
   assert "RESOURCE_EXHAUSTED" not in result.stderr.replace(refused[0], "")
   assert listing[:2] == ["1", "2"]
+
+
+def test_partial_reads_are_checked_against_the_saved_checksums(tmp_path):
+  state = _big_state()
+  ckpt = checkpointing.Checkpointer(str(tmp_path), max_to_keep=1, async_save=False)
+  ckpt.save(4, state, {"pos": 1})
+  ckpt.close()
+  # What inference / init from a training checkpoint read: the parameters only.
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  item = {"params": jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.params)}
+  restored = ocp.PyTreeCheckpointer().restore(
+      str(tmp_path / "4" / "state"), args=ocp.args.PyTreeRestore(
+          item=item, restore_args=jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(), item),
+          partial_restore=True))
+  checkpointing.verify_partial(tmp_path / "4", restored)  # Intact: passes.
+  kernel = np.asarray(restored["params"]["unet"]["big"]["kernel"]).copy()
+  kernel.view(np.uint32)[7, 7] ^= 1  # One flipped bit, as a damaged file would read back.
+  restored["params"]["unet"]["big"]["kernel"] = kernel
+  with pytest.raises(checkpointing.CheckpointError,
+                     match=r"4 is corrupt: the data of \['params/unet/big/kernel'\]"):
+    checkpointing.verify_partial(tmp_path / "4", restored)

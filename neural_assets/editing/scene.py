@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any, Mapping, Sequence
+import zipfile
 
 import numpy as np
 
@@ -161,10 +162,17 @@ class Scene:
 def read_npz(path: str, what: str = "scene") -> dict[str, np.ndarray]:
   """All arrays of an `.npz` file (no pickles). Raises ValueError naming `path` and `what`."""
   try:
+    with open(path, "rb") as f:
+      if f.read(4) != b"PK\x03\x04":  # Else np.load would try (and refuse) a pickle.
+        raise ValueError("no zip header: not an .npz file, or its start is damaged")
     with np.load(path, allow_pickle=False) as z:
       return {k: z[k] for k in z.files}
-  except (OSError, ValueError) as e:
-    raise ValueError(f"{path} is not a readable {what} .npz file: {e}") from e
+  except FileNotFoundError as e:
+    raise ValueError(f"{what.capitalize()} file {path} does not exist.") from e
+  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+    # BadZipFile: truncated, or a flipped byte (CRC); one line, not the zipfile traceback.
+    raise ValueError(f"{path} is not a readable {what} .npz file ({type(e).__name__}: {e}); "
+                     "it is damaged or truncated: write it again.") from e
 
 
 def box_from_corners(corners: np.ndarray, rtol: float = 1e-3) -> tuple[np.ndarray, np.ndarray,

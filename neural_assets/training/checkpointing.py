@@ -179,8 +179,8 @@ def fingerprint(tree: Any) -> tuple[dict[str, int], list[str]]:
   if not flat:
     return {}, []
   checksums, finite = _fingerprints([leaf for _, leaf in flat])
-  # Replicated scalars: every process holds the value, so read the local copy.
-  local = lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x)
+  def local(x):  # Replicated scalars: every process holds the value, so read the local copy.
+    return np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) else x)
   sums = {path: int(local(c)) for (path, _), c in zip(flat, checksums)}
   bad = [path for (path, _), ok in zip(flat, finite) if not bool(local(ok))]
   return sums, bad
@@ -440,6 +440,33 @@ class Checkpointer:
         self._manager = None
         self._writable = False
         self._quiet(False)
+
+
+def verify_partial(step_dir: Any, restored: Any) -> None:
+  """Checks arrays read from part of a checkpoint's `state` (e.g. only the parameters) against
+  the checksums its `meta` recorded; `restored` is keyed like the TrainState
+  ({'params': ..., 'frozen_params': {'vae': ...}}).
+
+  Raises:
+    CheckpointError: an array differs from its recorded checksum, or holds NaN/Inf.
+  """
+  meta_path = epath.Path(step_dir) / "meta" / "metadata"
+  saved = {}
+  if meta_path.exists():
+    try:
+      saved = json.loads(meta_path.read_text()).get("checksums") or {}
+    except (ValueError, AttributeError) as e:
+      raise CheckpointError(f"Checkpoint {step_dir}: its metadata {meta_path} is damaged "
+                            f"({e}).") from e
+  checksums, nonfinite = fingerprint(restored)
+  changed = sorted(p for p, c in checksums.items() if p in saved and int(saved[p]) != c)
+  if changed:
+    raise CheckpointError(f"Checkpoint {step_dir} is corrupt: the data of {changed[:3]} read back "
+                          "differs from the checksum recorded when it was saved; use another "
+                          "step.")
+  if nonfinite:
+    raise CheckpointError(f"Checkpoint {step_dir} holds non-finite values in {nonfinite[:3]}; "
+                          "use another step.")
 
 
 # ---------------------------------------------------------------------------------------------
