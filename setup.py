@@ -41,7 +41,13 @@ EXTRAS = {
         "nbclient",
         "nbformat",
         "ipykernel",
+        # The scene editor app (neural_assets.app) and its browser test (headless Debian
+        # chromium + chromium-driver, installed by tests/run.sh).
+        "gradio>=5",
+        "selenium>=4.10",
     ],
+    # The scene editor app alone: python -m neural_assets.app.
+    "app": ["gradio>=5"],
     # Reading the original dataset formats (TFDS / tf.train records / Parquet) once, to convert
     # them to ArrayRecord. The training data path reads ArrayRecord with grain and never imports
     # TensorFlow (only clu's metric writer does).

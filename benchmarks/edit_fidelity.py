@@ -77,6 +77,7 @@ if __package__ in (None, ""):  # `python benchmarks/edit_fidelity.py`
 from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top,wrong-import-position
 from neural_assets import editing  # pylint: disable=g-import-not-at-top,wrong-import-position
 from neural_assets import geometry  # pylint: disable=g-import-not-at-top,wrong-import-position
+from neural_assets import inference  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 EDIT_TYPES = ("translate (image plane)", "translate (depth)", "rotate (yaw)", "rescale", "remove",
               "duplicate", "insert", "background swap", "camera move", "camera orbit")
@@ -104,17 +105,21 @@ class HeldOutScene:
 
 def scene_config_for(config, **overrides) -> synthetic.SceneConfig:
   """The generator settings the model's data were made with: `config.synthetic` (the demo's
-  section: object counts, frames, optional `scene_json` of further SceneConfig fields) at the
+  section: object counts, frames, and `scene`, a dict of further SceneConfig fields) at the
   model's resolution."""
   section = dict(config.synthetic) if "synthetic" in config else {}
   fields = {k: section[k] for k in ("min_objects", "max_objects", "num_frames") if k in section}
+  scene = section.get("scene") or {}
+  scene = scene.to_dict() if hasattr(scene, "to_dict") else dict(scene)
+  fields = {**{k: tuple(v) if isinstance(v, list) else v for k, v in scene.items()}, **fields}
   size = int(max(config.data.resolution))
   fields.update(height=size, width=size)
   fields.update({k: v for k, v in overrides.items() if v is not None})
-  scene_json = section.get("scene_json", "{}") or "{}"
-  if hasattr(synthetic, "scene_config"):
-    return synthetic.scene_config(scene_json, **fields)
-  return synthetic.SceneConfig(**{**json.loads(scene_json), **fields})
+  known = {f.name for f in dataclasses.fields(synthetic.SceneConfig)}
+  unknown = set(fields) - known
+  if unknown:
+    raise ValueError(f"config.synthetic sets unknown SceneConfig fields {sorted(unknown)}.")
+  return synthetic.SceneConfig(**fields)
 
 
 def heldout_scenes(scene_config: synthetic.SceneConfig, seed: int, count: int,
@@ -590,13 +595,8 @@ def load_lpips(weights: str, net: str = "alex"):
 
 
 def load_bundle(checkpoint: str, step: Optional[int] = None):
-  """The model for rendering (`neural_assets.inference` when present, else `editing`)."""
-  try:
-    from neural_assets import inference  # pylint: disable=g-import-not-at-top
-    loader = inference.load_model_for_inference
-  except ImportError:
-    loader = editing.load_model_for_inference
-  return loader(checkpoint, step=step)
+  """The model for rendering, through the one inference entry point."""
+  return inference.load_model_for_inference(checkpoint, step=step)
 
 
 def default_out_dir(checkpoint: str) -> str:
@@ -659,6 +659,16 @@ def run(bundle, *, num_scenes: int = 8, seed: int = DEFAULT_SEED, out_dir: Optio
   }
   if out_dir:
     write_outputs(out_dir, report, per_scene)
+  return report
+
+
+def run_for_workdir(bundle, workdir: str, num_scenes: int = 4, **kwargs) -> dict[str, Any]:
+  """For the demo: scores `bundle` (e.g. `inference.bundle_from_train_state(config, state)`)
+  into WORKDIR/edit_fidelity; the result has 'index' (the HTML path) for the report to link
+  (from WORKDIR/report/index.html: `../edit_fidelity/index.html`)."""
+  out_dir = os.path.join(workdir, "edit_fidelity")
+  report = run(bundle, num_scenes=num_scenes, out_dir=out_dir, **kwargs)
+  report["index"] = os.path.join(out_dir, "index.html")
   return report
 
 

@@ -17,9 +17,10 @@
                              (`frame_pairs.finish_examples`) and takes the images as decoded)
       -> FramePairIterator  (get_state / set_state for orbax; aggregates the skip / filter counts)
 
-Throughput (benchmarks/data_pipeline.py, per CPU core, 256x256 PNG frames): ~75% of the bare
-decode rate of the same frames for 14 KiB frames and ~80% for 110 KiB ones; what remains is
-grain's per-element cost (~0.1 ms), header parsing and the object logic.
+Throughput (benchmarks/data_pipeline.py, per CPU core, 256x256 PNG frames, batch 8; see the
+README for the figures and the machine load): the 3 record reads and the video-record parse cost
+~0.1 ms per pair; the rest of the gap to the bare decode rate of the same frames is grain's
+per-element cost, the per-example Python of `frame_pairs` and the object logic.
 
 Determinism: the batches are a function of (files, config.data, process layout). With
 worker_count <= 1 they are also independent of the worker count. With worker_count = W > 1 grain
@@ -29,10 +30,12 @@ records W and refuses to restore into a loader with another worker count.
 
 Batches follow the FRAME-PAIR EXAMPLE of DESIGN.md with a leading per-host batch dimension B.
 
-Corrupted records. A record that fails to decode (`CorruptRecordError`: bad checksum, schema, an
-undecodable frame, or a video too short for `min_gap`) is skipped: the element is built from the
-next record in the data source instead (video_index says which record was used), up to
-`max_skip_retries` in a row. Shapes and batch sizes never change. Each element carries how many
+Corrupted records. A record that fails to read or decode (`CorruptRecordError`, naming the file
+and the record: ArrayRecord's chunk hash or our CRC32 failed, bad schema, an undecodable frame,
+or a video too short for `min_gap`) is skipped (and logged, the first times): the element is
+built from the next video instead (video_index says which was used), up to `max_skip_retries`
+in a row. A data file that cannot be opened (truncated, not video records) stops iterator
+creation with `video_record.DataFileError` naming it. Shapes and batch sizes never change. Each element carries how many
 records it skipped and its per-object filter outcomes; `FramePairIterator` pops both from every
 batch and sums them, so `iterator.stats` is exact over everything this host consumed (whatever
 the worker count: the counts travel with the data through the worker processes) and is saved and
@@ -161,10 +164,11 @@ class VideoRecordSource(video_record.VideoRecordReader):
     super().__init__(paths)
     self._log_limit = log_limit
     self._logged = 0
+    self._failed = {}  # video -> CorruptRecordError of a failed read, raised by `decode`.
 
   def __getitem__(self, key) -> dict[str, Any]:
     key = int(key)
-    return {"video_index": key, "data": self._logged_read(self.video_bytes, key)}
+    return {"video_index": key, "data": self.read_head(key)}
 
   def __repr__(self) -> str:
     # grain stores repr(source) in the iterator state and checks it on restore.
@@ -180,12 +184,22 @@ class VideoRecordSource(video_record.VideoRecordReader):
       raise
 
   def read_head(self, key):
-    """The video record bytes of video `key` (what `source[key]["data"]` holds)."""
-    return self._logged_read(self.video_bytes, int(key))
+    """The video record bytes of video `key` (what `source[key]["data"]` holds). A failed read
+    returns b"" and `decode` then raises its error, so the map skips and counts the video
+    instead of grain's reader failing."""
+    key = int(key)
+    try:
+      return self._logged_read(self.video_bytes, key)
+    except video_record.CorruptRecordError as e:
+      self._failed[key] = e
+      return b""
 
   def decode(self, key, data) -> dict[str, Any]:
     """Video `key` from its record bytes; raises video_record.CorruptRecordError."""
-    return self._logged_read(super().decode, int(key), data)
+    key = int(key)
+    if not data and key in self._failed:
+      raise self._failed.pop(key)
+    return self._logged_read(super().decode, key, data)
 
   def frame(self, file_index: int, key: int):
     return self._logged_read(super().frame, file_index, key)

@@ -17,8 +17,10 @@ Storage (one ArrayRecord file = a shard of whole videos; what is read together i
 that a frame pair reads exactly 3 records through ArrayRecord's own random access):
   * one FRAME record per frame: `FRAME_MAGIC`, u32 CRC32 of the image, the encoded image;
   * one VIDEO record per video, right after its frames: `VIDEO_MAGIC`, u32 header length, u32
-    CRC32 of header + arrays, a JSON header (video id, array table, frame count, the position of
-    the first frame record in this file, attributes), then the raw arrays;
+    CRC32 of all that follows, u32 frame count, u32 position of its first frame record in this
+    file, u16 video id length, the video id, a JSON header (array table, attributes: the same
+    bytes for the videos of a dataset with equal T and K, so a reader parses and checks it once),
+    then the raw arrays;
   * one INDEX record, the last of the file: `INDEX_MAGIC`, u32 CRC32, JSON {"videos": [position
     of each video record]}.
 Files are read with `array_record`'s / grain's `ArrayRecordDataSource` only (by record index), so
@@ -51,7 +53,7 @@ ARRAY_FIELDS = {
 }
 
 FRAME_MAGIC = b"NAF2"
-VIDEO_MAGIC = b"NAV2"
+VIDEO_MAGIC = b"NAV3"
 INDEX_MAGIC = b"NAI2"
 # Writer options: one record per chunk (random access reads only the record asked for); frames
 # are PNG / JPEG already, so compressing them again costs read time and saves little.
@@ -125,10 +127,11 @@ def encode_video(record: dict[str, Any], first_frame: int) -> bytes:
     arrays[name] = [value.dtype.str, list(value.shape), offset]
     blobs.append(value.tobytes())
     offset += value.nbytes
-  header = dict(video_id=bytes(record["video_id"]).hex(), arrays=arrays, num_frames=num_frames,
-                first_frame=int(first_frame), attributes=dict(record.get("attributes", {})))
+  video_id = bytes(record["video_id"])
+  header = dict(arrays=arrays, attributes=dict(sorted(record.get("attributes", {}).items())))
   header_bytes = json.dumps(header, separators=(",", ":")).encode()
-  body = header_bytes + b"".join(blobs)
+  body = b"".join([num_frames.to_bytes(4, "little"), int(first_frame).to_bytes(4, "little"),
+                   len(video_id).to_bytes(2, "little"), video_id, header_bytes, *blobs])
   return b"".join([VIDEO_MAGIC, len(header_bytes).to_bytes(4, "little"),
                    zlib.crc32(body).to_bytes(4, "little"), body])
 
@@ -141,7 +144,8 @@ def encode_records(record: dict[str, Any], position: int) -> list[bytes]:
   return frames + [encode_video(record, position)]
 
 
-_PREFIX_SIZE = len(VIDEO_MAGIC) + 8  # magic, u32 header length, u32 CRC32 of header + arrays
+_PREFIX_SIZE = len(VIDEO_MAGIC) + 8  # magic, u32 header length, u32 CRC32 of the rest
+_FIXED_SIZE = _PREFIX_SIZE + 10  # + u32 frame count, u32 first frame, u16 video id length
 
 
 def decode_video(data, layouts: dict | None = None, check_values: bool = True
@@ -151,8 +155,9 @@ def decode_video(data, layouts: dict | None = None, check_values: bool = True
 
   Args:
     data: the video record's bytes.
-    layouts: optional dict the caller keeps across calls: array layouts already checked, reused
-      when a header's array table is identical (the videos of a dataset share a few layouts).
+    layouts: optional dict the caller keeps across calls: JSON headers already parsed and
+      checked, reused when a record's header bytes are identical (the videos of a dataset share
+      a few).
     check_values: check that the float arrays are finite. `encode_video` refuses non-finite
       values and the CRC32 proves the bytes unchanged since, so readers of files written by
       `write_array_record` may skip this pass (the pipeline does).
@@ -162,40 +167,42 @@ def decode_video(data, layouts: dict | None = None, check_values: bool = True
   """
   head = memoryview(data)
   size = len(head)
-  if size < _PREFIX_SIZE or head[:len(VIDEO_MAGIC)] != VIDEO_MAGIC:
+  if size < _FIXED_SIZE or head[:len(VIDEO_MAGIC)] != VIDEO_MAGIC:
     raise CorruptRecordError("Not a video record (bad magic bytes).")
-  header_len = int.from_bytes(head[len(VIDEO_MAGIC):len(VIDEO_MAGIC) + 4], "little")
-  crc = int.from_bytes(head[len(VIDEO_MAGIC) + 4:_PREFIX_SIZE], "little")
+  if zlib.crc32(head[_PREFIX_SIZE:]) != int.from_bytes(head[len(VIDEO_MAGIC) + 4:_PREFIX_SIZE],
+                                                      "little"):
+    raise CorruptRecordError("Video record checksum mismatch (corrupted bytes).")
   try:
-    header_end = _PREFIX_SIZE + header_len
+    header_len = int.from_bytes(head[len(VIDEO_MAGIC):len(VIDEO_MAGIC) + 4], "little")
+    num_frames = int.from_bytes(head[_PREFIX_SIZE:_PREFIX_SIZE + 4], "little")
+    first_frame = int.from_bytes(head[_PREFIX_SIZE + 4:_PREFIX_SIZE + 8], "little")
+    id_end = _FIXED_SIZE + int.from_bytes(head[_PREFIX_SIZE + 8:_FIXED_SIZE], "little")
+    header_end = id_end + header_len
     if header_end > size:
       raise CorruptRecordError(f"Video record header length {header_len} exceeds the record "
                                f"({size} bytes).")
-    if zlib.crc32(head[_PREFIX_SIZE:]) != crc:
-      raise CorruptRecordError("Video record checksum mismatch (corrupted bytes).")
-    header = json.loads(bytes(head[_PREFIX_SIZE:header_end]))
-    num_frames, arrays = int(header["num_frames"]), header["arrays"]
-    cache_key = (num_frames, arrays["instance_ids"][1][0]) if layouts is not None else None
-    cached = layouts.get(cache_key) if cache_key is not None else None
-    if cached is not None and cached[0] == arrays:  # The same table was checked before.
-      layout = cached[1]
-    else:
-      layout = _array_layout(arrays, num_frames)
-      if cache_key is not None:
-        layouts[cache_key] = (arrays, layout)
-    body_end = header_end + sum(nbytes for _, _, _, nbytes in layout.values())
+    header_bytes = bytes(head[id_end:header_end])
+    cache_key = (num_frames, header_bytes)
+    cached = layouts.get(cache_key) if layouts is not None else None
+    if cached is None:  # Parse and check the array table once per distinct header.
+      header = json.loads(header_bytes)
+      cached = (_array_layout(header["arrays"], num_frames), dict(header.get("attributes", {})))
+      if layouts is not None:
+        layouts[cache_key] = cached
+    layout, attributes = cached
+    body_end = header_end + sum(entry[3] for entry in layout.values())
     if size != body_end:
       raise CorruptRecordError(f"Video record is {size} bytes, its header says {body_end} "
                                f"(truncated or padded).")
-    record = {name: np.frombuffer(head, dtype=dtype, count=math.prod(shape),
+    record = {name: np.frombuffer(head, dtype=dtype, count=count,
                                   offset=header_end + offset).reshape(shape)
-              for name, (dtype, shape, offset, _) in layout.items()}
+              for name, (dtype, shape, offset, _, count) in layout.items()}
     if check_values:
       _check_finite(head, header_end, layout, record)
-    record["video_id"] = bytes.fromhex(header["video_id"])
+    record["video_id"] = bytes(head[_FIXED_SIZE:id_end])
     record["num_frames"] = num_frames
-    record["first_frame"] = int(header["first_frame"])
-    record["attributes"] = dict(header.get("attributes", {}))
+    record["first_frame"] = first_frame
+    record["attributes"] = dict(attributes)
   except CorruptRecordError:
     raise
   except Exception as e:  # noqa: BLE001 - any parse failure means a corrupt record.
@@ -230,7 +237,8 @@ _FLOAT_FIELDS = [name for name, dtype in _DTYPES.items() if dtype.kind == "f"]
 
 def _array_layout(arrays: dict[str, Any], num_frames: int) -> dict[str, tuple]:
   """Checks the header's array entries against the schema (what `validate` checks of a record,
-  from the header alone); returns {name: (dtype, shape, offset, nbytes)} in ARRAY_FIELDS order."""
+  from the header alone); returns {name: (dtype, shape, offset, nbytes, count)} in ARRAY_FIELDS
+  order."""
   if arrays.keys() != ARRAY_FIELDS.keys():
     raise CorruptRecordError(f"Video record has arrays {sorted(arrays)}, want "
                              f"{sorted(ARRAY_FIELDS)}.")
@@ -247,14 +255,15 @@ def _array_layout(arrays: dict[str, Any], num_frames: int) -> dict[str, tuple]:
     if dtype_str != dtype.str:
       raise CorruptRecordError(f"Video record field {name} has dtype {dtype_str}, want "
                                f"{dtype.str}.")
-    layout[name] = (dtype, want, int(offset), math.prod(want) * dtype.itemsize)
+    count = math.prod(want)
+    layout[name] = (dtype, tuple(want), int(offset), count * dtype.itemsize, count)
   return layout
 
 
 def _check_finite(buffer, base: int, layout, record):
   """Raises CorruptRecordError if a float array holds NaN / inf (one pass when, as
   `encode_video` lays them out, the float arrays are adjacent and of one dtype)."""
-  floats = [layout[name] for name in _FLOAT_FIELDS]
+  floats = [layout[name][:4] for name in _FLOAT_FIELDS]
   start = min(offset for _, _, offset, _ in floats)
   stop = max(offset + nbytes for _, _, offset, nbytes in floats)
   dtype = floats[0][0]
@@ -312,11 +321,16 @@ def write_array_record(path: str, records: Iterable[dict[str, Any]],
     writer.write(encode_index(videos))
   except BaseException:
     writer.close()
-    os.remove(tmp_path)
+    _path(tmp_path).unlink()
     raise
   writer.close()
-  os.replace(tmp_path, path)
+  _path(tmp_path).replace(path)  # Local: an atomic rename; other file systems through etils.
   return len(videos)
+
+
+def _path(path: str):
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  return epath.Path(path)
 
 
 def _describe(error: BaseException) -> str:
@@ -474,9 +488,9 @@ class FrameRecords(Sequence):
   def __getitem__(self, t):
     if isinstance(t, slice):
       return [self[j] for j in range(*t.indices(len(self)))]
-    if not -len(self) <= t < len(self):
-      raise IndexError(f"frame {t} of a {len(self)}-frame video")
-    return self._reader.frame(self._file, self._first + t % len(self))
+    if not -self._len <= t < self._len:
+      raise IndexError(f"frame {t} of a {self._len}-frame video")
+    return self._reader.frame(self._file, self._first + t % self._len)
 
 
 def read_array_record(paths) -> list[dict[str, Any]]:

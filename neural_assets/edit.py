@@ -212,7 +212,8 @@ def _parser() -> argparse.ArgumentParser:
       formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog=__doc__[__doc__.index("Operations"):])
   parser.add_argument("--checkpoint", required=True,
-                      help="Training workdir, its checkpoints/ dir, or one step dir.")
+                      help="Training workdir, the demo's workdir, a checkpoints/ dir or one "
+                      "step dir.")
   parser.add_argument("--scene", required=True,
                       help="Scene .npz (editing.Scene.save, e.g. the demo's WORKDIR/scenes/*.npz) "
                       "or edited scene .npz (editing.Edit.save, e.g. downloaded from the app).")

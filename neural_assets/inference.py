@@ -94,7 +94,8 @@ def config_from_json(text: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(_tuples(json.loads(text)))
 
 
-def _load_config_file(path: str) -> ml_collections.ConfigDict:
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+  """A config from a `.py` with `get_config()` or a `.json` written by `to_json_best_effort`."""
   if path.endswith(".json"):
     with open(path) as f:
       return config_from_json(f.read())
@@ -173,7 +174,7 @@ def load_model_for_inference(workdir_or_checkpoint: str,
     with open(meta_path) as f:
       meta = json.load(f)
   if isinstance(config, str):
-    config = _load_config_file(config)
+    config = load_config_file(config)
   if config is None:
     if meta.get("config") and meta["config"] != "{}":
       config = config_from_json(meta["config"])
@@ -182,7 +183,7 @@ def load_model_for_inference(workdir_or_checkpoint: str,
       if not os.path.exists(workdir_config):
         raise FileNotFoundError(f"The checkpoint {step_dir} stores no config and there is no "
                                 f"{workdir_config}: pass config=.")
-      config = _load_config_file(workdir_config)
+      config = load_config_file(workdir_config)
 
   model, vae = train_step.build_models(config)
   abstract_params, abstract_frozen = jax.eval_shape(

@@ -277,7 +277,9 @@ def write_report(out_dir: str, *, grids: Sequence[Grid],
                  curves: Optional[Mapping[str, tuple[Any, Any]]] = None,
                  config_text: str = "", run_info: Optional[Mapping[str, Any]] = None,
                  title: str = "Neural Assets demo", notes: Sequence[str] = (),
-                 image_scale: int = 4, embed_images: bool = False) -> str:
+                 image_scale: int = 4, embed_images: bool = False,
+                 tables: Optional[Mapping[str, tuple[str, Mapping[str, Mapping[str, Any]]]]]
+                 = None) -> str:
   """Writes out_dir/index.html plus its PNGs; returns the HTML path.
 
   Args:
@@ -291,6 +293,7 @@ def write_report(out_dir: str, *, grids: Sequence[Grid],
     notes: paragraphs of plain text shown under the title.
     image_scale: nearest-neighbour upscaling of the grid PNGs (small images stay visible).
     embed_images: inline the PNGs as base64 in the HTML as well.
+    tables: {title: (caption, {row: {column: value}})}, more tables after the metrics.
   """
   names = [g.name for g in grids]
   if len(set(names)) != len(names):
@@ -302,6 +305,9 @@ def write_report(out_dir: str, *, grids: Sequence[Grid],
   if run_info:
     parts += ["<h2>Run</h2>", key_value_table_html(run_info)]
   parts += ["<h2>Metrics</h2>", metrics_table_html(metrics)]
+  for table_title, (caption, rows) in (tables or {}).items():
+    parts += [f"<h2>{html.escape(table_title)}</h2>", f"<p>{html.escape(caption)}</p>",
+              metrics_table_html(rows)]
   for grid in grids:
     path = write_png(grid.image, os.path.join(out_dir, f"grid_{grid.name}.png"), image_scale)
     parts.append(f"<h2>{html.escape(grid.title)}</h2>")

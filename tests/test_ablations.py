@@ -1,4 +1,7 @@
 """The ablation switches (benchmarks/ablations.py): each changes what it should and nothing else."""
+import functools
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +11,7 @@ from configs import conditioning as conditioning_config
 from data_pipelines import frame_pairs
 from neural_assets.models import conditioning
 from tests import video_fixtures
+
 
 B, N, H, W = 3, 4, 32, 32
 CONTEXT = 16
@@ -131,3 +135,62 @@ def test_single_frame_pairs_take_the_source_as_target():
     assert example["source_frame"] == example["target_frame"]
     np.testing.assert_array_equal(example["source_image"], example["target_image"])
     np.testing.assert_allclose(example["relative_pose"], np.eye(4), atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# The runner (benchmarks/ablations.py).
+
+
+def test_variant_configs_flip_one_switch_each():
+  from benchmarks import ablations  # pylint: disable=g-import-not-at-top
+  from configs import synthetic  # pylint: disable=g-import-not-at-top
+  base = synthetic.get_config()
+  assert base.optimizer.frozen_prefixes == () and base.data.max_gap > 0
+  assert base.model.conditioning.background_token == "full"
+  for name, (_, switches) in ablations.VARIANTS.items():
+    cfg = ablations.variant_config(base, name)
+    get = lambda c, key: functools.reduce(lambda s, part: s[part], key.split("."), c)  # noqa
+    assert all(get(cfg, k) == v for k, v in switches.items()), name
+    assert bool(switches) == any(get(cfg, k) != get(base, k) for k in switches), name
+    assert cfg.model.conditioning.to_dict().keys() == base.model.conditioning.to_dict().keys()
+  assert ablations.variant_config(base, "single_frame").data.max_gap == 0
+  with pytest.raises(ValueError, match="Unknown variant"):
+    ablations.variant_config(base, "nope")
+
+
+def test_directions_table_and_chart(tmp_path):
+  from benchmarks import ablations  # pylint: disable=g-import-not-at-top
+  def fake(psnr, iou):
+    return {"steps": 10, "heldout": {"heldout/image/psnr": psnr, "heldout/object/psnr": psnr},
+            "edit": {"edit/image/psnr": psnr, "edit/region/psnr": None,
+                     "edit/localisation/iou": iou}}
+  results = {"paper": fake(20.0, 0.5), "frozen_encoder": fake(19.0, 0.6),
+             "shuffled_pose": fake(21.0, 0.1)}
+  found = {d["paper"]: d for d in ablations.directions(results)}
+  assert set(found) == {"paper > frozen_encoder", "paper > shuffled_pose"}
+  assert found["paper > frozen_encoder"]["fails_on"] == ["edit/localisation/iou"]
+  assert "heldout/image/psnr" in found["paper > shuffled_pose"]["fails_on"]
+  assert "| paper | 10 | 20.00 | 20.00 | 20.00 | n/a | 0.500 |" in ablations.format_table(results)
+  path = ablations.bar_chart(results, str(tmp_path / "chart.png"))
+  assert os.path.getsize(path) > 1000
+
+
+def test_smoke_run_trains_scores_and_resumes(tmp_path):
+  from benchmarks import ablations  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  config = os.path.join(root, "tests", "editing_fixtures.py") + ":tiny_config"
+  args = ["--workdir", str(tmp_path / "w"), "--config", config,
+          "--variants", "shuffled_pose", "--minutes", "0.01", "--num_scenes", "1",
+          "--vae_minutes", "0", "--num_train_videos", "2", "--num_eval_videos", "3",
+          "--num_frames", "3", "--compilation_cache", "",
+          "--out", str(tmp_path / "a.json"), "--chart", str(tmp_path / "a.png")]
+  report = ablations.main(args)
+  result = report["results"]["shuffled_pose"]
+  assert result["steps"] >= 1 and result["switches"] == {"model.conditioning.shuffle_pose": True}
+  assert result["heldout"]["heldout/image/count"] > 0
+  assert set(result["edit_means"]) == set(__import__("benchmarks.edit_fidelity").edit_fidelity
+                                          .EDIT_TYPES)
+  assert os.path.exists(tmp_path / "a.png")
+  # A finished variant is read back, not trained again.
+  again = ablations.main(args)
+  assert again["results"]["shuffled_pose"]["train_wall_seconds"] == result["train_wall_seconds"]

@@ -202,6 +202,62 @@ def test_bad_frames_raise_corrupt_record_error():
     fp.make_frame_pair(record, 0, 2, 0, _cfg())
 
 
+def test_keep_all_objects_slots_every_object_with_appearance_mask():
+  """Release slot selection: objects invisible in the source or target, behind the camera or off
+  screen keep a slot (with their pose); only a degenerate 3D box drops one. An object invisible
+  in the source has a zero box and no appearance; padding stays padding."""
+  centers = [[-1.5, -0.5, 6.0], [-0.5, -0.5, 6.0], [0.5, -0.5, 6.0], [1.5, -0.5, 6.0],
+             [-0.5, 0.7, 6.0]]
+  sizes = [[0.6, 0.6, 0.6]] * 5
+  record = video_fixtures.make_video_record(num_frames=3, height=64, width=64, centers=centers,
+                                            sizes=sizes, pan=0.0, step=0.0)
+  src, tgt = 0, 2
+  record["visible"][src, 1] = False  # not in the source
+  record["visible"][tgt, 4] = False  # not in the target
+  record["box_corners_world"][tgt, 2, :, 2] -= 10.0  # behind the target camera
+  record["box_corners_world"][tgt, 3] = record["box_corners_world"][tgt, 3, :1]  # degenerate
+  cfg = _cfg(max_objects=6, keep_all_objects=True)
+  example, counts = fp.make_frame_pair(record, src, tgt, 0, cfg)
+  got = _counts(counts)
+  assert got["kept"] == 4 and got["invalid_3d_degenerate"] == 1 and sum(got.values()) == 5
+  np.testing.assert_array_equal(example["slot_mask"], [True] * 4 + [False] * 2)
+  # Slots in object order: objects 0, 1, 2, 4.
+  np.testing.assert_array_equal(example["appearance_mask"], [True, False, True, True, False,
+                                                             False])
+  np.testing.assert_array_equal(example["source_boxes"][1], 0.0)
+  assert np.all(example["target_corners"][1] != 0)  # its pose is there
+  assert np.all(np.isfinite(example["target_corners"])) and np.all(example["target_corners"][4:] == 0)
+  np.testing.assert_array_equal(example["target_boxes"][3], 0.0)  # object 4, not in the target
+  assert np.abs(example["target_corners"][3]).sum() > 0
+  # The old rule drops objects 1, 2, 3, 4; its appearance_mask equals slot_mask.
+  old, old_counts = fp.make_frame_pair(record, src, tgt, 0, _cfg(max_objects=6))
+  assert _counts(old_counts)["kept"] == 1
+  np.testing.assert_array_equal(old["appearance_mask"], old["slot_mask"])
+
+
+def test_background_mask_covers_every_source_visible_object():
+  """paint_all_source_objects: the background mask is the union of the source boxes of every
+  object visible in the source, also those that got no slot (over max_objects)."""
+  centers = [[-1.5, 0.0, 6.0], [-0.5, 0.0, 6.0], [0.5, 0.0, 6.0], [1.5, 0.0, 6.0]]
+  sizes = [[0.3, 0.3, 0.3], [0.8, 0.8, 0.8], [0.5, 0.5, 0.5], [0.7, 0.7, 0.7]]
+  record = video_fixtures.make_video_record(num_frames=2, height=64, width=64, centers=centers,
+                                            sizes=sizes, pan=0.0, step=0.0)
+  record["visible"][0, 2] = False  # invisible in the source: not painted
+  cfg = _cfg(max_objects=2, resolution=(64, 64), paint_all_source_objects=True)
+  example, _ = fp.make_frame_pair(record, 0, 1, 0, cfg)
+  mask = example["background_mask"]
+  assert mask.shape == (64, 64) and mask.dtype == bool
+  centre = (np.arange(64) + 0.5) / 64
+  expected = np.zeros((64, 64), bool)
+  for k in (0, 1, 3):  # object 0 is unslotted (smallest), but visible in the source
+    y0, x0, y1, x1 = record["boxes_2d"][0, k]
+    expected |= (((centre >= y0) & (centre <= y1))[:, None]
+                 & ((centre >= x0) & (centre <= x1))[None, :])
+  np.testing.assert_array_equal(mask, expected)
+  assert expected.sum() > 0
+  assert "background_mask" not in fp.make_frame_pair(record, 0, 1, 0, _cfg(max_objects=2))[0]
+
+
 def _reference_objects(record, source_frame, target_frame, cfg):
   """The object fields of make_frame_pair rebuilt from the public per-array helpers and
   `geometry` (project_box, box_validity, relative_pose) and a plain-Python selection: an

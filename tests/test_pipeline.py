@@ -90,6 +90,7 @@ def _check_shapes(batch, size=BATCH, res=16):
       "target_boxes": ((size, MAX_OBJECTS, 4), np.float32),
       "target_corners": ((size, MAX_OBJECTS, 8, 3), np.float32),
       "slot_mask": ((size, MAX_OBJECTS), np.bool_),
+      "appearance_mask": ((size, MAX_OBJECTS), np.bool_),
       "relative_pose": ((size, 4, 4), np.float32),
       "video_index": ((size,), np.int32),
       "source_frame": ((size,), np.int32),
@@ -216,8 +217,13 @@ def test_eval_iterator_fixed_pairs_without_swap(data_dir):
   assert sorted(indices.tolist()) == list(range(6))
   src = np.concatenate([b["source_frame"] for b in first])
   tgt = np.concatenate([b["target_frame"] for b in first])
-  assert np.all(src <= tgt)
+  assert np.all(src < tgt)  # eval_min_gap=1 (default): never target = source
   assert first[0]["video_index"].shape == (BATCH,) and first[-1]["video_index"].shape == (2,)
+  # A training range below it (single-frame training, max_gap=0) does not bound eval pairs.
+  single = list(pipeline.make_eval_iterator(_config(data_dir, max_gap=0), process_index=0,
+                                            process_count=1))
+  assert np.all(np.concatenate([b["source_frame"] for b in single])
+                < np.concatenate([b["target_frame"] for b in single]))
 
 
 def test_config_errors(data_dir):
@@ -279,6 +285,17 @@ def test_a_damaged_shard_names_the_file_and_record_and_is_skipped(data_dir, tmp_
   indices = [int(b["video_index"][0]) for b in it]
   assert len(indices) == 7 and 0 < it.stats["skipped_records"] <= 1
   assert (indices[2] == 3) == (it.stats["skipped_records"] == 1)
+  # A damaged video record (read by grain's reader) is skipped and counted too.
+  data = open(path, "rb").read()
+  offset = data.index(b"video4") + 2  # video 4's id, inside its video record
+  with open(path, "r+b") as f:
+    f.seek(offset)
+    f.write(bytes([data[offset] ^ 0x40]))
+  with pytest.raises(video_record.CorruptRecordError, match=r"train-00000.array_record record"):
+    pipeline.VideoRecordSource([path]).read(4)
+  it = pipeline.make_train_iterator(config, process_index=0, process_count=1)
+  indices = [int(b["video_index"][0]) for b in it]
+  assert 4 not in indices and indices[4] == 5 and it.stats["skipped_records"] >= 1
 
 
 def test_a_truncated_shard_stops_with_its_name(data_dir, tmp_path):

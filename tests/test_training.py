@@ -325,6 +325,16 @@ def test_two_processes_train_and_checkpoint(data_dir, tmp_path):
   assert "process_0-of-2.json" in data and "process_1-of-2.json" in data
   # Only process 0 writes summaries.
   assert "train/loss" in texts[0]
+  # The final evaluation: each process scored only its half of the eval batch, and the reduced
+  # metrics equal one process's over the whole batch (same 8-device mesh, same checkpoint).
+  single = _run(_main_cmd(workdir, data_dir, "--mode=eval", "--config.mesh.data=2",
+                          "--config.mesh.fsdp=4"), num_devices=8)
+  assert single.returncode == 0, single.stderr[-3000:]
+  metric = lambda text, key: float(text.split(f"eval/{key}=")[-1].split(",")[0].split()[0])
+  for key in ("image/count", "object/count", "image/psnr", "image/ssim", "object/psnr"):
+    assert metric(texts[0], key) == metric(texts[1], key), key
+    assert metric(texts[0], key) == pytest.approx(metric(single.stderr, key), rel=1e-4), key
+  assert metric(texts[0], "image/count") == 4  # eval_global_batch_size, not one host's 2.
 
 
 _NONFINITE = textwrap.dedent("""

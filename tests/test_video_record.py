@@ -65,15 +65,17 @@ def test_group_size_other_than_one_is_refused(tmp_path):
   assert vr.check_options("zstd") == "group_size:1,zstd"
 
 
-@pytest.mark.parametrize("where", ["header", "arrays", "truncated", "magic"])
+@pytest.mark.parametrize("where", ["header", "arrays", "id", "truncated", "magic"])
 def test_video_record_corruption_is_detected_on_decode(where):
   data = bytearray(vr.encode_video(_record(), 0))
   header_len = int.from_bytes(data[len(vr.VIDEO_MAGIC):len(vr.VIDEO_MAGIC) + 4], "little")
-  start = len(vr.VIDEO_MAGIC) + 8
+  header_start = len(vr.VIDEO_MAGIC) + 18 + len(b"video-0")
   if where == "header":
-    data[start + 5] ^= 0x01
+    data[header_start + 5] ^= 0x01
   elif where == "arrays":
-    data[start + header_len + 3] ^= 0x10
+    data[header_start + header_len + 3] ^= 0x10
+  elif where == "id":
+    data[header_start - 2] ^= 0x01
   elif where == "truncated":
     data = data[:-1]
   else:
@@ -149,16 +151,27 @@ def test_write_array_record_is_atomic(tmp_path):
   assert not (tmp_path / "bad.array_record.tmp").exists()
 
 
+def _split(data: bytes):
+  """(fixed fields + id, JSON header, arrays) of a video record."""
+  header_len = int.from_bytes(data[len(vr.VIDEO_MAGIC):len(vr.VIDEO_MAGIC) + 4], "little")
+  start = len(vr.VIDEO_MAGIC) + 18 + int.from_bytes(data[len(vr.VIDEO_MAGIC) + 16:
+                                                         len(vr.VIDEO_MAGIC) + 18], "little")
+  return (data[len(vr.VIDEO_MAGIC) + 8:start], data[start:start + header_len],
+          data[start + header_len:])
+
+
+def _join(fixed: bytes, header: bytes, arrays: bytes) -> bytes:
+  body = fixed + header + arrays
+  return b"".join([vr.VIDEO_MAGIC, len(header).to_bytes(4, "little"),
+                   zlib.crc32(body).to_bytes(4, "little"), body])
+
+
 def _reheader(data: bytes, edit) -> bytes:
   """A video record with its JSON header edited by `edit(header)` and the checksum recomputed."""
-  start = len(vr.VIDEO_MAGIC) + 8
-  header_len = int.from_bytes(data[len(vr.VIDEO_MAGIC):len(vr.VIDEO_MAGIC) + 4], "little")
-  header = json.loads(data[start:start + header_len])
+  fixed, header, arrays = _split(data)
+  header = json.loads(header)
   edit(header)
-  new_header = json.dumps(header, separators=(",", ":")).encode()
-  body = new_header + data[start + header_len:]
-  return b"".join([vr.VIDEO_MAGIC, len(new_header).to_bytes(4, "little"),
-                   zlib.crc32(body).to_bytes(4, "little"), body])
+  return _join(fixed, json.dumps(header, separators=(",", ":")).encode(), arrays)
 
 
 def test_header_schema_is_checked_even_with_valid_checksums():
@@ -179,12 +192,11 @@ def test_header_schema_is_checked_even_with_valid_checksums():
 
 def test_non_finite_arrays_are_rejected_on_decode():
   data = vr.encode_video(_record(), 0)
-  start = len(vr.VIDEO_MAGIC) + 8
-  header_len = int.from_bytes(data[len(vr.VIDEO_MAGIC):len(vr.VIDEO_MAGIC) + 4], "little")
-  header = json.loads(data[start:start + header_len])
-  bad = bytearray(data)
-  offset = start + header_len + header["arrays"]["boxes_2d"][2]
-  bad[offset:offset + 4] = np.float32(np.nan).tobytes()
-  bad[len(vr.VIDEO_MAGIC) + 4:start] = zlib.crc32(bad[start:]).to_bytes(4, "little")
+  fixed, header, arrays = _split(data)
+  offset = json.loads(header)["arrays"]["boxes_2d"][2]
+  arrays = bytearray(arrays)
+  arrays[offset:offset + 4] = np.float32(np.nan).tobytes()
+  bad = _join(fixed, header, bytes(arrays))
   with pytest.raises(vr.CorruptRecordError, match="boxes_2d.*non-finite"):
-    vr.decode_video(bytes(bad))
+    vr.decode_video(bad)
+  assert np.isnan(vr.decode_video(bad, check_values=False)["boxes_2d"][0, 0, 0])

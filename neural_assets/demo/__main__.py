@@ -16,7 +16,11 @@ Steps (each skipped when its output already exists, so re-running resumes):
      guidance through the Evaluator, image and object level), and of the copy-source-frame
      baseline (the source frame returned unchanged as the prediction) and of the target through
      the VAE (the ceiling), through the very same code.
-  4. Each edit type of `neural_assets.editing` on a few eval scenes.
+  3b. The token-swap test (`evaluation.conditioning_errors`): the denoising error per timestep
+     bucket with the true tokens vs another held-out scene's tokens vs the null context; and
+     the held-out scenes written as WORKDIR/scenes/*.npz (`python -m neural_assets.edit --scene`).
+  4. Each edit type of `neural_assets.editing` on a few eval scenes: the render before and
+     after, the edited object's box drawn.
   5. WORKDIR/report/index.html (`neural_assets.report`) and WORKDIR/report/results.json.
 
 Eval pairs use `--eval_min_gap` (default 1): with a gap of 0 the source *is* the target and the
@@ -45,21 +49,23 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", "./workdir/demo",
                                "Demo directory: data/, train/, report/ go here.")
 _MINUTES = flags.DEFINE_float(
-    "minutes", 15.0, "Training wall-clock budget of this run, in minutes (0: no training, only "
+    "minutes", 13.0, "Wall-clock budget of this run for the VAE warm-up and training, in minutes "
+    "(data, evaluation and edits add ~1-2 min: ~15 in all on 2 idle cores; 0: no training, only "
     "evaluate the newest checkpoint and write the report).")
 _NUM_TRAIN_VIDEOS = flags.DEFINE_integer("num_train_videos", None,
                                          "Override config.synthetic.num_train_videos.")
 _NUM_EVAL_VIDEOS = flags.DEFINE_integer("num_eval_videos", None,
                                         "Override config.synthetic.num_eval_videos.")
 _NUM_FRAMES = flags.DEFINE_integer("num_frames", None, "Override config.synthetic.num_frames.")
-_DATA_WORKERS = flags.DEFINE_integer("data_workers", 1, "Processes rendering synthetic videos.")
+_DATA_WORKERS = flags.DEFINE_integer("data_workers", 2, "Processes rendering synthetic videos.")
 _NUM_EDIT_SCENES = flags.DEFINE_integer("num_edit_scenes", 3,
                                         "Eval scenes shown per edit type (0: no edits).")
 _NUM_SHOWN = flags.DEFINE_integer("num_shown", 4, "Eval examples in the reconstruction grid.")
 _EVAL_MIN_GAP = flags.DEFINE_integer(
     "eval_min_gap", 1, "Minimum frame gap of the evaluation pairs (see the module docstring).")
 _VAE_MINUTES = flags.DEFINE_float(
-    "vae_minutes", 3.0, "Part of --minutes spent first warming up the VAE on the synthetic frames "
+    "vae_minutes", None, "Part of --minutes spent first warming up the VAE on the synthetic frames "
+    "(default: config.demo.vae_minutes, else 3) "
     "(once per workdir; 0: keep a randomly initialised VAE, whose samples are noise).")
 _BACKSTOP_SECONDS = flags.DEFINE_float(
     "backstop_seconds", 120.0, "Grace after the budget before the demo sends itself SIGTERM "

@@ -16,10 +16,9 @@ EDIT_TYPES = ("translate", "rotate", "rescale", "remove", "duplicate", "insert",
 def read_eval_record(config: ml_collections.ConfigDict, video_index: int) -> dict[str, Any]:
   """Decoded video record `video_index` of the eval split (the frame-pair `video_index`)."""
   from data_pipelines import pipeline  # pylint: disable=g-import-not-at-top
-  from data_pipelines import video_record  # pylint: disable=g-import-not-at-top
   source = pipeline.VideoRecordSource(
       pipeline.resolve_files(config.data.data_dir, config.data.eval_files))
-  return video_record.decode(source[int(video_index)]["data"])
+  return source.read_record(int(video_index))  # Frames are read when used.
 
 
 def _object_order(scene: Any) -> list[int]:
@@ -104,6 +103,21 @@ def make_edits(scene: Any, other: Any, max_objects: int
   return edits
 
 
+def edited_object_boxes(name: str, scene: Any, edit: Any, k: Optional[int]
+                        ) -> tuple[np.ndarray, np.ndarray]:
+  """([K, 4] boxes before, [K, 4] target boxes after) of what edit `name` changed: object k for
+  the per-object edits, the added object (the edit's last asset) for duplicate / insert, every
+  active object for background swap / camera change."""
+  target = edit.target_boxes_2d()
+  if name in ("duplicate", "insert"):
+    source = scene.boxes_2d[k:k + 1] if (name == "duplicate" and k is not None) else np.zeros((0, 4))
+    return source, target[-1:]
+  if k is not None:
+    return scene.boxes_2d[k:k + 1], target[k:k + 1]
+  active = edit.active()
+  return scene.boxes_2d, target[active] if active.any() else np.zeros((0, 4))
+
+
 def run_edits(config: ml_collections.ConfigDict, restored: Restored,
               examples: Mapping[str, np.ndarray], num_scenes: int) -> list[report_lib.Grid]:
   """Each edit type of `neural_assets.editing` on the source frames of the first `num_scenes`
@@ -144,15 +158,14 @@ def run_edits(config: ml_collections.ConfigDict, restored: Restored,
     for (name, (edit, k, note)), image in zip(edits.items(), images[1:]):
       notes[name].append(f"scene {i}: {note}")
       if edit is None:
-        per_type[name].append([scene.image, recon, grey, grey])
+        per_type[name].append([scene.image, recon, grey])
         row.append(grey)
         continue
-      highlighted = report_lib.draw_boxes(scene.image, scene.boxes_2d[k:k + 1] if k is not None
-                                          else scene.boxes_2d, color=(255, 255, 0))
-      active = edit.active()
-      target_boxes = edit.target_boxes_2d()[active] if active.any() else np.zeros((0, 4))
-      per_type[name].append([highlighted, recon, image,
-                             report_lib.draw_boxes(image, target_boxes, color=(0, 160, 0))])
+      before, after = edited_object_boxes(name, scene, edit, k)
+      per_type[name].append([
+          report_lib.draw_boxes(scene.image, before, color=(255, 255, 0)),
+          report_lib.draw_boxes(recon, before, color=(0, 160, 0)),
+          report_lib.draw_boxes(image, after, color=(0, 160, 0))])
       row.append(image)
     overview.append(row)
   grids = [report_lib.Grid(
@@ -162,7 +175,9 @@ def run_edits(config: ml_collections.ConfigDict, restored: Restored,
   for name in EDIT_TYPES:
     grids.append(report_lib.Grid(
         "edit_" + name.replace(" ", "_"), f"Edit: {name}", report_lib.image_grid(per_type[name]),
-        columns=("source (edited object boxed)", "reconstruction", "edited render",
-                 "edited render + target boxes"),
-        caption=" | ".join(notes[name])))
+        columns=("source (edited object boxed)", "before: render of the unedited scene",
+                 "after: render of the edit"),
+        caption=("Green: the edited object's box before and its target box after the edit "
+                 "(every object's for background swap / camera change). " + " | ".join(
+                     notes[name]))))
   return grids

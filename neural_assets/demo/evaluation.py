@@ -120,3 +120,81 @@ def evaluate_model_and_baseline(config: ml_collections.ConfigDict, restored: Res
 
 def _strip_eval_prefix(metrics: Mapping[str, float]) -> dict[str, float]:
   return {k[len("eval/"):] if k.startswith("eval/") else k: float(v) for k, v in metrics.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Is the conditioning used? Denoising error with the true tokens vs another scene's.
+
+TIMESTEP_BUCKETS = 4  # [0, 250), [250, 500), [500, 750), [750, 1000) for T = 1000.
+
+
+def make_conditioning_error_fn(config: ml_collections.ConfigDict, model: Any, vae: Any,
+                               num_buckets: int = TIMESTEP_BUCKETS):
+  """Jitted `(params, vae_params, batch, key) -> [num_buckets, 3]` denoising MSEs.
+
+  Per timestep bucket (equal slices of [0, T)), every example is noised at a timestep drawn in the
+  bucket and denoised with (0) its own tokens, (1) another scene's tokens (the batch's tokens
+  rolled by one example) and (2) the null context (all conditioning dropped, as CFG trains it);
+  the MSE against the training target (epsilon or v) is averaged over the batch. Same noise and
+  timesteps for the three, so only the tokens differ. The batch needs >= 2 examples.
+  """
+  # pylint: disable=g-import-not-at-top
+  from neural_assets.diffusion.schedule import NoiseSchedule
+  from neural_assets.models.neural_assets import NeuralAssetsModel
+  from neural_assets.training import train_step as train_step_lib
+  # pylint: enable=g-import-not-at-top
+  schedule = NoiseSchedule.from_config(config.diffusion)
+  edges = np.linspace(0, schedule.num_train_timesteps, num_buckets + 1).round().astype(int)
+
+  @jax.jit
+  def errors(params, vae_params, batch, key):
+    latents = train_step_lib.encode_latents(vae, vae_params, batch["target_image"], key, False)
+    size = latents.shape[0]
+    cond, null = model.apply({"params": params}, batch,
+                             method=NeuralAssetsModel.tokenize_cond_and_null)
+    variants = (cond, jnp.roll(cond, 1, axis=0), null)
+    rows = []
+    for i in range(num_buckets):
+      t_key, n_key = jax.random.split(jax.random.fold_in(key, i))
+      t = jax.random.randint(t_key, (size,), int(edges[i]), int(edges[i + 1]), jnp.int32)
+      noise = jax.random.normal(n_key, latents.shape, jnp.float32)
+      noisy = schedule.add_noise(latents, noise, t)
+      target = schedule.training_target(latents, noise, t)
+      row = []
+      for tokens in variants:
+        out = model.apply({"params": params}, noisy, t, tokens, method=NeuralAssetsModel.denoise)
+        row.append(jnp.mean(jnp.square(out.astype(jnp.float32) - target)))
+      rows.append(jnp.stack(row))
+    return jnp.stack(rows)
+
+  errors.bucket_edges = edges
+  return errors
+
+
+def conditioning_errors(config: ml_collections.ConfigDict, model: Any, vae: Any, params: Any,
+                        vae_params: Any, batches: list[Mapping[str, np.ndarray]],
+                        error_fn: Any = None, seed: int = 0, repeats: int = 4
+                        ) -> dict[str, Any]:
+  """Token-swap test over `batches` (each >= 2 examples), `repeats` noise draws each.
+
+  Returns {'buckets': [[t0, t1), ...], 'true', 'swapped', 'null': per-bucket mean MSEs,
+  'swap_ratio': true / swapped per bucket, 'null_ratio': true / null per bucket,
+  'mid_swap_ratio': true / swapped over the middle half of the buckets (t in [T/4, 3T/4))}.
+  A ratio of 0.8 means the true tokens' error is 20% below the other one's.
+  """
+  error_fn = error_fn or make_conditioning_error_fn(config, model, vae)
+  total = None
+  for b, batch in enumerate(batches):
+    for r in range(repeats):
+      key = jax.random.fold_in(jax.random.key(seed), b * repeats + r)
+      value = np.asarray(jax.device_get(error_fn(params, vae_params, dict(batch), key)))
+      total = value if total is None else total + value
+  mean = total / (len(batches) * repeats)  # [buckets, 3]
+  edges = error_fn.bucket_edges
+  num = len(edges) - 1
+  mid = slice(num // 4, num - num // 4)
+  return dict(
+      buckets=[[int(edges[i]), int(edges[i + 1])] for i in range(num)],
+      true=mean[:, 0].tolist(), swapped=mean[:, 1].tolist(), null=mean[:, 2].tolist(),
+      swap_ratio=(mean[:, 0] / mean[:, 1]).tolist(), null_ratio=(mean[:, 0] / mean[:, 2]).tolist(),
+      mid_swap_ratio=float(mean[mid, 0].sum() / mean[mid, 1].sum()))

@@ -103,4 +103,6 @@ def ensure_vae(config: ml_collections.ConfigDict, vae_dir: str, seconds: float
       return json.load(f)
   if seconds <= 0:
     return None
-  return pretrain_vae(config, vae_dir, seconds)
+  knobs = config.get("demo", {})
+  return pretrain_vae(config, vae_dir, seconds, batch_size=int(knobs.get("vae_batch_size", 8)),
+                      lr=float(knobs.get("vae_lr", 2e-3)))

@@ -174,7 +174,8 @@ class Edit:
         world_to_camera=np.asarray(self.world_to_camera, np.float32),
         intrinsics=np.asarray(self.intrinsics, np.float32),
         background_scene=np.int32(self.background_scene),
-        min_depth=np.float32(self.min_depth), min_projected_size=np.float32(self.min_projected_size),
+        min_depth=np.float32(self.min_depth),
+        min_projected_size=np.float32(self.min_projected_size),
         steps=np.array(list(self.steps), dtype=np.str_).reshape(len(self.steps)))
     with open(path, "wb") as f:
       np.savez(f, **arrays)

@@ -401,9 +401,11 @@ def evaluate(config: ml_collections.ConfigDict, model: NeuralAssetsModel, vae: A
              sample_fn: Any = None, evaluator: Any = None) -> dict[str, float]:
   """Generates the eval split's targets with DDIM + guidance and scores them (Evaluator).
 
-  Every process gathers the whole batch and its generations and updates its own Evaluator (the
-  metric networks are small next to sampling), so all processes return the same numbers; only
-  process 0's writer writes them.
+  Each process scores only its own shard of the eval set (its rows of every batch: the images
+  it fed in and its part of the generations); the Evaluator then adds up the metric sums, counts
+  and FID statistics of all processes (`result(all_processes=True)`), so every process returns
+  the same numbers, those of one process over all examples. Only process 0's writer writes them
+  (its image panels show its own examples).
   """
   step = int(state.step)
   sampler = DDIMSampler.from_config(config.diffusion, config.sampler)
@@ -422,23 +424,24 @@ def evaluate(config: ml_collections.ConfigDict, model: NeuralAssetsModel, vae: A
     batch, valid = pad_batch(batch, host_batch)
     generated = sample_fn(params, state.frozen_params["vae"],
                           sharding_lib.shard_batch(batch, mesh), jax.random.fold_in(key, index))
-    generated = np.asarray(multihost_utils.process_allgather(generated, tiled=True))
-    host = {k: batch[k] for k in ("source_image", "target_image", "target_boxes", "slot_mask")}
-    everything = multihost_utils.process_allgather({**host, "valid": valid}, tiled=True)
-    keep = np.asarray(everything.pop("valid"), bool)
-    evaluator.update(generated[keep], everything["target_image"][keep],
-                     everything["target_boxes"][keep], everything["slot_mask"][keep])
+    # This process's rows of the generations: the inverse of shard_batch, no cross-host copy.
+    generated = np.asarray(multihost_utils.global_array_to_host_local_array(
+        generated, mesh, jax.sharding.PartitionSpec(mesh_lib.batch_axes(mesh))))
+    keep = np.asarray(valid, bool)
+    evaluator.update(generated[keep], batch["target_image"][keep],
+                     batch["target_boxes"][keep], batch["slot_mask"][keep])
     if num_batches == 0:
       n = min(config.training.num_image_summaries, int(keep.sum()))
-      panels = np.concatenate([everything["source_image"][keep][:n] / 255.0,
-                               everything["target_image"][keep][:n] / 255.0,
+      panels = np.concatenate([batch["source_image"][keep][:n] / 255.0,
+                               batch["target_image"][keep][:n] / 255.0,
                                generated[keep][:n]], axis=2)
       writer.write_images(step, {"eval/source_target_generated": panels})
     num_batches += 1
   if num_batches == 0:
     raise ValueError(f"The eval split {config.data.eval_files!r} in {config.data.data_dir!r} "
                      "yielded no batch.")
-  results = {f"eval/{k}": float(v) for k, v in evaluator.result().items()}
+  results = {f"eval/{k}": float(v)
+             for k, v in evaluator.result(all_processes=True).items()}
   results["eval/seconds"] = time.time() - start
   results["eval/num_batches"] = float(num_batches)
   writer.write_scalars(step, results)
