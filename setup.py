@@ -41,11 +41,21 @@ EXTRAS = {
         "nbclient",
         "nbformat",
         "ipykernel",
+        # The scene editor app (neural_assets.app) and its browser test (headless Debian
+        # chromium + chromium-driver, installed by tests/run.sh).
+        "gradio>=5",
+        "selenium>=4.10",
     ],
+    # The scene editor app alone: python -m neural_assets.app.
+    "app": ["gradio>=5"],
     # Reading the original dataset formats (TFDS / tf.train records / Parquet) once, to convert
     # them to ArrayRecord. The training data path reads ArrayRecord with grain and never imports
     # TensorFlow (only clu's metric writer does).
     "data": ["tensorflow-datasets", "pyarrow"],
+    # Dataset conversion on Apache Beam (data_pipelines/beam_convert.py). It pins protobuf < 7
+    # and pyarrow < 26; tensorflow-cpu, tfds, grain and clu work with those (checked in a fresh
+    # environment with the test extra).
+    "beam": ["apache-beam>=2.60"],
     "gpu": ["jax[cuda12]>=0.10,<0.11"],
     "tpu": ["jax[tpu]>=0.10,<0.11"],
 }

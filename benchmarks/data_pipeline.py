@@ -54,7 +54,9 @@ from data_pipelines import synthetic
 from data_pipelines import video_record
 
 
-FORMAT_TAG = f"{video_record.MAGIC.decode().lower()}-uncompressed"
+def _format_tag(options: str) -> str:
+  """Names the record encoding and writer options: a cached file of another format is stale."""
+  return f"{video_record.VIDEO_MAGIC.decode().lower()}-{options.replace(':', '').replace(',', '_')}"
 
 
 def _encode(pixels: np.ndarray, image_format: str) -> bytes:
@@ -74,9 +76,8 @@ def _add_noise(record, std: float, image_format: str, rng: np.random.Generator):
 
 def _make_data(data_dir: str, args) -> dict[str, str]:
   """Writes (once, cached) the two variants; returns {variant: directory of symlinks}."""
-  # FORMAT_TAG names the record encoding and writer options: a cache of another format is stale.
   stem = (f"{args.resolution}-{args.image_format}-{args.num_videos}x{args.num_frames}-"
-          f"{FORMAT_TAG}")
+          f"{_format_tag(args.options)}")
   paths = {"rendered": os.path.join(data_dir, f"rendered-{stem}.array_record"),
            "noisy": os.path.join(data_dir, f"noisy{args.noise_std:g}-{stem}.array_record")}
   if not all(os.path.exists(p) for p in paths.values()):
@@ -88,7 +89,8 @@ def _make_data(data_dir: str, args) -> dict[str, str]:
     variants = {"rendered": records,
                 "noisy": [_add_noise(r, args.noise_std, args.image_format, rng) for r in records]}
     for name, path in paths.items():
-      video_record.write_array_record(path, variants[name])  # Atomic: appears when complete.
+      # Atomic: appears when complete.
+      video_record.write_array_record(path, variants[name], options=args.options)
     print(f"generated {args.num_videos} videos in {time.time() - start:.1f} s in {data_dir}")
   links = {}
   copies = -(-args.min_records // args.num_videos)
@@ -193,10 +195,11 @@ def measure(link_dir: str, args) -> dict:
   num = len(used)
   num_frames = sum(1 if s == t else 2 for _, s, t in used)
 
-  # Stage breakdown on the same pairs, one record at a time as in the pipeline, each stage timed
+  # Stage breakdown on the same pairs, one video at a time as in the pipeline, each stage timed
   # on its own (CPU time); the object logic on the pipeline's batches.
   read_cpu = parse_cpu = frames_cpu = prepare_cpu = objects_cpu = 0.0
   frame_bytes, read_bytes, record_bytes = 0, 0, 0
+  video_sizes = {}
   prepared = []
   for v, s, t in used:
     head, cpu = _cpu(source.read_head, v)
@@ -212,10 +215,10 @@ def measure(link_dir: str, args) -> dict:
       objects_cpu += _cpu(frame_pairs.finish_examples, prepared, pair_cfg)[1]
       prepared = []
     frame_bytes += sum(len(f) for f in frames)
-    entry_size = source.entry_size(v)
-    record_bytes += entry_size
-    read_bytes += min(len(head), entry_size) + (0 if len(head) >= entry_size else
-                                                 sum(len(f) for f in frames))
+    if v not in video_sizes:  # The video record + all its frames' images.
+      video_sizes[v] = len(head) + sum(len(f) for f in record["frames"])
+    record_bytes += video_sizes[v]
+    read_bytes += len(head) + sum(len(f) for f in frames)
 
   def ms(seconds):
     return round(1e3 * seconds / num, 3)
@@ -224,7 +227,7 @@ def measure(link_dir: str, args) -> dict:
       "mean_encoded_frame_kib": round(frame_bytes / num_frames / 1024, 1),
       "mean_record_kib": round(record_bytes / num / 1024, 1),
       "mean_kib_read_per_pair": round(read_bytes / num / 1024, 1),
-      "partial_reads": source.partial_reads,
+      "records_read_per_pair": 3,
       "num_pairs": num,
       "frames_decoded": num_frames,
       "pipeline_pairs_per_s_per_core": num / pipe.cpu,
@@ -235,9 +238,9 @@ def measure(link_dir: str, args) -> dict:
                                      "decode": round(bound.faults / num, 1)},
       "breakdown_cpu_ms_per_pair": {
           "pipeline_total": ms(pipe.cpu),
-          "read_record_head": ms(read_cpu),
-          "parse_record (video_record.decode_lazy)": ms(parse_cpu),
-          "read_frames (2 frames + CRC32)": ms(frames_cpu),
+          "read_video_record (ArrayRecordDataSource)": ms(read_cpu),
+          "parse_video_record (video_record.decode_video)": ms(parse_cpu),
+          "read_frames (2 frame records + CRC32)": ms(frames_cpu),
           "frame_decode (bound)": ms(bound.cpu),
           "prepare_example (minus decode and frame reads)":
               ms(max(prepare_cpu - bound.cpu - frames_cpu, 0.0)),
@@ -263,6 +266,8 @@ def main(argv=None):
   parser.add_argument("--noise_std", type=float, default=3.0)
   parser.add_argument("--min_records", type=int, default=9750,
                       help="Records presented to grain (default: MOVi-E's training split).")
+  parser.add_argument("--options", default=video_record.DEFAULT_OPTIONS,
+                      help="ArrayRecord writer options of the benchmark's files, e.g. zstd:3.")
   parser.add_argument("--batch_size", type=int, default=8)
   parser.add_argument("--max_objects", type=int, default=23)
   parser.add_argument("--repeats", type=int, default=3,
@@ -284,7 +289,7 @@ def main(argv=None):
       "num_videos": args.num_videos,
       "num_frames": args.num_frames,
       "records_presented": -(-args.min_records // args.num_videos) * args.num_videos,
-      "record_format": FORMAT_TAG,
+      "record_format": _format_tag(args.options),
       "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus "
                  "(shared; per-core rates use this process's CPU time)",
       "load_average_before": os.getloadavg(),

@@ -9,7 +9,7 @@ In one run:
      same CPU, and their time ratio (PyTorch / JAX: > 1 means JAX is faster);
   3. for the paper-size model (SD-2.1 base at 256x256 + DINO ViT-B/8, `configs/movi_e.py`), the
      per-device bytes of parameters + optimizer state (+ the frozen VAE) when FSDP splits them over
-     1, 8 and 256 devices, from shapes and shardings only (`jax.eval_shape` on an abstract mesh;
+     1, 8, 64 and 256 devices, from shapes and shardings only (`jax.eval_shape` on an abstract mesh;
      no weights are materialised).
 Batches are random arrays of the configured shapes (the step's cost does not depend on values).
 
@@ -205,13 +205,16 @@ def bench_unet_torch(config, batch_size: int, steps: int, latent: list[int]) -> 
               diffusers_version=diffusers.__version__)
 
 
-def fsdp_memory_plan(config_path: str, device_counts=(1, 8, 256)) -> dict:
-  """Per-device bytes of params / optimizer state / frozen VAE under FSDP over N devices."""
+def fsdp_memory_plan(config_path: str, device_counts=(1, 8, 64, 256)) -> dict:
+  """Per-device bytes of params / optimizer state / frozen VAE under FSDP over N devices.
+
+  Shapes only; benchmarks/memory.py adds the compiled step's memory and the ratio to the ideal.
+  """
   config = load_config(config_path)
   model, vae = train_step_lib.build_models(config)
   plan = {}
   for n in device_counts:
-    mesh = jax.sharding.AbstractMesh((1, n, 1), mesh_lib.AXES)
+    mesh = mesh_lib.abstract_mesh({"data": 1, "fsdp": n}, n)  # fsdp factored as in training.
     setup = trainer.setup_state(config, model, vae, mesh)
     state, shardings = setup.abstract_state, setup.state_shardings
     parts = {name: sharding_lib.per_device_bytes(getattr(state, name), getattr(shardings, name))

@@ -16,8 +16,13 @@ def mesh_config() -> ml_collections.ConfigDict:
 
 def sharding_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
-      # (regex, spec) pairs, first match wins; unmatched arrays: largest dim divisible by fsdp.
+      # (regex, spec) pairs, first match wins; unmatched arrays: the default FSDP rule
+      # (neural_assets/training/sharding.py).
       rules=(),
+      # Default rule: split a parameter over several of its dimensions (fsdp's prime factors
+      # each on a dimension they divide), so that e.g. 320-channel kernels shard 256 ways;
+      # False: one dimension divisible by the whole fsdp size, else replicated.
+      split_dims=True,
       # Arrays smaller than this stay replicated (biases, norms): gathering them costs more
       # than the memory they would save.
       min_size_to_shard=2 ** 14,

@@ -44,6 +44,11 @@ def get_config(encoder_variant: str = "vitb8", max_objects: int = 23) -> ml_coll
       context_dim=1024,
       # Classifier-free guidance: all conditioning dropped per example with this prob (release).
       cfg_drop_prob=0.1,
+      # Ablations (benchmarks/ablations.py); defaults = the paper. Background token: 'full',
+      # 'no_pose' (without the camera pose) or 'none' (no background slot).
+      background_token="full",
+      # Control: pose tokens permuted among each example's objects during training.
+      shuffle_pose=False,
       # The null (unconditional) context: "learned" = zero boxes and poses through the encoders,
       # f(0) (release); "zeros" = all tokens zeroed after the projection. Sampling uses the same.
       null_condition="learned",

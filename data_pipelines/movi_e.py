@@ -49,6 +49,7 @@ CLI:
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import logging
 import os
@@ -57,6 +58,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 from PIL import Image
 
+from data_pipelines import conversion
 from data_pipelines import video_record
 from neural_assets import geometry
 
@@ -453,25 +455,65 @@ def write_shards(records: Iterable[dict[str, Any]], out_dir: str, prefix: str,
   return paths
 
 
-def convert(tfds_dir: str, out_dir: str, split: str, config: str = "256x256",
-            records_per_shard: int = 256, max_videos: int | None = None,
-            image_format: str = "png", min_visible_pixels: int = 1) -> list[str]:
-  """Converts one split of a prepared MOVi-E TFDS dataset into video-record ArrayRecord shards.
+def _convert_range(example_range: tuple[int, int], tfds_dir: str, split: str, config: str,
+                   image_format: str, min_visible_pixels: int):
+  start, stop = example_range
+  for index, ex in enumerate(read_tfds(tfds_dir, f"{split}[{start}:{stop}]", config),
+                             start=start):
+    name = f"{split}[{index}]"
+    video_name = ex.get("metadata", {}).get("video_name")
+    if video_name is not None:
+      if isinstance(video_name, bytes):
+        video_name = video_name.decode("utf-8", "replace")
+      name += f" ({video_name})"
+    yield conversion.guarded(
+        name, lambda: example_to_video_record(ex, image_format, min_visible_pixels))
 
-  Returns:
-    The shard paths, named `{out_dir}/{split}.array_record-XXXXX-of-YYYYY`.
-  """
+
+def _describe_range(example_range: tuple[int, int], split: str) -> str:
+  return f"{split}[{example_range[0]}:{example_range[1]}]"
+
+
+def conversion_plan(tfds_dir: str, out_dir: str, split: str, config: str = "256x256",
+                    records_per_shard: int = 256, max_videos: int | None = None,
+                    image_format: str = "png", min_visible_pixels: int = 1,
+                    options: str = video_record.DEFAULT_OPTIONS) -> conversion.ConversionPlan:
+  """Shards `{out_dir}/{split}.array_record-XXXXX-of-YYYYY` of `records_per_shard` videos; one
+  input = the example range of one shard (read with TFDS split slicing)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  if records_per_shard <= 0:
+    raise ValueError(f"records_per_shard must be positive, got {records_per_shard}.")
   info = tfds.builder_from_directory(find_dataset_dir(tfds_dir, config)).info
   total = info.splits[split].num_examples
   if max_videos is not None:
     total = min(total, max_videos)
-  examples = read_tfds(tfds_dir, split, config)
-  records = (example_to_video_record(ex, image_format, min_visible_pixels)
-             for _, ex in zip(range(total), examples))
-  paths = write_shards(records, out_dir, split, total, records_per_shard)
-  logging.info("Wrote %d MOVi-E %s videos to %d shards in %s", total, split, len(paths), out_dir)
-  return paths
+  ranges = [(s, min(s + records_per_shard, total)) for s in range(0, total, records_per_shard)]
+  shards = conversion.chunked_shards(
+      ranges, 1, lambda n, count: os.path.join(out_dir, f"{split}.array_record-{n:05d}-of-"
+                                                        f"{count:05d}"))
+  return conversion.ConversionPlan(
+      shards, functools.partial(_convert_range, tfds_dir=tfds_dir, split=split, config=config,
+                                image_format=image_format,
+                                min_visible_pixels=min_visible_pixels),
+      describe_input=functools.partial(_describe_range, split=split), options=options)
+
+
+def convert(tfds_dir: str, out_dir: str, split: str, config: str = "256x256",
+            records_per_shard: int = 256, max_videos: int | None = None,
+            image_format: str = "png", min_visible_pixels: int = 1,
+            options: str = video_record.DEFAULT_OPTIONS) -> list[str]:
+  """Converts one split of a prepared MOVi-E TFDS dataset into video-record ArrayRecord shards
+  in this process (`data_pipelines.beam_convert` runs the same plan on Apache Beam).
+
+  Returns:
+    The shard paths, named `{out_dir}/{split}.array_record-XXXXX-of-YYYYY`.
+  """
+  plan = conversion_plan(tfds_dir, out_dir, split, config, records_per_shard, max_videos,
+                         image_format, min_visible_pixels, options)
+  written = conversion.run_local(plan)
+  logging.info("Wrote %d MOVi-E %s videos to %d shards in %s", sum(written.values()), split,
+               len(written), out_dir)
+  return list(written)
 
 
 def main(argv=None):

@@ -38,10 +38,15 @@ Source format (google-research-datasets/Objectron; files we read the facts from)
 Conversion to the canonical conventions:
   * ARKit camera (x right, y up, looks along -Z, in the landscape capture) -> OpenCV camera of the
     stored frame. Which of the three layouts ("landscape", "portrait_cw", "portrait_ccw") the
-    frames have, and whether the intrinsics refer to the capture size or the stored size, is
-    resolved from the file itself (`orientation="auto"`): the candidate that reprojects point_3d
-    onto the stored point_2d best is used, and a clear error is raised if none does within
-    `reprojection_tolerance`. Fixed choices can be forced through the config.
+    frames have, whether a portrait frame's horizontal principal point is `H - cy` (rotating the
+    capture image; the geometry tutorial) or `cy` (the official parsing notebook), and whether
+    the intrinsics refer to the capture size or the stored size, is resolved per file from the
+    file itself (`orientation="auto"`, `principal_point="auto"`): the candidate that reprojects
+    point_3d onto the stored point_2d best is used and recorded in the video record's
+    `attributes` (objectron_orientation, objectron_principal_point, ...), and an error naming
+    the file and record is raised if none does within `reprojection_tolerance`. Fixed choices
+    can be forced through the config. A file that is not an Objectron tfrecord of
+    SequenceExamples fails with an error naming it.
   * world_to_camera = camera-axes change @ inverse(camera/extrinsics); the world frame is the
     AR-session world (y up) unchanged.
   * Box corners in world = camera/extrinsics applied to point_3d (objects are static, the camera
@@ -59,6 +64,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import glob
 import io
 import os
@@ -66,6 +72,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from data_pipelines import conversion
 from data_pipelines import video_record
 from neural_assets import geometry
 
@@ -86,6 +93,11 @@ _CV_FROM_ARKIT = {
     "portrait_ccw": np.array([[0, -1, 0], [-1, 0, 0], [0, 0, -1]], np.float64),
 }
 ORIENTATIONS = tuple(_CV_FROM_ARKIT)
+# Horizontal principal point of a portrait frame, in capture pixels: "H-cy" follows from rotating
+# the capture image (this reader's derivation, and the geometry tutorial's projection matrix);
+# "cy" is what the official parsing notebook uses. Only one can match a given file, so "auto"
+# keeps the one whose projection of point_3d lands on point_2d.
+PRINCIPAL_POINTS = ("H-cy", "cy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +107,8 @@ class ObjectronConfig:
   Attributes:
     orientation: "auto" or one of ORIENTATIONS: how the stored frames relate to the landscape
       capture image the ARKit intrinsics refer to.
+    principal_point: "auto" or one of PRINCIPAL_POINTS: the portrait frames' horizontal principal
+      point convention (ignored for landscape frames).
     capture_size: (width, height) in pixels of the landscape capture image that
       `camera/intrinsics` is expressed in (1920x1440 for the released data, per CenterPose). In
       "auto" mode the stored frame size is tried as well, in case intrinsics were rescaled.
@@ -106,6 +120,7 @@ class ObjectronConfig:
     min_box_size: minimum clipped 2D box side (normalised) for a visible box.
   """
   orientation: str = "auto"
+  principal_point: str = "auto"
   capture_size: tuple[int, int] = (1920, 1440)
   reprojection_tolerance: float = 0.005
   verify_projection: bool = True
@@ -122,7 +137,8 @@ class ObjectronFormatError(ValueError):
 # Camera conversion.
 
 
-def camera_from_arkit(intrinsics_pixels, camera_to_world, orientation, reference_size):
+def camera_from_arkit(intrinsics_pixels, camera_to_world, orientation, reference_size,
+                      principal_point="H-cy"):
   """ARKit camera -> canonical (normalised intrinsics, OpenCV world_to_camera).
 
   Args:
@@ -130,6 +146,7 @@ def camera_from_arkit(intrinsics_pixels, camera_to_world, orientation, reference
     camera_to_world: [T, 4, 4] ARKit camera poses (camera/extrinsics).
     orientation: one of ORIENTATIONS (layout of the stored frames).
     reference_size: (width, height) of the landscape image the intrinsics refer to.
+    principal_point: one of PRINCIPAL_POINTS, for the portrait layouts.
 
   Returns:
     intrinsics [T, 3, 3] normalised for the stored frames; world_to_camera [T, 4, 4] OpenCV.
@@ -137,16 +154,21 @@ def camera_from_arkit(intrinsics_pixels, camera_to_world, orientation, reference
   if orientation not in _CV_FROM_ARKIT:
     raise ValueError(f"Unknown Objectron orientation {orientation!r}; want one of "
                      f"{ORIENTATIONS} or 'auto'.")
+  if principal_point not in PRINCIPAL_POINTS:
+    raise ValueError(f"Unknown Objectron principal_point {principal_point!r}; want one of "
+                     f"{PRINCIPAL_POINTS} or 'auto'.")
   width, height = (float(s) for s in reference_size)
   k = np.asarray(intrinsics_pixels, np.float64)
   fx, fy, cx, cy = k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2]
   # Capture pixel coordinates: u_l = fx * x / -z + cx, v_l = cy - fy * y / -z (y up, v down).
   if orientation == "landscape":
     norm = (fx / width, fy / height, cx / width, cy / height)
-  elif orientation == "portrait_cw":  # u_p = (H - v_l) / H, v_p = u_l / W.
-    norm = (fy / height, fx / width, (height - cy) / height, cx / width)
-  else:  # portrait_ccw: u_p = v_l / H, v_p = (W - u_l) / W.
-    norm = (fy / height, fx / width, cy / height, (width - cx) / width)
+  else:
+    # portrait_cw: u_p = (H - v_l) / H, v_p = u_l / W; portrait_ccw: u_p = v_l / H,
+    # v_p = (W - u_l) / W; the horizontal principal point as `principal_point` says.
+    cu = (height - cy) if principal_point == "H-cy" else cy
+    cv = cx if orientation == "portrait_cw" else width - cx
+    norm = (fy / height, fx / width, cu / height, cv / width)
   intrinsics = geometry.intrinsics_matrix(*norm)
   axes = geometry.pose_matrix(_CV_FROM_ARKIT[orientation], np.zeros(3))
   world_to_camera = axes @ geometry.invert_pose(np.asarray(camera_to_world, np.float64))
@@ -257,11 +279,18 @@ def parse_sequence_example(serialized: bytes, config: ObjectronConfig = Objectro
       stored 2D keypoints.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  seq = tf.train.SequenceExample.FromString(serialized)
+  from google.protobuf import message  # pylint: disable=g-import-not-at-top
+  try:
+    seq = tf.train.SequenceExample.FromString(serialized)
+  except message.DecodeError as e:
+    raise ObjectronFormatError(
+        f"{record_name or 'Record'} is not an Objectron record (not a tf.train.SequenceExample: "
+        f"{e}); pass the 'sequences' tfrecord shards of Objectron.") from e
   ctx = seq.context.feature
   sequence_id = (ctx["sequence_id"].bytes_list.value[0].decode("utf-8", "replace")
                  if "sequence_id" in ctx and ctx["sequence_id"].bytes_list.value else "")
-  name = sequence_id or record_name or "<unnamed>"
+  name = (f"{record_name} ({sequence_id})" if record_name and sequence_id else
+          sequence_id or record_name or "<unnamed>")
 
   images = _feature_list(seq, "image/encoded", "bytes_list", name)
   num_frames = len(images)
@@ -355,8 +384,8 @@ def parse_sequence_example(serialized: bytes, config: ObjectronConfig = Objectro
     for t in np.flatnonzero(~present[:, k]):
       corners_world[t, k] = corners_world[have[np.argmin(np.abs(have - t))], k]
 
-  intrinsics, world_to_camera = _resolve_camera(intr_px, cam_to_world, kp3d, kp2d, present,
-                                                (image_w, image_h), config, name)
+  intrinsics, world_to_camera, attributes = _resolve_camera(
+      intr_px, cam_to_world, kp3d, kp2d, present, (image_w, image_h), config, name)
 
   uvd = geometry.project_box(corners_world, world_to_camera[:, None].astype(np.float64),
                              intrinsics[:, None].astype(np.float64))
@@ -380,13 +409,39 @@ def parse_sequence_example(serialized: bytes, config: ObjectronConfig = Objectro
       "visible": visible.astype(bool),
       "instance_ids": np.arange(k_max, dtype=np.int32),
       "category": category,
+      "attributes": attributes,
   }
   video_record.validate(record)
   return record
 
 
+def _candidates(config, image_size):
+  """(orientation, principal point, capture size) triples to try, the geometric default first."""
+  image_w, image_h = image_size
+  stored_landscape = (max(image_w, image_h), min(image_w, image_h))
+  sizes = [tuple(config.capture_size)]
+  if config.orientation == "auto" and stored_landscape != sizes[0]:
+    sizes.append(stored_landscape)
+  orientations = ORIENTATIONS if config.orientation == "auto" else (config.orientation,)
+  default_pp = {"portrait_cw": "H-cy", "portrait_ccw": "cy", "landscape": "H-cy"}
+  out = []
+  for size in sizes:
+    for orientation in orientations:
+      points = ([default_pp[orientation]] if orientation == "landscape" else
+                [default_pp[orientation]] + [p for p in PRINCIPAL_POINTS
+                                             if p != default_pp[orientation]])
+      if config.principal_point != "auto" and orientation != "landscape":
+        points = [config.principal_point]
+      out.extend((orientation, p, size) for p in points)
+  return out
+
+
 def _resolve_camera(intr_px, cam_to_world, kp3d, kp2d, present, image_size, config, name):
-  """Picks (or checks) the frame layout / intrinsics reference size against point_2d."""
+  """Picks (or checks) the frame layout, principal point and intrinsics reference size against
+  point_2d; returns (intrinsics, world_to_camera, attributes saying which was used)."""
+  if config.principal_point not in ("auto",) + PRINCIPAL_POINTS:
+    raise ValueError(f"Unknown Objectron principal_point {config.principal_point!r}; want one "
+                     f"of {PRINCIPAL_POINTS} or 'auto'.")
   keypoints_world = []
   for t in range(kp3d.shape[0]):
     if np.any(present[t]):
@@ -394,60 +449,92 @@ def _resolve_camera(intr_px, cam_to_world, kp3d, kp2d, present, image_size, conf
       p2d = kp2d[t][present[t]].reshape(-1, 3)
       keypoints_world.append((geometry.transform_points(cam_to_world[t], pts), p2d, t))
 
-  image_w, image_h = image_size
-  stored_landscape = (max(image_w, image_h), min(image_w, image_h))
-  if config.orientation == "auto":
-    sizes = [tuple(config.capture_size)]
-    if stored_landscape != sizes[0]:
-      sizes.append(stored_landscape)
-    candidates = [(o, s) for s in sizes for o in ORIENTATIONS]
-  else:
-    candidates = [(config.orientation, tuple(config.capture_size))]
+  def attributes(orientation, principal_point, size, err):
+    return {"objectron_orientation": orientation,
+            "objectron_principal_point": principal_point if orientation != "landscape" else "cy",
+            "objectron_capture_size": f"{size[0]}x{size[1]}",
+            "objectron_reprojection_error": "unchecked" if err is None else f"{err:.3g}"}
 
+  image_w, image_h = image_size
+  auto = config.orientation == "auto" or config.principal_point == "auto"
+  if not keypoints_world and config.orientation == "auto":
+    # Nothing to check against: fall back to the released layout (portrait frames when the
+    # stored frames are portrait).
+    default = "portrait_cw" if image_h > image_w else "landscape"
+    pp = "H-cy" if config.principal_point == "auto" else config.principal_point
+    intrinsics, w2c = camera_from_arkit(intr_px, cam_to_world, default, config.capture_size, pp)
+    return intrinsics, w2c, attributes(default, pp, config.capture_size, None)
   results = []
-  for orientation, size in candidates:
-    intrinsics, w2c = camera_from_arkit(intr_px, cam_to_world, orientation, size)
+  for orientation, principal_point, size in _candidates(config, image_size):
+    intrinsics, w2c = camera_from_arkit(intr_px, cam_to_world, orientation, size,
+                                        principal_point)
     err = _median_error(keypoints_world, intrinsics, w2c, config.min_depth)
-    results.append((err, orientation, size, intrinsics, w2c))
-  must_check = config.orientation == "auto" or config.verify_projection
+    results.append((err, orientation, principal_point, size, intrinsics, w2c))
   if not keypoints_world:
-    if config.orientation == "auto":
-      # Nothing to check against: fall back to the released layout (portrait frames when the
-      # stored frames are portrait).
-      default = "portrait_cw" if image_h > image_w else "landscape"
-      intrinsics, w2c = camera_from_arkit(intr_px, cam_to_world, default, config.capture_size)
-      return intrinsics, w2c
-    return results[0][3], results[0][4]
-  best = min(results, key=lambda r: r[0])
-  if must_check and not best[0] <= config.reprojection_tolerance:
-    tried = ", ".join(f"{o} @ {s[0]}x{s[1]}: {e:.4g}" for e, o, s, _, _ in results)
+    _, orientation, principal_point, size, intrinsics, w2c = results[0]
+    return intrinsics, w2c, attributes(orientation, principal_point, size, None)
+  best = min(results, key=lambda r: r[0])  # The first of equals: the geometric default.
+  if (auto or config.verify_projection) and not best[0] <= config.reprojection_tolerance:
+    tried = ", ".join(f"{o}/{p} @ {s[0]}x{s[1]}: {e:.4g}" for e, o, p, s, _, _ in results)
     raise ObjectronFormatError(
-        f"Objectron record {name!r}: no camera layout reprojects point_3d onto the stored "
-        f"point_2d within {config.reprojection_tolerance} (median error per candidate: {tried}). "
-        f"Set ObjectronConfig.orientation / capture_size to match the data.")
-  return best[3], best[4]
+        f"Objectron record {name!r}: no camera layout / principal point convention reprojects "
+        f"point_3d onto the stored point_2d within {config.reprojection_tolerance} (median error "
+        f"per candidate: {tried}). Set ObjectronConfig.orientation / principal_point / "
+        f"capture_size to match the data.")
+  err, orientation, principal_point, size, intrinsics, w2c = best
+  return intrinsics, w2c, attributes(orientation, principal_point, size, err)
 
 
 # ------------------------------------------------------------------------------------------------
 # Files and CLI.
 
 
+def read_serialized(path: str) -> Iterator[bytes]:
+  """The serialized records of a tfrecord shard; a file that is not one raises
+  ObjectronFormatError naming it."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  iterator = iter(tf.data.TFRecordDataset(path).as_numpy_iterator())
+  index = 0
+  while True:
+    try:
+      raw = next(iterator)
+    except StopIteration:
+      return
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+      raise ObjectronFormatError(
+          f"{path}: not a readable tfrecord file after {index} records ({e.message.strip()}); "
+          f"pass the 'sequences' tfrecord shards of Objectron.") from e
+    yield raw
+    index += 1
+
+
 def read_tfrecord(path: str, config: ObjectronConfig = ObjectronConfig()) -> Iterator[dict]:
   """Yields one video record per SequenceExample in a tfrecord shard."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  for index, raw in enumerate(tf.data.TFRecordDataset(path).as_numpy_iterator()):
-    yield parse_sequence_example(raw, config, record_name=f"{os.path.basename(path)}#{index}")
+  for index, raw in enumerate(read_serialized(path)):
+    yield parse_sequence_example(raw, config, record_name=f"{path}#{index}")
 
 
-def convert(inputs: Sequence[str], out_dir: str, config: ObjectronConfig = ObjectronConfig()
-            ) -> dict[str, int]:
-  """Converts tfrecord shards to ArrayRecord files (one per shard); returns {output: count}."""
-  os.makedirs(out_dir, exist_ok=True)
-  written = {}
-  for path in inputs:
-    out = os.path.join(out_dir, os.path.basename(path) + ".array_record")
-    written[out] = video_record.write_array_record(out, read_tfrecord(path, config))
-  return written
+def _convert_shard(path: str, config: ObjectronConfig):
+  for index, raw in enumerate(read_serialized(path)):
+    name = f"{path}#{index}"
+    yield conversion.guarded(name, lambda: parse_sequence_example(raw, config, record_name=name))
+
+
+def conversion_plan(inputs: Sequence[str], out_dir: str,
+                    config: ObjectronConfig = ObjectronConfig(),
+                    options: str = video_record.DEFAULT_OPTIONS) -> conversion.ConversionPlan:
+  """One ArrayRecord file per input tfrecord shard (`<basename>.array_record`)."""
+  shards = tuple(conversion.Shard(os.path.join(out_dir, os.path.basename(p) + ".array_record"),
+                                  (p,)) for p in inputs)
+  return conversion.ConversionPlan(shards, functools.partial(_convert_shard, config=config),
+                                   options=options)
+
+
+def convert(inputs: Sequence[str], out_dir: str, config: ObjectronConfig = ObjectronConfig(),
+            options: str = video_record.DEFAULT_OPTIONS) -> dict[str, int]:
+  """Converts tfrecord shards to ArrayRecord files (one per shard) in this process
+  (`data_pipelines.beam_convert` runs the same plan on Apache Beam); returns {output: count}."""
+  return conversion.run_local(conversion_plan(inputs, out_dir, config, options))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -456,6 +543,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                       help="Objectron sequences tfrecord shards (globs allowed).")
   parser.add_argument("--out_dir", required=True)
   parser.add_argument("--orientation", default="auto", choices=("auto",) + ORIENTATIONS)
+  parser.add_argument("--principal_point", default="auto", choices=("auto",) + PRINCIPAL_POINTS)
   parser.add_argument("--capture_width", type=int, default=ObjectronConfig.capture_size[0])
   parser.add_argument("--capture_height", type=int, default=ObjectronConfig.capture_size[1])
   parser.add_argument("--reprojection_tolerance", type=float,
@@ -467,7 +555,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   missing = [p for p in paths if not os.path.exists(p)]
   if missing:
     raise FileNotFoundError(f"Objectron input shards not found: {missing}")
-  config = ObjectronConfig(orientation=args.orientation,
+  config = ObjectronConfig(orientation=args.orientation, principal_point=args.principal_point,
                            capture_size=(args.capture_width, args.capture_height),
                            reprojection_tolerance=args.reprojection_tolerance,
                            visibility_threshold=args.visibility_threshold)

@@ -1,13 +1,14 @@
 """Grain input pipeline: ArrayRecord video records -> batches of frame-pair examples.
 
-    records (ArrayRecord, one video per entry)
-      -> VideoRecordSource  (grain random-access source; yields {video_index, data}: the head of
-                             the entry (header + arrays) for local uncompressed files, read
-                             with one pread; the whole entry otherwise)
+    records (ArrayRecord: per video, one record per frame + one video record; `video_record`)
+      -> VideoRecordSource  (grain random-access source, one element per video: its video record
+                             (cameras, boxes, ids, where its frames are), read by index through
+                             `ArrayRecordDataSource`)
       -> IndexSampler       (global shuffle + repeat, deterministic given `seed`, sharded by JAX
                              process: ShardOptions(process_index, process_count, drop_remainder))
-      -> FramePairMap       (RandomMap: decode the header, pick the pair, read + decode only its
-                             2 frames into `ImageSlots` (`frame_pairs.prepare_example`);
+      -> FramePairMap       (RandomMap: decode the video record, pick the pair, read its 2 frame
+                             records and decode them into `ImageSlots`
+                             (`frame_pairs.prepare_example`);
                              per-element RNG = Philox(seed + global element index), so an
                              element's content does not depend on `worker_count` or on where a
                              run was resumed)
@@ -16,9 +17,10 @@
                              (`frame_pairs.finish_examples`) and takes the images as decoded)
       -> FramePairIterator  (get_state / set_state for orbax; aggregates the skip / filter counts)
 
-Throughput (benchmarks/data_pipeline.py, per CPU core, 256x256 PNG frames): ~75% of the bare
-decode rate of the same frames for 14 KiB frames and ~80% for 110 KiB ones; what remains is
-grain's per-element cost (~0.1 ms), header parsing and the object logic.
+Throughput (benchmarks/data_pipeline.py, per CPU core, 256x256 PNG frames, batch 8; see the
+README for the figures and the machine load): the 3 record reads and the video-record parse cost
+~0.1 ms per pair; the rest of the gap to the bare decode rate of the same frames is grain's
+per-element cost, the per-example Python of `frame_pairs` and the object logic.
 
 Determinism: the batches are a function of (files, config.data, process layout). With
 worker_count <= 1 they are also independent of the worker count. With worker_count = W > 1 grain
@@ -28,10 +30,12 @@ records W and refuses to restore into a loader with another worker count.
 
 Batches follow the FRAME-PAIR EXAMPLE of DESIGN.md with a leading per-host batch dimension B.
 
-Corrupted records. A record that fails to decode (`CorruptRecordError`: bad checksum, schema, an
-undecodable frame, or a video too short for `min_gap`) is skipped: the element is built from the
-next record in the data source instead (video_index says which record was used), up to
-`max_skip_retries` in a row. Shapes and batch sizes never change. Each element carries how many
+Corrupted records. A record that fails to read or decode (`CorruptRecordError`, naming the file
+and the record: ArrayRecord's chunk hash or our CRC32 failed, bad schema, an undecodable frame,
+or a video too short for `min_gap`) is skipped (and logged, the first times): the element is
+built from the next video instead (video_index says which was used), up to `max_skip_retries`
+in a row. A data file that cannot be opened (truncated, not video records) stops iterator
+creation with `video_record.DataFileError` naming it. Shapes and batch sizes never change. Each element carries how many
 records it skipped and its per-object filter outcomes; `FramePairIterator` pops both from every
 batch and sums them, so `iterator.stats` is exact over everything this host consumed (whatever
 the worker count: the counts travel with the data through the worker processes) and is saved and
@@ -65,12 +69,9 @@ Config (`config.data`, an ml_collections ConfigDict; `default_data_config()` hol
   drop_remainder      drop a final partial batch (training: True).
   worker_count        grain worker processes (0 = in the main process).
   worker_buffer_size  batches each worker prepares ahead.
-  read_threads        threads reading records ahead in each process (grain ReadOptions); None =
-                      `whole_read_threads` when entries are read whole (compressed / remote
-                      files), 0 with partial reads (local uncompressed files, see
-                      `VideoRecordSource`): such a read takes ~10 us, less than handing it to a
-                      thread (measured: +0.19 ms CPU per pair with 4 threads).
-  whole_read_threads  the read_threads of None for whole-entry reads.
+  read_threads        threads reading video records ahead in each process (grain
+                      ReadOptions); None = 0: a video record is small and its read (~10 us)
+                      costs less than handing it to a thread. Frames are read in the map.
   read_buffer_size    records read ahead per process.
   max_skip_retries    corrupt records skipped in a row before giving up with an error.
   eval_seed           seed of the fixed evaluation pairs (a per-video RNG; no swap).
@@ -81,7 +82,6 @@ Config (`config.data`, an ml_collections ConfigDict; `default_data_config()` hol
 """
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import json
 import math
@@ -89,6 +89,7 @@ import sys
 from typing import Any, Mapping
 
 from absl import flags
+from absl import logging
 from etils import epath
 import grain
 from grain import python as grain_python
@@ -96,7 +97,6 @@ import ml_collections
 import numpy as np
 
 from data_pipelines import frame_pairs
-from data_pipelines import record_file
 from data_pipelines import video_record
 
 _SKIPPED_KEY = "_num_skipped_records"
@@ -131,7 +131,6 @@ def default_data_config() -> ml_collections.ConfigDict:
       worker_count=0,
       worker_buffer_size=2,
       read_threads=ml_collections.FieldReference(None, field_type=int),
-      whole_read_threads=4,
       read_buffer_size=64,
       max_skip_retries=16,
       eval_seed=0,
@@ -144,135 +143,70 @@ def default_data_config() -> ml_collections.ConfigDict:
 # Source and transform.
 
 
-class VideoRecordSource:
-  """Random-access source over ArrayRecord files of encoded video records.
+class VideoRecordSource(video_record.VideoRecordReader):
+  """grain random-access source over ArrayRecord files of video records (one element per video).
 
-  `source[i]` is `{"video_index": i, "data": <encoded record bytes>}` (global record key i over
-  the sorted files). `read_record(i)` returns the decoded record and, for local files written
-  uncompressed (`video_record.write_array_record`), reads only what is used: the first
-  `head_bytes` of the entry (header, arrays, often a few frames), the rest of the header if it is
-  longer, and each frame when it is accessed (`record_file.RecordFile`); a pair of a 24-frame
-  video reads ~1/10 of the entry. Other files (compressed, remote) are read whole.
+  `source[i]` is `{"video_index": i, "data": <video record bytes>}` (global video index i over
+  the sorted files): one small record read through `ArrayRecordDataSource`. `decode(i, data)`
+  turns it into the video's arrays plus `frames`, whose `frames[t]` reads frame record t, so a
+  frame pair reads exactly 3 records (the video record and its 2 frames), whatever the file's
+  compression or file system (see `video_record`). A record that cannot be read or fails its
+  checksum raises `video_record.CorruptRecordError` naming the file and the record (and is
+  logged, the first `log_limit` times); a file that cannot be opened raises
+  `video_record.DataFileError` naming it.
 
   Args:
-    paths: ArrayRecord files, in key order.
-    head_bytes: bytes read ahead from the start of an entry (should cover the header + arrays).
-    partial_reads: allow the partial reads above (False: always read whole entries).
+    paths: ArrayRecord files, in video order.
+    log_limit: corrupt records logged per source (per process) before going quiet.
   """
 
-  def __init__(self, paths, head_bytes: int = 16384, max_head_bytes: int = 1 << 20,
-               partial_reads: bool = True):
-    self._paths = [str(p) for p in paths]
-    if not self._paths:
-      raise ValueError("VideoRecordSource needs at least one ArrayRecord file.")
-    if not 0 < head_bytes <= max_head_bytes:
-      raise ValueError(f"Need 0 < head_bytes <= max_head_bytes, got {head_bytes}, "
-                       f"{max_head_bytes}.")
-    self._head_bytes, self._max_head_bytes = head_bytes, max_head_bytes
-    self._layouts = {}  # video_record.decode_lazy's cache of checked array layouts.
-    self._source = grain.sources.ArrayRecordDataSource(self._paths)
-    self._files, self._starts = None, None
-    if partial_reads:
-      try:
-        files = [record_file.RecordFile(p) for p in self._paths]
-      except (record_file.UnsupportedLayout, OSError):
-        files = None  # Not all local and uncompressed: whole-entry reads throughout.
-      # Cross-check our reading of the footers against ArrayRecord's own count.
-      if files is not None and sum(len(f) for f in files) == len(self._source):
-        self._files, self._starts = files, np.cumsum([0] + [len(f) for f in files]).tolist()[:-1]
-
-  def __len__(self) -> int:
-    return len(self._source)
+  def __init__(self, paths, log_limit: int = 20):
+    super().__init__(paths)
+    self._log_limit = log_limit
+    self._logged = 0
+    self._failed = {}  # video -> CorruptRecordError of a failed read, raised by `decode`.
 
   def __getitem__(self, key) -> dict[str, Any]:
     key = int(key)
-    return {"video_index": key, "data": self._source[key]}
+    return {"video_index": key, "data": self.read_head(key)}
 
   def __repr__(self) -> str:
     # grain stores repr(source) in the iterator state and checks it on restore.
     return f"VideoRecordSource(paths={self._paths!r})"
 
-  @property
-  def partial_reads(self) -> bool:
-    """Whether entries are read piecewise (else whole)."""
-    return self._files is not None
-
-  def _locate(self, key: int) -> tuple[record_file.RecordFile, int]:
-    if not 0 <= key < len(self):
-      raise IndexError(f"Record key {key} outside [0, {len(self)}).")
-    file_index = bisect.bisect_right(self._starts, key) - 1
-    return self._files[file_index], key - self._starts[file_index]
-
-  def entry_size(self, key) -> int:
-    """Size in bytes of the encoded record `key`."""
-    key = int(key)
-    if self._files is not None:
-      file, entry = self._locate(key)
-      try:
-        return file.entry(entry)[1]
-      except record_file.UnsupportedLayout:
-        pass
-    return len(self._source[key])
-
-  def read_head(self, key) -> bytes:
-    """The first `head_bytes` of entry `key` (the whole entry without partial reads)."""
-    key = int(key)
-    if self._files is None:
-      return self._source[key]
-    file, entry = self._locate(key)
+  def _logged_read(self, fn, *args):
     try:
-      return file.read(entry, 0, self._head_bytes)
-    except record_file.UnsupportedLayout:
-      return self._source[key]  # e.g. a compressed chunk: the reader can read it whole.
+      return fn(*args)
+    except video_record.CorruptRecordError as e:
+      if self._logged < self._log_limit:
+        self._logged += 1
+        logging.warning("Skipping a corrupt video record: %s", e)
+      raise
 
-  def decode(self, key, head: bytes) -> dict[str, Any]:
-    """Decoded record `key` from its `read_head`; raises video_record.CorruptRecordError."""
+  def read_head(self, key):
+    """The video record bytes of video `key` (what `source[key]["data"]` holds). A failed read
+    returns b"" and `decode` then raises its error, so the map skips and counts the video
+    instead of grain's reader failing."""
     key = int(key)
-    if self._files is None:
-      return video_record.decode(head)
-    file, entry = self._locate(key)
     try:
-      size = file.entry(entry)[1]
-    except record_file.UnsupportedLayout:
-      return video_record.decode(head)
-    if len(head) >= size:
-      return video_record.decode(head)
-    known = len(head)
-    position = file.entry(entry)[0]
-    read_data = file.read_data
+      return self._logged_read(self.video_bytes, key)
+    except video_record.CorruptRecordError as e:
+      self._failed[key] = e
+      return b""
 
-    def read(start, stop):
-      if start == known and stop > self._head_bytes:
-        # The rest of a header + arrays longer than the head (or, rarely, a frame starting right
-        # after it): read that much up front from now on.
-        self._head_bytes = min(-(-stop // 4096) * 4096, self._max_head_bytes)
-      try:
-        return read_data(position + start, stop - start)
-      except record_file.UnsupportedLayout as e:  # Only reachable through corrupted framing.
-        raise video_record.CorruptRecordError(f"Record {key}: {e}") from e
+  def decode(self, key, data) -> dict[str, Any]:
+    """Video `key` from its record bytes; raises video_record.CorruptRecordError."""
+    key = int(key)
+    if not data and key in self._failed:
+      raise self._failed.pop(key)
+    return self._logged_read(super().decode, key, data)
 
-    return video_record.decode_lazy(read, size, prefix=head, layouts=self._layouts)
+  def frame(self, file_index: int, key: int):
+    return self._logged_read(super().frame, file_index, key)
 
   def read_record(self, key) -> dict[str, Any]:
-    """Decoded record `key`, reading only what is used (see the class docstring)."""
+    """Decoded video `key` (frames read when used)."""
     return self.decode(key, self.read_head(key))
-
-
-class _HeadSource:
-  """The grain-facing view of a VideoRecordSource: elements hold only the head of an entry."""
-
-  def __init__(self, source: VideoRecordSource):
-    self._source = source
-
-  def __len__(self) -> int:
-    return len(self._source)
-
-  def __getitem__(self, key) -> dict[str, Any]:
-    key = int(key)
-    return {"video_index": key, "data": self._source.read_head(key)}
-
-  def __repr__(self) -> str:
-    return repr(self._source)  # Unchanged iterator states across this refactoring.
 
 
 class ImageSlots:
@@ -540,10 +474,10 @@ def _host_batch_size(global_batch_size: int, process_count: int) -> int:
   return global_batch_size // process_count
 
 
-def _read_threads(data: Mapping[str, Any], source: VideoRecordSource) -> int:
+def _read_threads(data: Mapping[str, Any]) -> int:
   threads = data.get("read_threads")
   if threads is None:
-    threads = 0 if source.partial_reads else data["whole_read_threads"]
+    threads = 0
   if int(threads) < 0:
     raise ValueError(f"read_threads must be >= 0, got {threads}.")
   return int(threads)
@@ -570,10 +504,10 @@ def _make_loader(data: Mapping[str, Any], files, cfg, *, global_batch_size, shuf
                              batch_fn=FramePairBatch(cfg, slots)),
   ]
   return grain.DataLoader(
-      data_source=_HeadSource(source), sampler=sampler, operations=operations,
+      data_source=source, sampler=sampler, operations=operations,
       worker_count=int(data["worker_count"]),
       worker_buffer_size=int(data["worker_buffer_size"]), shard_options=shard,
-      read_options=grain.ReadOptions(num_threads=_read_threads(data, source),
+      read_options=grain.ReadOptions(num_threads=_read_threads(data),
                                      prefetch_buffer_size=int(data["read_buffer_size"])))
 
 

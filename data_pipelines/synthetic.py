@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from neural_assets import cli_validation
 from neural_assets import geometry
 
 SHAPES = ("box", "sphere", "cylinder")
@@ -349,6 +350,115 @@ def render_frame(scene: dict[str, Any], poses: dict[str, np.ndarray], intrinsics
 
 
 # ------------------------------------------------------------------------------------------------
+# Scene states: one static 3D scene, rendered exactly as the generator renders its frames. Ground
+# truth for edits (benchmarks/edit_fidelity.py): change a state's objects / camera / background
+# and render it again.
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SceneState:
+  """Everything `render_frame` draws for one frame (K objects).
+
+  Attributes:
+    shapes: [K] int index into SHAPES; patterns: [K] int index into PATTERNS.
+    sizes: [K, 3] full extents along each object's own axes; centers: [K, 3] world frame.
+    rotations: [K, 3, 3] object-to-world.
+    colors: [K, 2, 3] the two texture colours in [0, 1].
+    ground: [2, 3] the ground's checker colours; sky: [3].
+    cam_to_world: [4, 4] OpenCV camera-to-world; intrinsics: [3, 3] normalised.
+    instance_ids: [K] int: which object of the source video each one is (duplicates repeat ids).
+  """
+  shapes: np.ndarray
+  patterns: np.ndarray
+  sizes: np.ndarray
+  centers: np.ndarray
+  rotations: np.ndarray
+  colors: np.ndarray
+  ground: np.ndarray
+  sky: np.ndarray
+  cam_to_world: np.ndarray
+  intrinsics: np.ndarray
+  instance_ids: np.ndarray
+
+  def __post_init__(self):
+    k = len(np.asarray(self.shapes))
+    shapes = {"patterns": (k,), "sizes": (k, 3), "centers": (k, 3), "rotations": (k, 3, 3),
+              "colors": (k, 2, 3), "ground": (2, 3), "sky": (3,), "cam_to_world": (4, 4),
+              "intrinsics": (3, 3), "instance_ids": (k,)}
+    for name, shape in shapes.items():
+      if np.shape(getattr(self, name)) != shape:
+        raise ValueError(f"SceneState.{name} must have shape {shape} for {k} objects, got "
+                         f"{np.shape(getattr(self, name))}.")
+    if k and (np.min(self.shapes) < 0 or np.max(self.shapes) >= len(SHAPES)):
+      raise ValueError(f"SceneState.shapes must index SHAPES {SHAPES}, got {self.shapes}.")
+    if k and np.any(np.asarray(self.sizes) <= 0):
+      raise ValueError("SceneState.sizes must be positive.")
+
+  @property
+  def num_objects(self) -> int:
+    return len(self.shapes)
+
+  def replace(self, **fields) -> "SceneState":
+    return dataclasses.replace(self, **fields)
+
+  def subset(self, indices) -> "SceneState":
+    """The state with only objects `indices` (in that order; repeats allowed)."""
+    keep = np.asarray(indices, np.int64).reshape(-1)
+    per_object = ("shapes", "patterns", "sizes", "centers", "rotations", "colors",
+                  "instance_ids")
+    return dataclasses.replace(self, **{n: np.asarray(getattr(self, n))[keep]
+                                        for n in per_object})
+
+
+def state_at(seed: int, index: int, frame: int, config: SceneConfig = SceneConfig()) -> SceneState:
+  """Frame `frame` of video `index` of stream `seed` (as `generate_example` draws it) as a state.
+
+  Every object of the video is included (visible or not); `instance_ids[k] = k`, as in the
+  video record (`movi_e.example_to_video_record`).
+  """
+  if not 0 <= frame < config.num_frames:
+    raise ValueError(f"Frame {frame} out of range for videos of {config.num_frames} frames.")
+  scene = sample_scene(np.random.default_rng([seed, index]), config)
+  poses = scene_at(scene, frame)
+  intrinsics = geometry.kubric_intrinsics(config.focal_length, config.sensor_width,
+                                          config.height, config.width).astype(np.float64)
+  return SceneState(shapes=scene["shapes"], patterns=scene["patterns"], sizes=scene["sizes"],
+                    centers=poses["centers"], rotations=poses["rotations"],
+                    colors=scene["colors"], ground=scene["ground"], sky=scene["sky"],
+                    cam_to_world=poses["cam_to_world"], intrinsics=intrinsics,
+                    instance_ids=np.arange(len(scene["shapes"])))
+
+
+def render_state(state: SceneState, config: SceneConfig = SceneConfig(),
+                 resolution: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+  """Ray-casts a state with `render_frame` (the generator's renderer and shading).
+
+  Args:
+    state: the scene; config: shading / ground knobs (its height, width unless `resolution`).
+    resolution: (H, W) to render at (the normalised intrinsics fit any size).
+
+  Returns:
+    `render_frame`'s outputs (rgb [H, W, 3] uint8, depth, segmentation = k + 1 for state object
+    k, normal, object_coordinates) plus masks [K, H, W] bool: the visible pixels of each object.
+  """
+  if state.num_objects > 254:
+    raise ValueError("At most 254 objects fit the uint8 segmentation.")
+  if resolution is not None:
+    config = dataclasses.replace(config, height=int(resolution[0]), width=int(resolution[1]))
+  scene = dict(shapes=np.asarray(state.shapes, np.int64), sizes=np.asarray(state.sizes, np.float64),
+               colors=np.asarray(state.colors, np.float64),
+               patterns=np.asarray(state.patterns, np.int64),
+               ground=np.asarray(state.ground, np.float64), sky=np.asarray(state.sky, np.float64))
+  poses = dict(centers=np.asarray(state.centers, np.float64),
+               rotations=np.asarray(state.rotations, np.float64),
+               cam_to_world=np.asarray(state.cam_to_world, np.float64))
+  out = render_frame(scene, poses, np.asarray(state.intrinsics, np.float64), config)
+  ids = np.arange(1, state.num_objects + 1)[:, None, None]
+  out["masks"] = out["segmentation"][None].astype(np.int64) == ids
+  return out
+
+
+# ------------------------------------------------------------------------------------------------
 # MOVi-E-schema example.
 
 
@@ -488,6 +598,29 @@ def generate_records(seed: int, num_videos: int, config: SceneConfig, image_form
     yield from pool.imap(_record_worker, jobs)
 
 
+def _convert_video(index: int, seed: int, config: SceneConfig, image_format: str):
+  from data_pipelines import conversion  # pylint: disable=g-import-not-at-top
+  yield conversion.guarded(f"synthetic_{seed}_{index:06d}",
+                           lambda: _record_worker((seed, index, config, image_format)))
+
+
+def conversion_plan(out_dir: str, num_videos: int, config: SceneConfig, seed: int = 0,
+                    split: str = "train", records_per_shard: int = 256,
+                    image_format: str = "png", options: str | None = None):
+  """The shards the CLI writes (`{split}.array_record-XXXXX-of-YYYYY`), one input per video, as a
+  `conversion.ConversionPlan` for `data_pipelines.beam_convert`."""
+  import functools  # pylint: disable=g-import-not-at-top
+  from data_pipelines import conversion  # pylint: disable=g-import-not-at-top
+  from data_pipelines import video_record  # pylint: disable=g-import-not-at-top
+  shards = conversion.chunked_shards(
+      list(range(num_videos)), records_per_shard,
+      lambda n, count: os.path.join(out_dir, f"{split}.array_record-{n:05d}-of-{count:05d}"))
+  return conversion.ConversionPlan(
+      shards, functools.partial(_convert_video, seed=seed, config=config,
+                                image_format=image_format),
+      options=options or video_record.DEFAULT_OPTIONS)
+
+
 def scene_config(scene_json: str = "{}", **fields) -> SceneConfig:
   """SceneConfig from keyword fields plus a JSON object of more fields (lists become tuples).
 
@@ -505,24 +638,40 @@ def scene_config(scene_json: str = "{}", **fields) -> SceneConfig:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--out_dir", required=True, help="Where to write video-record shards.")
-  parser.add_argument("--num_videos", type=int, default=16)
-  parser.add_argument("--resolution", type=int, default=128)
-  parser.add_argument("--num_frames", type=int, default=8)
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--split", default="train")
-  parser.add_argument("--min_objects", type=int, default=SceneConfig.min_objects)
-  parser.add_argument("--max_objects", type=int, default=SceneConfig.max_objects)
-  parser.add_argument("--records_per_shard", type=int, default=256)
-  parser.add_argument("--image_format", default="png", choices=("png", "jpeg"))
-  parser.add_argument("--num_workers", type=int, default=1)
+  parser = argparse.ArgumentParser(
+      prog="python -m data_pipelines.synthetic", description=__doc__.split("\n")[0],
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  count = cli_validation.int_at_least
+  parser.add_argument("--out_dir", required=True,
+                      help="Where to write the video-record shards (<split>.array_record-NNNNN-of-NNNNN).")
+  parser.add_argument("--num_videos", type=count(1), default=16, help="Videos to render.")
+  parser.add_argument("--resolution", type=count(1), default=128,
+                      help="Square frame size in pixels (height = width).")
+  parser.add_argument("--num_frames", type=count(1), default=8, help="Frames per video.")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="Seed of video 0; video i uses (seed, i), so splits with different "
+                           "seeds share no scene.")
+  parser.add_argument("--split", default="train",
+                      help="Split name: the shard file-name prefix the data configs glob for "
+                           "(train*, eval*).")
+  parser.add_argument("--min_objects", type=count(1), default=SceneConfig.min_objects,
+                      help="Fewest objects per scene.")
+  parser.add_argument("--max_objects", type=count(1), default=SceneConfig.max_objects,
+                      help="Most objects per scene (>= --min_objects).")
+  parser.add_argument("--records_per_shard", type=count(1), default=256,
+                      help="Videos per ArrayRecord shard file.")
+  parser.add_argument("--image_format", default="png", choices=("png", "jpeg"),
+                      help="Encoding of the frames inside each record.")
+  parser.add_argument("--num_workers", type=count(1), default=1,
+                      help="Processes rendering videos in parallel.")
   parser.add_argument("--scene_json", default="{}",
                       help="JSON object of further SceneConfig fields, e.g. "
                            "'{\"max_speed\": 0.4, \"patterns\": [\"solid\"]}'.")
   parser.add_argument("--tfds_dir", default=None,
                       help="Also write the videos as a TFDS movi_e dataset here (needs TF).")
   args = parser.parse_args(argv)
+  if args.max_objects < args.min_objects:
+    parser.error(f"--max_objects={args.max_objects} is below --min_objects={args.min_objects}.")
   logging.basicConfig(level=logging.INFO)
   from data_pipelines import movi_e  # pylint: disable=g-import-not-at-top
   config = scene_config(args.scene_json, height=args.resolution, width=args.resolution,

@@ -8,6 +8,8 @@ Source format (waymo-research/waymo-open-dataset, `src/waymo_open_dataset/v2/`; 
     component at `<dataset_dir>/<component tag>/<segment_context_name>.parquet`.
   * `perception/base.py`: keys `key.segment_context_name` (string),
     `key.frame_timestamp_micros` (int64), `key.camera_name` (int8), `key.laser_object_id` (string).
+    Some of the repository's own test Parquet files store `key.camera_name` as the enum name
+    ("FRONT", ...): both are accepted, and when no row matches the error lists the values found.
   * `perception/camera_image.py`: `[CameraImageComponent].image` (JPEG bytes),
     `[CameraImageComponent].pose.transform` (SDC pose at capture); `CameraName` FRONT=1,
     FRONT_LEFT=2, FRONT_RIGHT=3, SIDE_LEFT=4, SIDE_RIGHT=5.
@@ -20,8 +22,9 @@ Source format (waymo-research/waymo-open-dataset, `src/waymo_open_dataset/v2/`; 
     2 pedestrian, 3 sign, 4 cyclist), `.num_lidar_points_in_box`; boxes are "defined w.r.t. the
     frame vehicle pose coordinate system".
   * `perception/pose.py`: `[VehiclePoseComponent].world_from_vehicle.transform`.
-  * `column_types.py` (`Transform`): a flattened 4x4 matrix, `list<float64>[16]`, row-major (as the
-    v1 `Transform` proto it is converted from).
+  * `column_types.py` (`Transform`): a flattened 4x4 matrix, row-major (as the v1 `Transform`
+    proto it is converted from); the code schema says `list<float64>[16]`, the released files
+    store vehicle poses as `list<float32>[16]`: both are accepted (cast to float64).
 
 Conversion to the canonical conventions:
   * Boxes: `geometry.box_corners(center, size, yaw_rotation(heading))` in the vehicle frame of
@@ -32,9 +35,11 @@ Conversion to the canonical conventions:
     `inverse(extrinsic) @ box_vehicle`, which is how Waymo projects its own labels; the rolling
     shutter and the small pose difference to the camera's capture time are ignored.
   * Intrinsics normalised by the calibration width / height (`geometry.normalize_intrinsics`,
-    OpenCV pixel-centre convention). The lens distortion (k1, k2, p1, p2, k3) is *ignored* for
-    projection: boxes are projected with the pinhole model, which is off by a few pixels near the
-    image border of the wide cameras.
+    OpenCV pixel-centre convention); the record's intrinsics are the pinhole part (the schema has
+    no distortion). The lens distortion (k1, k2, p1, p2, k3; radial-tangential, as OpenCV and
+    Waymo's `camera_model.cc`) is applied to the projected corners (`distort`) for the 2D boxes
+    and the visibility test: ignoring it moved boxes at the image border of real files by up to
+    33 px.
   * Identity across frames: `key.laser_object_id` -> a stable instance index (sorted ids); in
     frames where an object is not labelled its corners are zero and it is not visible.
   * visible = labelled in the frame, `geometry.box_validity` (all corners in front of the camera by
@@ -50,12 +55,14 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import functools
 import io
 import os
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from data_pipelines import conversion
 from data_pipelines import video_record
 from neural_assets import geometry
 
@@ -73,6 +80,8 @@ IMAGE = "[CameraImageComponent].image"
 IMAGE_POSE = "[CameraImageComponent].pose.transform"
 _CALIB = "[CameraCalibrationComponent]"
 CALIB_INTRINSIC = {k: f"{_CALIB}.intrinsic.{k}" for k in ("f_u", "f_v", "c_u", "c_v")}
+DISTORTION = ("k1", "k2", "p1", "p2", "k3")
+CALIB_DISTORTION = {k: f"{_CALIB}.intrinsic.{k}" for k in DISTORTION}
 CALIB_EXTRINSIC = f"{_CALIB}.extrinsic.transform"
 CALIB_WIDTH, CALIB_HEIGHT = f"{_CALIB}.width", f"{_CALIB}.height"
 _BOX = "[LiDARBoxComponent]"
@@ -127,6 +136,84 @@ def _read(input_dir: str, tag: str, segment: str, columns: Sequence[str], requir
   return {c: [v[i] for i in keep] for c, v in data.items()}
 
 
+def _camera_rows(values, camera: str) -> list[int]:
+  """Rows whose `key.camera_name` is `camera`, stored as the enum value (int8) or its name."""
+  camera_id = CAMERA_NAMES[camera]
+  rows = []
+  for i, value in enumerate(values):
+    if isinstance(value, bytes):
+      value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+      value = value.strip().upper()
+      if value == camera or (value.isdigit() and int(value) == camera_id):
+        rows.append(i)
+    elif value is not None and int(value) == camera_id:
+      rows.append(i)
+  return rows
+
+
+def _found_cameras(values) -> str:
+  found = sorted({repr(v) for v in values})
+  return ", ".join(found[:10]) + (" ..." if len(found) > 10 else "") if found else "none"
+
+
+def distort(xy: np.ndarray, coefficients) -> np.ndarray:
+  """Radial-tangential lens distortion of normalised image-plane points.
+
+  x_d = x (1 + k1 r^2 + k2 r^4 + k3 r^6) + 2 p1 x y + p2 (r^2 + 2 x^2),
+  y_d = y (1 + k1 r^2 + k2 r^4 + k3 r^6) + p1 (r^2 + 2 y^2) + 2 p2 x y, r^2 = x^2 + y^2
+  (OpenCV's model; Waymo's intrinsic vector [f_u, f_v, c_u, c_v, k1, k2, p1, p2, k3]).
+  Points beyond the radius where the radial map stops increasing (far outside the field of
+  view, where the polynomial folds back into the image) are first pulled in to that radius, so
+  an object behind the image border can never be distorted onto it.
+
+  Args:
+    xy: [..., 2] pinhole image-plane points (X / Z, Y / Z in the OpenCV camera frame).
+    coefficients: (k1, k2, p1, p2, k3).
+
+  Returns:
+    [..., 2] distorted image-plane points (apply the pinhole intrinsics to get pixels).
+  """
+  k1, k2, p1, p2, k3 = (float(c) for c in coefficients)
+  xy = np.asarray(xy, np.float64)
+  if not any((k1, k2, p1, p2, k3)):
+    return xy
+  # Largest radius (up to 10, i.e. 84 degrees off axis) over which r * radial(r) increases.
+  r = np.linspace(0.0, 10.0, 20001)
+  r2 = r * r
+  mapped = r * (1 + k1 * r2 + k2 * r2 ** 2 + k3 * r2 ** 3)
+  falling = np.flatnonzero(np.diff(mapped) <= 0)
+  r_max = r[falling[0]] if falling.size else r[-1]
+  radius = np.linalg.norm(xy, axis=-1, keepdims=True)
+  xy = xy * np.minimum(1.0, r_max / np.maximum(radius, 1e-12))
+  x, y = xy[..., 0], xy[..., 1]
+  r2 = x * x + y * y
+  radial = 1 + k1 * r2 + k2 * r2 ** 2 + k3 * r2 ** 3
+  return np.stack([x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x),
+                   y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y], axis=-1)
+
+
+def project_distorted(corners_world, world_to_camera, intrinsics, coefficients):
+  """Like `geometry.project_box`, with lens distortion between the pinhole and the intrinsics.
+
+  Args:
+    corners_world: [..., 8, 3]; world_to_camera: [..., 4, 4]; intrinsics: [..., 3, 3]
+      normalised (broadcast as in `geometry.project_box`); coefficients: (k1, k2, p1, p2, k3).
+
+  Returns:
+    [..., 8, 3] (u, v, depth) per corner.
+  """
+  cam = geometry.transform_points(np.asarray(world_to_camera, np.float64)[..., None, :, :],
+                                  np.asarray(corners_world, np.float64))
+  depth = cam[..., 2]
+  safe = np.where(np.abs(depth) < 1e-6, np.copysign(1e-6, depth), depth)
+  xy = distort(cam[..., :2] / safe[..., None], coefficients)
+  k = np.asarray(intrinsics, np.float64)[..., None, :, :]
+  u = k[..., 0, 0] * xy[..., 0] + k[..., 0, 1] * xy[..., 1] + k[..., 0, 2]
+  v = k[..., 1, 1] * xy[..., 1] + k[..., 1, 2]
+  return np.stack([u, v, depth], axis=-1)
+
+
 def _transform(value, what: str) -> np.ndarray:
   if value is None or len(value) != 16:
     raise WaymoFormatError(f"{what}: want a 16-value row-major 4x4 transform, got "
@@ -168,15 +255,17 @@ def read_segment(input_dir: str, segment: str, config: WaymoConfig = WaymoConfig
     raise ValueError(f"Unknown Waymo camera {config.camera!r}; want one of {list(CAMERA_NAMES)}.")
   if config.pose_source not in ("vehicle_pose", "camera_image"):
     raise ValueError(f"Unknown pose_source {config.pose_source!r}.")
-  camera_id = CAMERA_NAMES[config.camera]
   where = f"Waymo segment {segment!r} camera {config.camera}"
 
   # Frames of this camera, ordered by timestamp.
   images = _read(input_dir, CAMERA_IMAGE, segment,
                  [KEY_SEGMENT, KEY_TIMESTAMP, KEY_CAMERA, IMAGE, IMAGE_POSE])
-  rows = [i for i, c in enumerate(images[KEY_CAMERA]) if c == camera_id]
+  rows = _camera_rows(images[KEY_CAMERA], config.camera)
   if not rows:
-    raise WaymoFormatError(f"{where}: no rows in {CAMERA_IMAGE}.")
+    raise WaymoFormatError(
+        f"{where}: no rows in {CAMERA_IMAGE} with {KEY_CAMERA} = {CAMERA_NAMES[config.camera]} "
+        f"or {config.camera!r}; the file holds {KEY_CAMERA} values: "
+        f"{_found_cameras(images[KEY_CAMERA])}.")
   rows.sort(key=lambda i: images[KEY_TIMESTAMP][i])
   timestamps = [int(images[KEY_TIMESTAMP][i]) for i in rows]
   if len(set(timestamps)) != len(timestamps):
@@ -190,10 +279,12 @@ def read_segment(input_dir: str, segment: str, config: WaymoConfig = WaymoConfig
   # Calibration: one row per segment and camera.
   calib = _read(input_dir, CAMERA_CALIBRATION, segment,
                 [KEY_SEGMENT, KEY_CAMERA, CALIB_EXTRINSIC, CALIB_WIDTH, CALIB_HEIGHT,
-                 *CALIB_INTRINSIC.values()])
-  crow = [i for i, c in enumerate(calib[KEY_CAMERA]) if c == camera_id]
+                 *CALIB_INTRINSIC.values(), *CALIB_DISTORTION.values()])
+  crow = _camera_rows(calib[KEY_CAMERA], config.camera)
   if len(crow) != 1:
-    raise WaymoFormatError(f"{where}: want 1 {CAMERA_CALIBRATION} row, found {len(crow)}.")
+    raise WaymoFormatError(f"{where}: want 1 {CAMERA_CALIBRATION} row, found {len(crow)} "
+                           f"({KEY_CAMERA} values in the file: "
+                           f"{_found_cameras(calib[KEY_CAMERA])}).")
   crow = crow[0]
   width, height = int(calib[CALIB_WIDTH][crow]), int(calib[CALIB_HEIGHT][crow])
   for ts, frame in zip(timestamps, frames):
@@ -205,6 +296,9 @@ def read_segment(input_dir: str, segment: str, config: WaymoConfig = WaymoConfig
                                                                          "c_v"))
   if not (f_u > 0 and f_v > 0 and width > 0 and height > 0):
     raise WaymoFormatError(f"{where}: bad calibration f_u={f_u}, f_v={f_v}, {width}x{height}.")
+  coefficients = tuple(float(calib[CALIB_DISTORTION[k]][crow] or 0.0) for k in DISTORTION)
+  if not all(np.isfinite(coefficients)):
+    raise WaymoFormatError(f"{where}: non-finite distortion coefficients {coefficients}.")
   k_pixels = geometry.intrinsics_matrix(f_u, f_v, c_u, c_v)
   intrinsics = np.broadcast_to(geometry.normalize_intrinsics(k_pixels, height, width),
                                (len(frames), 3, 3)).astype(np.float32)
@@ -260,8 +354,8 @@ def read_segment(input_dir: str, segment: str, config: WaymoConfig = WaymoConfig
   corners_vehicle = geometry.box_corners(center, size, geometry.yaw_rotation(heading))
   corners_world = geometry.transform_points(world_from_vehicle[:, None, None], corners_vehicle)
   corners_world = np.where(present[..., None, None], corners_world, 0.0)
-  uvd = geometry.project_box(corners_world, world_to_camera[:, None], intrinsics[:, None]
-                             .astype(np.float64))
+  uvd = project_distorted(corners_world, world_to_camera[:, None],
+                          intrinsics[:, None].astype(np.float64), coefficients)
   valid, _ = geometry.box_validity(uvd, min_depth=config.min_depth, min_size=config.min_box_size,
                                    sizes=size)
   visible = present & valid & (points >= config.min_lidar_points)
@@ -293,23 +387,38 @@ def read_dataset(input_dir: str, config: WaymoConfig = WaymoConfig(),
     yield read_segment(input_dir, segment, config)
 
 
-def convert(input_dir: str, out_dir: str, config: WaymoConfig = WaymoConfig(),
-            segments: Sequence[str] | None = None, videos_per_shard: int = 16,
-            split: str = "train") -> dict[str, int]:
-  """Writes `{split}.array_record-waymo_<camera>-XXXXX-of-YYYYY` shards of `videos_per_shard`
-  videos (the experiment configs select splits by the `{split}.array_record*` prefix); returns
-  {path: count}."""
+def _convert_segment(segment: str, input_dir: str, config: WaymoConfig):
+  yield conversion.guarded(f"{segment}/{config.camera}",
+                           lambda: read_segment(input_dir, segment, config))
+
+
+def conversion_plan(input_dir: str, out_dir: str, config: WaymoConfig = WaymoConfig(),
+                    segments: Sequence[str] | None = None, videos_per_shard: int = 16,
+                    split: str = "train", options: str = video_record.DEFAULT_OPTIONS
+                    ) -> conversion.ConversionPlan:
+  """Shards `{split}.array_record-waymo_<camera>-XXXXX-of-YYYYY` of `videos_per_shard`
+  segments each (the experiment configs select splits by the `{split}.array_record*` prefix);
+  one input = one segment."""
   if videos_per_shard < 1:
     raise ValueError(f"videos_per_shard must be >= 1, got {videos_per_shard}.")
   segments = list(segments or list_segments(input_dir))
-  os.makedirs(out_dir, exist_ok=True)
-  chunks = [segments[i:i + videos_per_shard] for i in range(0, len(segments), videos_per_shard)]
-  written = {}
-  for n, chunk in enumerate(chunks):
-    path = os.path.join(out_dir, f"{split}.array_record-waymo_{config.camera.lower()}-"
-                        f"{n:05d}-of-{len(chunks):05d}")
-    written[path] = video_record.write_array_record(path, read_dataset(input_dir, config, chunk))
-  return written
+  shards = conversion.chunked_shards(
+      segments, videos_per_shard,
+      lambda n, count: os.path.join(out_dir, f"{split}.array_record-waymo_"
+                                             f"{config.camera.lower()}-{n:05d}-of-{count:05d}"))
+  return conversion.ConversionPlan(
+      shards, functools.partial(_convert_segment, input_dir=input_dir, config=config),
+      options=options)
+
+
+def convert(input_dir: str, out_dir: str, config: WaymoConfig = WaymoConfig(),
+            segments: Sequence[str] | None = None, videos_per_shard: int = 16,
+            split: str = "train", options: str = video_record.DEFAULT_OPTIONS
+            ) -> dict[str, int]:
+  """Runs `conversion_plan` in this process (for small data; `data_pipelines.beam_convert`
+  runs the same plan on Apache Beam); returns {path: count}."""
+  return conversion.run_local(conversion_plan(input_dir, out_dir, config, segments,
+                                              videos_per_shard, split, options))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -8,11 +8,14 @@ r"""Edits a scene with a trained Neural Assets model and writes the renders as P
 Each --op is one edit of the source scene (several operations joined by ';' make one composite
 edit). Writes `source.png`, `edit_<k>_<op>.png` (`..._v<v>.png` with several variations) and
 `grid.png` (one row per variation: source | edit 1 | edit 2 ...). Scenes are `.npz` files written
-by `neural_assets.editing.Scene.save`. Object indices are those of the scene (and of objects
-appended by earlier operations of the same edit: `duplicate` / `insert` append).
+by `neural_assets.editing.Scene.save` (the demo writes its held-out scenes to WORKDIR/scenes/) or
+edited scenes written by `Edit.save` (the app's "edited scene" download; the ops then apply on
+top of that edit, and `--op reconstruct` renders it as it is). Object indices are those of the
+scene (and of objects appended by earlier operations of the same edit: `duplicate` / `insert`
+append).
 
 Operations (angles in degrees, lengths in world units; add `force=1` to any op to apply it even
-if an object ends up behind the camera or off-screen):
+if an object ends up behind the camera or off-screen; such objects are left out of the render):
   translate I [x= y= z=] [frame=world|camera]   move object I
   rotate I [yaw= pitch= roll=]                   turn object I about its own axes
   rescale I F | rescale I [x= y= z=]             scale object I (alias: scale)
@@ -38,6 +41,8 @@ import numpy as np
 from PIL import Image
 
 from neural_assets import editing
+from neural_assets import inference
+from neural_assets.cli_validation import finite_float, int_at_least
 
 _FLOAT_KEYS = {
     "translate": ("x", "y", "z"),
@@ -156,9 +161,13 @@ def _parse_one(text: str, other_scene: editing.Scene | None) -> EditFn:
   return editing.as_edit  # reconstruct.
 
 
-def build_edit(scene: editing.Scene, op: str,
+# How a refused edit is forced from the command line (the API's `allow_invalid=True`).
+FORCE_HINT = "Add force=1 to the op to apply it anyway"
+
+
+def build_edit(scene: editing.Scene | editing.Edit, op: str,
                other_scene: editing.Scene | None = None) -> editing.Edit:
-  """Applies one --op string (operations joined by ';') to `scene`.
+  """Applies one --op string (operations joined by ';') to `scene` (or on top of an edit).
 
   Raises:
     OpParseError: naming the op, for a syntax error or an edit that cannot be applied.
@@ -167,6 +176,8 @@ def build_edit(scene: editing.Scene, op: str,
   for part in op.split(";"):
     try:
       edit = _parse_one(part, other_scene)(edit)
+    except editing.EditRefused as e:
+      raise OpParseError(f"Bad --op {op!r}: {e.message(FORCE_HINT)}") from e
     except (OpParseError, editing.EditError) as e:
       raise OpParseError(f"Bad --op {op!r}: {e}") from e
   # The user's op text names the edit (titles, file names).
@@ -201,21 +212,25 @@ def _parser() -> argparse.ArgumentParser:
       formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog=__doc__[__doc__.index("Operations"):])
   parser.add_argument("--checkpoint", required=True,
-                      help="Training workdir, its checkpoints/ dir, or one step dir.")
-  parser.add_argument("--scene", required=True, help="Scene .npz (editing.Scene.save).")
+                      help="Training workdir, the demo's workdir, a checkpoints/ dir or one "
+                      "step dir.")
+  parser.add_argument("--scene", required=True,
+                      help="Scene .npz (editing.Scene.save, e.g. the demo's WORKDIR/scenes/*.npz) "
+                      "or edited scene .npz (editing.Edit.save, e.g. downloaded from the app).")
   parser.add_argument("--op", action="append", required=True, help="An edit (repeatable).")
   parser.add_argument("--out_dir", required=True)
   parser.add_argument("--other_scene", default=None, help="Scene .npz for insert / background.")
   parser.add_argument("--config", default=None,
                       help="Config .py / .json (default: the one stored with the checkpoint).")
-  parser.add_argument("--step", type=int, default=None, help="Checkpoint step (default: newest).")
+  parser.add_argument("--step", type=int_at_least(0), default=None,
+                      help="Checkpoint step (default: newest).")
   parser.add_argument("--no_ema", action="store_true", help="Use the raw, not the EMA, weights.")
-  parser.add_argument("--guidance_scale", type=float, default=None,
+  parser.add_argument("--guidance_scale", type=finite_float(low=0.0), default=None,
                       help="Classifier-free guidance scale (default: config.sampler).")
-  parser.add_argument("--num_steps", type=int, default=None,
+  parser.add_argument("--num_steps", type=int_at_least(1), default=None,
                       help="DDIM steps (default: config.sampler).")
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--num_variations", type=int, default=1)
+  parser.add_argument("--num_variations", type=int_at_least(1), default=1)
   return parser
 
 
@@ -225,17 +240,18 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.num_variations < 1:
     parser.error(f"--num_variations must be >= 1, got {args.num_variations}.")
   try:
-    scene = editing.Scene.load(args.scene)
+    start = editing.load_scene_or_edit(args.scene)
     other = editing.Scene.load(args.other_scene) if args.other_scene else None
   except (OSError, ValueError) as e:
     parser.error(str(e))
   # Parse and apply every op before loading the model, so a typo fails in a second.
   try:
-    edits = [build_edit(scene, op, other) for op in args.op]
+    edits = [build_edit(start, op, other) for op in args.op]
   except OpParseError as e:
     parser.error(str(e))
-  bundle = editing.load_model_for_inference(args.checkpoint, args.config, args.step,
-                                            use_ema=not args.no_ema)
+  scene = editing.as_edit(start).source
+  bundle = inference.load_model_for_inference(args.checkpoint, args.config, args.step,
+                                              use_ema=not args.no_ema)
   images = editing.render(bundle, scene, *edits, guidance_scale=args.guidance_scale,
                           num_steps=args.num_steps, seed=args.seed,
                           num_variations=args.num_variations)  # [E, V, H, W, 3]

@@ -12,13 +12,17 @@ between CPU devices (tests, CPU clusters).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 import jax
 from ml_collections import config_flags
+
+from neural_assets import config_checks
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (e.g. configs/smoke.py).", lock_config=True)
@@ -58,6 +62,48 @@ def _initialize_jax() -> None:
     jax.distributed.initialize()
 
 
+def _base_config(argv):
+  """The config file named by --config, without the --config.* overrides (None if unreadable)."""
+  values = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+  values += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
+  if not values:
+    return None
+  path, _, arg = values[-1].partition(":")
+  try:
+    spec = importlib.util.spec_from_file_location("_neural_assets_base_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def _fail(message: str) -> None:
+  print(f"FATAL Flags parsing error: {message}\nPass --helpshort or --helpfull to see help on "
+        "flags.", file=sys.stderr)
+  sys.exit(1)
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with one line (not chained tracebacks) for a bad config override and a
+  range check of the resulting config (`config_checks`)."""
+  try:
+    rest = flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    base = _base_config(argv)
+    line = config_checks.unknown_override(base, argv) if base is not None else None
+    if line is None:
+      # Another flag error (a value of the wrong type, a missing file): its own message.
+      line = " ".join(str(e).split())
+    _fail(line)
+  if _CONFIG.value is not None:
+    try:
+      config_checks.check_config(_CONFIG.value)
+    except config_checks.ConfigError as e:
+      _fail(str(e))
+  return rest
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -69,12 +115,25 @@ def main(argv):
     workdir = os.path.abspath(os.path.expanduser(workdir))
   config = _CONFIG.value
   # Imported here so that flag and config errors surface before the heavy imports.
-  from neural_assets.training import trainer  # pylint: disable=g-import-not-at-top
-  if _MODE.value == "eval":
-    trainer.evaluate_checkpoint(config, workdir)
-  else:
-    trainer.train_and_evaluate(config, workdir, run_eval=_MODE.value == "train_and_eval")
+  # pylint: disable=g-import-not-at-top
+  from neural_assets.convert.checkpoint_io import CheckpointMismatchError
+  from neural_assets.training import checkpointing
+  from neural_assets.training import trainer
+  # pylint: enable=g-import-not-at-top
+  refusals = (checkpointing.CheckpointError, checkpointing.CheckpointSaveError,
+              trainer.InitCheckpointError, trainer.TrainingDivergedError,
+              CheckpointMismatchError, config_checks.ConfigError, FileNotFoundError)
+  try:
+    if _MODE.value == "eval":
+      trainer.evaluate_checkpoint(config, workdir)
+    else:
+      trainer.train_and_evaluate(config, workdir, run_eval=_MODE.value == "train_and_eval")
+  except refusals as e:
+    # A refusal with its reason and fix, once; the traceback would only repeat it.
+    logging.error("%s: %s", type(e).__name__, e)
+    print(f"ERROR ({type(e).__name__}): {e}", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -3,6 +3,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+# tests/test_app.py drives the scene editor in headless Chromium (Debian's packages); it skips
+# without them, except under CI=true. Installed here when missing and running as root.
+if { ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; } \
+    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+      chromium-driver >/dev/null
+fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]"
+# The beam extra too, so that tests/test_beam_convert.py (Beam vs CLI conversion) runs.
+.venv/bin/python -m pip install -q -e ".[test,beam]"
 .venv/bin/python -m pytest -q -n 2 --durations=15 tests "$@"

@@ -19,7 +19,7 @@ def test_benchmark_writes_both_figures(tmp_path):
   assert report["records_presented"] == 8
   for variant in ("rendered", "noisy"):
     result = report["variants"][variant]
-    assert result["partial_reads"] and result["num_pairs"] == 16
+    assert result["records_read_per_pair"] == 3 and result["num_pairs"] == 16
     assert result["pipeline_pairs_per_s_per_core"] > 0 and result["decode_pairs_per_s_per_core"] > 0
     assert 0 < result["ratio_per_core"] == result["ratio_per_core_all_runs"][0]
     assert result["mean_kib_read_per_pair"] <= result["mean_record_kib"]

@@ -74,3 +74,47 @@ def test_config_check_names_first_difference(checkpoints, tmp_path):
         str(checkpoints / "sd" / "unet"), str(checkpoints / "sd" / "vae"),
         str(checkpoints / "dino"), str(tmp_path / "bad"), config)
   assert not os.path.exists(tmp_path / "bad")
+
+
+def _copy_checkpoints(checkpoints, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  copy = tmp_path / "ckpts"
+  shutil.copytree(checkpoints, copy)
+  return copy
+
+
+def test_nan_weights_are_refused_naming_file_and_tensor(checkpoints, tmp_path, capsys):
+  from safetensors.numpy import load_file, save_file  # pylint: disable=g-import-not-at-top
+  copy = _copy_checkpoints(checkpoints, tmp_path)
+  path = copy / "sd" / "vae" / "diffusion_pytorch_model.safetensors"
+  tensors = load_file(str(path))
+  name = sorted(k for k in tensors if tensors[k].dtype.kind == "f")[0]
+  tensors[name] = tensors[name].copy()
+  tensors[name].flat[0] = np.nan
+  tensors[name].flat[-1] = np.inf
+  save_file(tensors, str(path))
+  argv = [f"--sd_dir={copy / 'sd'}", f"--encoder_dir={copy / 'dino'}",
+          f"--out_dir={tmp_path / 'out'}"]
+  with pytest.raises(convert.CorruptWeightsError,
+                     match=f"{path} holds NaN/Inf values in 1 tensor\\(s\\): {name} \\(2 of "):
+    convert_cli.main(argv)
+  assert convert_cli.cli(argv) == 2
+  err = capsys.readouterr().err
+  assert len(err.strip().splitlines()) == 1 and str(path) in err
+  assert not os.path.exists(tmp_path / "out")
+
+
+def test_damaged_safetensors_is_one_line_naming_the_file(checkpoints, tmp_path, capsys):
+  copy = _copy_checkpoints(checkpoints, tmp_path)
+  path = copy / "dino" / "model.safetensors"
+  data = path.read_bytes()
+  path.write_bytes(data[:len(data) // 2])  # Truncated download.
+  argv = [f"--sd_dir={copy / 'sd'}", f"--encoder_dir={copy / 'dino'}",
+          f"--out_dir={tmp_path / 'out'}"]
+  assert convert_cli.cli(argv) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1, err
+  assert f"{path} is not a readable safetensors file" in err and "damaged" in err
+  path.write_bytes(b"\x13" * 64)  # Garbage header.
+  assert convert_cli.cli(argv) == 2
+  assert f"{path} is not a readable safetensors file" in capsys.readouterr().err

@@ -134,3 +134,15 @@ def test_demo_end_to_end(tmp_path):
   assert len(scenes) == 3 and all(name.endswith(".npz") for name in scenes)
   scene = editing.Scene.load(os.path.join(workdir, "scenes", scenes[0]))
   assert scene.image.shape == (32, 32, 3)
+
+def test_demo_numbers_are_checked_at_parse_time(tmp_path):
+  # absl validators run on the module's real flags; a subprocess keeps this process's FLAGS clean.
+  result = subprocess.run(
+      [sys.executable, "-m", "neural_assets.demo", f"--workdir={tmp_path / 'w'}",
+       "--minutes=nan", "--num_train_videos=-4"], capture_output=True, text=True, timeout=120,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"},
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert result.returncode != 0
+  assert "--minutes must be a finite number >= 0" in result.stderr, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+  assert not os.path.exists(tmp_path / "w")

@@ -97,6 +97,36 @@ def test_scene_save_load_round_trip(scene, tmp_path):
     editing.Scene.load(str(tmp_path / "bad.npz"))
 
 
+def test_edit_save_load_round_trip(scene, other, tmp_path):
+  edit = editing.orbit_camera(editing.replace_background(editing.insert(editing.remove(
+      editing.translate(scene, 0, (0.2, 0.0, 0.3)), 1), other, 2), other), 5.0)
+  path = str(tmp_path / "edit.npz")
+  edit.save(path)
+  loaded = editing.load_scene_or_edit(path)
+  assert isinstance(loaded, editing.Edit) and loaded.steps == edit.steps
+  assert len(loaded.scenes) == 2 and loaded.background_scene == 1
+  np.testing.assert_array_equal(loaded.source.image, scene.image)
+  np.testing.assert_array_equal(loaded.scenes[1].boxes_2d, other.boxes_2d)
+  np.testing.assert_allclose(loaded.target_corners(), edit.target_corners(), atol=1e-6)
+  np.testing.assert_array_equal(loaded.active(), edit.active())
+  assert [(a.scene, a.index, a.instance_id, a.removed) for a in loaded.assets] == [
+      (a.scene, a.index, a.instance_id, a.removed) for a in edit.assets]
+  # The tokenizer batch of the loaded edit is that of the original (same runs, same slots).
+  want = editing.build_token_plan([edit], fx.MAX_OBJECTS)
+  got = editing.build_token_plan([loaded], fx.MAX_OBJECTS)
+  for key in want[0]:
+    np.testing.assert_allclose(got[0][key], want[0][key], atol=1e-6)
+  for a, b in zip(got[1:], want[1:]):
+    np.testing.assert_array_equal(a, b)
+  scene_path = str(tmp_path / "scene.npz")
+  scene.save(scene_path)
+  assert isinstance(editing.load_scene_or_edit(scene_path), editing.Scene)
+  with pytest.raises(ValueError, match="edited-scene file"):
+    editing.Scene.load(path)
+  with pytest.raises(ValueError, match="not an edit file"):
+    editing.Edit.load(scene_path)
+
+
 def test_scene_subset(scene):
   sub = scene.subset([2, 0])
   assert sub.num_objects == 2
@@ -394,6 +424,30 @@ def test_cli_parse_errors_name_the_op(scene, op, message):
   assert op in str(info.value)
 
 
+def test_cli_refusal_names_the_cli_override(scene):
+  with pytest.raises(edit_cli.OpParseError, match="behind the camera") as info:
+    edit_cli.build_edit(scene, "translate 0 z=-50")
+  assert "force=1" in str(info.value) and "allow_invalid" not in str(info.value)
+  forced = edit_cli.build_edit(scene, "translate 0 z=-50 force=1")
+  assert forced.active().tolist() == [False, True, True, True]
+
+
+def test_cli_renders_an_edited_scene_file(workdir, scene, other, tmp_path):
+  edit = editing.rotate(editing.insert(scene, other, 0), 1, yaw=90)
+  path = str(tmp_path / "edited.npz")
+  edit.save(path)
+  out = tmp_path / "out"
+  argv = ["--checkpoint", workdir, "--scene", path, "--out_dir", str(out), "--num_steps", "2",
+          "--op", "reconstruct", "--op", "remove 4"]
+  assert edit_cli.main(argv) == 0
+  # The file's edit renders exactly as rendering the edit in memory does.
+  bundle = editing.load_model_for_inference(workdir)
+  want = editing.render(bundle, scene, edit, editing.remove(edit, 4), num_steps=2, seed=0)
+  for k, name in enumerate(["edit_00_reconstruct.png", "edit_01_remove_4.png"]):
+    np.testing.assert_array_equal(np.asarray(Image.open(out / name)), want[k, 0])
+  np.testing.assert_array_equal(np.asarray(Image.open(out / "source.png")), scene.image)
+
+
 def test_cli_bad_op_exits_before_loading(scene, tmp_path, capsys):
   scene_path = str(tmp_path / "a.npz")
   scene.save(scene_path)
@@ -402,3 +456,45 @@ def test_cli_bad_op_exits_before_loading(scene, tmp_path, capsys):
                    "--out_dir", str(tmp_path / "o"), "--op", "rotate 1 yawn=90"])
   assert info.value.code == 2
   assert "rotate 1 yawn=90" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "garbage", "empty", "missing"])
+def test_damaged_scene_file_is_one_line_naming_it(scene, tmp_path, capsys, damage):
+  path = tmp_path / "scene.npz"
+  scene.save(str(path))
+  data = path.read_bytes()
+  damaged = {"truncated": data[:len(data) // 2], "garbage": b"\x13" * 200, "empty": b"",
+             # A flipped byte inside the first member's data: the zip CRC check catches it.
+             "flipped": data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]}
+  if damage == "missing":
+    path.unlink()
+  else:
+    path.write_bytes(damaged[damage])
+  with pytest.raises(ValueError) as info:
+    editing.Scene.load(str(path))
+  assert str(path) in str(info.value) and "\n" not in str(info.value)
+  with pytest.raises(SystemExit) as exit_info:
+    edit_cli.main(["--checkpoint", str(tmp_path / "missing"), "--scene", str(path),
+                   "--out_dir", str(tmp_path / "o"), "--op", "remove 0"])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  error_lines = [line for line in err.splitlines() if "error:" in line]
+  assert len(error_lines) == 1 and str(path) in error_lines[0], err
+  assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--guidance_scale", "nan", "nan is not a finite number >= 0"),
+    ("--guidance_scale", "-1", "-1 is not a finite number >= 0"),
+    ("--num_steps", "0", "0 is not an integer >= 1"),
+    ("--num_variations", "-2", "-2 is not an integer >= 1"),
+    ("--step", "-1", "-1 is not an integer >= 0"),
+])
+def test_cli_numbers_are_checked_at_parse_time(scene, tmp_path, capsys, flag, value, message):
+  scene_path = str(tmp_path / "a.npz")
+  scene.save(scene_path)
+  with pytest.raises(SystemExit) as info:
+    edit_cli.main(["--checkpoint", str(tmp_path / "missing"), "--scene", scene_path,
+                   "--out_dir", str(tmp_path / "o"), "--op", "remove 0", flag, value])
+  assert info.value.code == 2
+  assert f"argument {flag}: {message}" in capsys.readouterr().err

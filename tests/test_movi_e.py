@@ -172,16 +172,13 @@ def test_geometry_projects_onto_mask_boxes(tfds_dir):
 
 
 def test_cli_writes_array_record_shards(tfds_dir, tmp_path):
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
   data_dir, examples = tfds_dir
   out_dir = tmp_path / "records"
   movi_e.main(["--tfds_dir", data_dir, "--out_dir", str(out_dir), "--split", "train",
                "--config", f"{SIZE}x{SIZE}", "--records_per_shard", "1"])
   shards = sorted(p.name for p in out_dir.iterdir())
   assert shards == ["train.array_record-00000-of-00002", "train.array_record-00001-of-00002"]
-  reader = array_record_module.ArrayRecordReader(str(out_dir / shards[1]))
-  record = video_record.decode(reader.read())
-  reader.close()
+  (record,) = video_record.read_array_record(str(out_dir / shards[1]))
   assert record["video_id"] == examples[1]["metadata"]["video_name"]
   np.testing.assert_allclose(record["box_corners_world"],
                              np.swapaxes(examples[1]["instances"]["bboxes_3d"], 0, 1))

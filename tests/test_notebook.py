@@ -39,6 +39,8 @@ def test_notebook_runs_unattended(tmp_path, monkeypatch):
   for name in ("translate", "rotate", "rescale", "remove", "duplicate", "insert",
                "background swap", "camera orbit", "composite"):
     assert f"\n{name:16s} " in "\n" + text, name
+  # The last cell launched the interactive editor without blocking the kernel.
+  assert "editor running at http://127.0.0.1:" in text
   figures = [o for _, o in _outputs(nb) if "image/png" in o.get("data", {})]
   assert len(figures) == 4
   scene = editing.Scene.load(str(out_dir / "scene.npz"))

@@ -63,6 +63,8 @@ def _ndc_to_frame(ndc, layout):
   x, y = ndc[..., 0], ndc[..., 1]
   if layout == "portrait_cw":  # the geometry tutorial's project_points
     return np.stack([(1 + y) / 2, (1 + x) / 2], -1)
+  if layout == "portrait_cw_cy":  # the parsing notebook: principal point cy instead of H - cy
+    return np.stack([(1 + y) / 2 - 1 + 2 * CY / CAPTURE_H, (1 + x) / 2], -1)
   if layout == "portrait_ccw":
     return np.stack([(1 - y) / 2, (1 - x) / 2], -1)
   return np.stack([(1 + x) / 2, (1 - y) / 2], -1)  # landscape
@@ -254,12 +256,57 @@ def test_cli_writes_array_record(scene, record, tmp_path):
     writer.write(build_example(make_scene()))
   out_dir = str(tmp_path / "out")
   objectron.main(["--input", shard, "--out_dir", out_dir])
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
-  reader = array_record_module.ArrayRecordReader(
+  videos = video_record.read_array_record(
       os.path.join(out_dir, os.path.basename(shard) + ".array_record"))
-  assert reader.num_records() == 2
-  got = video_record.decode(reader.read([0])[0])
-  reader.close()
+  assert len(videos) == 2
+  got = videos[0]
   for key in ("box_corners_world", "boxes_2d", "visible", "intrinsics", "world_to_camera"):
     np.testing.assert_array_equal(got[key], record[key])
   assert got["frames"] == record["frames"]
+
+
+def test_principal_point_convention_is_chosen_per_file_and_recorded(record):
+  assert record["attributes"]["objectron_principal_point"] == "H-cy"
+  assert record["attributes"]["objectron_orientation"] == "portrait_cw"
+  sc = make_scene("portrait_cw_cy")
+  rec = objectron.parse_sequence_example(build_example(sc))
+  assert rec["attributes"]["objectron_principal_point"] == "cy"
+  assert rec["attributes"]["objectron_orientation"] == "portrait_cw"
+  np.testing.assert_allclose(rec["intrinsics"][0, 0, 2], CY / CAPTURE_H, rtol=1e-6)
+  uvd = geometry.project_box(rec["box_corners_world"][:1], rec["world_to_camera"][:1, None],
+                             rec["intrinsics"][:1, None])
+  view = np.linalg.inv(sc["poses"][0])
+  kp_cam = sc["world_kp"][0, 1:] @ view[:3, :3].T + view[:3, 3]
+  clip = np.concatenate([kp_cam, np.ones((8, 1))], -1) @ _gl_projection().T
+  np.testing.assert_allclose(uvd[0, 0, :, :2],
+                             _ndc_to_frame(clip[:, :3] / clip[:, 3:], "portrait_cw_cy"), atol=1e-4)
+  # Forcing the other convention fails by name, listing both conventions' errors.
+  config = objectron.ObjectronConfig(orientation="portrait_cw", principal_point="H-cy")
+  with pytest.raises(objectron.ObjectronFormatError,
+                     match=r"book/batch-1/0.*portrait_cw/H-cy"):
+    objectron.parse_sequence_example(build_example(sc), config, record_name="shard#0")
+
+
+def test_neither_convention_fitting_fails_by_name(scene):
+  bad = {0: {"point_2d": ("float", np.full(2 * 9 * 3, 0.5))}}
+  with pytest.raises(objectron.ObjectronFormatError,
+                     match=r"shard-7#3 \(book/batch-1/0\).*H-cy.*cy"):
+    objectron.parse_sequence_example(build_example(scene, overrides=bad),
+                                     record_name="shard-7#3")
+
+
+def test_a_file_that_is_not_objectron_names_the_file(tmp_path):
+  with pytest.raises(objectron.ObjectronFormatError, match=r"blob#0 is not an Objectron record"):
+    objectron.parse_sequence_example(b"\xff\xff\xff not a proto", record_name="blob#0")
+  junk = tmp_path / "junk.tfrecord"
+  junk.write_bytes(b"this is not a tfrecord file at all" * 10)
+  with pytest.raises(objectron.ObjectronFormatError, match=r"junk.tfrecord: not a readable"):
+    list(objectron.read_tfrecord(str(junk)))
+  # A tfrecord of something else (a tf.train.Example of other features) names file and record.
+  other = tmp_path / "other.tfrecord"
+  with tf.io.TFRecordWriter(str(other)) as writer:
+    example = tf.train.Example()
+    example.features.feature["label"].int64_list.value.append(3)
+    writer.write(example.SerializeToString())
+  with pytest.raises(objectron.ObjectronFormatError, match=r"other.tfrecord#0"):
+    list(objectron.read_tfrecord(str(other)))

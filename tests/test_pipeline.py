@@ -32,20 +32,25 @@ def data_dir(tmp_path_factory):
   video_record.write_array_record(str(root / "train-00000.array_record"), records[:7])
   video_record.write_array_record(str(root / "train-00001.array_record"), records[7:])
   video_record.write_array_record(str(root / "eval-00000.array_record"), records[:6])
-  # A file with corrupt records at keys 1 (flipped bytes) and 4 (undecodable frame).
+  # A zstd-compressed file with corrupt videos 1 (a flipped byte in its video record) and 4
+  # (undecodable frames).
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
   bad_frame = dict(records[4])
-  bad_frame["frames"] = list(bad_frame["frames"])
   bad_frame["frames"] = [b"not an image"] * len(bad_frame["frames"])
-  payloads = [video_record.encode(r) for r in records[:8]]
-  flipped = bytearray(payloads[1])
-  flipped[len(video_record.MAGIC) + 20] ^= 0xFF  # inside the checksummed header
-  payloads[1] = bytes(flipped)
-  payloads[4] = video_record.encode(bad_frame)
   writer = array_record_module.ArrayRecordWriter(str(root / "corrupt-00000.array_record"),
-                                                 "group_size:1")
-  for p in payloads:
-    writer.write(p)
+                                                 "group_size:1,zstd:3")
+  position, videos = 0, []
+  for i, record in enumerate(records[:8]):
+    payloads = video_record.encode_records(bad_frame if i == 4 else record, position)
+    if i == 1:
+      flipped = bytearray(payloads[-1])
+      flipped[len(video_record.VIDEO_MAGIC) + 20] ^= 0xFF  # inside the checksummed header
+      payloads[-1] = bytes(flipped)
+    for p in payloads:
+      writer.write(p)
+    position += len(payloads)
+    videos.append(position - 1)
+  writer.write(video_record.encode_index(videos))
   writer.close()
   return str(root)
 
@@ -230,55 +235,86 @@ def test_config_errors(data_dir):
     pipeline.make_train_iterator(config, process_index=0, process_count=1)
 
 
-def test_partial_reads_match_whole_entry_reads(data_dir):
+def test_compressed_files_read_the_same_records(data_dir, tmp_path):
   files = pipeline.resolve_files(data_dir, "train-*.array_record")
-  source = pipeline.VideoRecordSource(files, head_bytes=64)  # Forces the header's second read.
-  assert source.partial_reads and len(source) == NUM_VIDEOS
+  source = pipeline.VideoRecordSource(files)
+  assert len(source) == NUM_VIDEOS
+  compressed = []
+  for n, path in enumerate(files):
+    out = str(tmp_path / f"zstd-{n}.array_record")
+    video_record.write_array_record(out, video_record.read_array_record(path),
+                                    options="zstd:5")
+    compressed.append(out)
+  zstd = pipeline.VideoRecordSource(compressed)
+  assert len(zstd) == NUM_VIDEOS
   for key in range(NUM_VIDEOS):
-    whole = source[key]["data"]
-    assert source.entry_size(key) == len(whole)
-    expected, got = video_record.decode(whole), source.read_record(key)
+    expected, got = _record(key), zstd.read_record(key)
     for name in video_record.ARRAY_FIELDS:
       np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
     assert got["video_id"] == expected["video_id"] and got["frames"] == expected["frames"]
-  # After a header longer than the head, the source reads that much up front.
-  assert len(source.read_head(0)) > 64
-  whole_only = pipeline.VideoRecordSource(files, partial_reads=False)
-  assert not whole_only.partial_reads
-  assert whole_only.read_record(3)["frames"] == source.read_record(3)["frames"]
-  # Compressed files (here: ArrayRecord's default zstd) are read whole.
-  compressed = pipeline.VideoRecordSource(
-      pipeline.resolve_files(data_dir, "corrupt-*.array_record"))
-  assert not compressed.partial_reads
-  assert compressed.read_record(0)["video_id"] == b"video0"
-  # read_threads None: no read-ahead threads for partial reads, whole_read_threads otherwise.
-  auto = _config(data_dir, read_threads=None).data
-  read_threads = pipeline._read_threads  # pylint: disable=protected-access
-  assert read_threads(auto, source) == 0
-  assert read_threads(auto, compressed) == auto.whole_read_threads
+    assert source.read_record(key)["frames"] == expected["frames"]
+  # The grain element of a video is its video record only.
+  assert bytes(source[3]["data"]).startswith(video_record.VIDEO_MAGIC)
+  assert pipeline._read_threads(_config(data_dir, read_threads=None).data) == 0  # pylint: disable=protected-access
 
 
-def test_a_frame_corrupted_on_disk_is_caught_by_its_checksum(data_dir, tmp_path):
+def _flip_byte_inside(path, needle: bytes):
+  """Flips a byte in the middle of the first occurrence of `needle` in the file."""
+  with open(path, "r+b") as f:
+    data = f.read()
+    offset = data.index(needle) + len(needle) // 2
+    f.seek(offset)
+    f.write(bytes([data[offset] ^ 0x40]))
+
+
+def test_a_damaged_shard_names_the_file_and_record_and_is_skipped(data_dir, tmp_path):
   import shutil  # pylint: disable=g-import-not-at-top
-  from data_pipelines import record_file  # pylint: disable=g-import-not-at-top
-  path = str(tmp_path / "copy.array_record")
+  path = str(tmp_path / "train-00000.array_record")
   shutil.copy(pipeline.resolve_files(data_dir, "train-00000.array_record")[0], path)
-  file = record_file.RecordFile(path)
-  entry = file.read(2)
-  frame = bytes(video_record.decode(entry)["frames"][1])
-  position = file.entry(2)[0] + entry.index(frame) + len(frame) // 2
-  offset = record_file._Blocks.file_position(position)  # pylint: disable=protected-access
+  frame = bytes(_record(2)["frames"][1])
+  _flip_byte_inside(path, frame)  # ArrayRecord's chunk hash of frame record 2*5+1 = 11 fails.
+  source = pipeline.VideoRecordSource([path])
+  record = source.read_record(2)
+  assert bytes(record["frames"][0]) == bytes(_record(2)["frames"][0])
+  with pytest.raises(video_record.CorruptRecordError, match=r"train-00000.array_record record 11"):
+    record["frames"][1]  # pylint: disable=pointless-statement
+  # In a run, the video with the damaged frame is skipped and counted (when its frame is read).
+  config = _config(str(tmp_path), train_files="train-*.array_record", num_epochs=1,
+                   shuffle=False, global_batch_size=1, min_gap=1, max_gap=1, swap_prob=0.0)
+  it = pipeline.make_train_iterator(config, process_index=0, process_count=1)
+  indices = [int(b["video_index"][0]) for b in it]
+  assert len(indices) == 7 and 0 < it.stats["skipped_records"] <= 1
+  assert (indices[2] == 3) == (it.stats["skipped_records"] == 1)
+  # A damaged video record (read by grain's reader) is skipped and counted too.
+  data = open(path, "rb").read()
+  offset = data.index(b"video4") + 2  # video 4's id, inside its video record
   with open(path, "r+b") as f:
     f.seek(offset)
-    byte = f.read(1)
-    f.seek(offset)
-    f.write(bytes([byte[0] ^ 0x40]))
-  source = pipeline.VideoRecordSource([path])
-  assert source.partial_reads
-  record = source.read_record(2)
-  assert bytes(record["frames"][0]) == bytes(video_record.decode(entry)["frames"][0])
-  with pytest.raises(video_record.CorruptRecordError, match="Frame 1"):
-    record["frames"][1]  # pylint: disable=pointless-statement
+    f.write(bytes([data[offset] ^ 0x40]))
+  with pytest.raises(video_record.CorruptRecordError, match=r"train-00000.array_record record"):
+    pipeline.VideoRecordSource([path]).read(4)
+  it = pipeline.make_train_iterator(config, process_index=0, process_count=1)
+  indices = [int(b["video_index"][0]) for b in it]
+  assert 4 not in indices and indices[4] == 5 and it.stats["skipped_records"] >= 1
+
+
+def test_a_truncated_shard_stops_with_its_name(data_dir, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  source_path = pipeline.resolve_files(data_dir, "train-00000.array_record")[0]
+  path = tmp_path / "train-00000.array_record"
+  shutil.copy(source_path, path)
+  data = path.read_bytes()
+  path.write_bytes(data[:len(data) * 2 // 3])
+  config = _config(str(tmp_path), train_files="train-*.array_record")
+  with pytest.raises(video_record.DataFileError, match=r"train-00000.array_record.*truncated"):
+    pipeline.make_train_iterator(config, process_index=0, process_count=1)
+  # A file of other records (no video index) is named too.
+  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  writer = array_record_module.ArrayRecordWriter(str(path), "group_size:1")
+  writer.write(b"some other record")
+  writer.close()
+  with pytest.raises(video_record.DataFileError, match=r"train-00000.array_record.*video index"):
+    pipeline.make_train_iterator(config, process_index=0, process_count=1)
 
 
 def test_batches_held_by_the_caller_are_never_overwritten(data_dir):

@@ -106,15 +106,36 @@ def test_tfds_round_trip_matches_direct_conversion(tmp_path):
 
 
 def test_cli_writes_video_records(tmp_path):
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
   synthetic.main(["--out_dir", str(tmp_path), "--num_videos", "3", "--resolution", "32",
                   "--num_frames", "3", "--seed", "7", "--records_per_shard", "2"])
   shards = sorted(tmp_path.iterdir())
   assert [p.name for p in shards] == ["train.array_record-00000-of-00002",
                                       "train.array_record-00001-of-00002"]
-  reader = array_record_module.ArrayRecordReader(str(shards[0]))
-  records = [video_record.decode(b) for b in reader.read_all()]
-  reader.close()
+  records = video_record.read_array_record(str(shards[0]))
   assert len(records) == 2
   assert records[1]["video_id"] == b"synthetic_7_000001"
   assert video_record.validate(records[1])[0] == 3
+
+
+def test_cli_help_documents_every_flag_with_its_default_and_refuses_bad_counts(capsys):
+  synthetic_cli = synthetic
+  with pytest.raises(SystemExit) as exit_info:
+    synthetic_cli.main(["--help"])
+  assert exit_info.value.code == 0
+  text = " ".join(capsys.readouterr().out.split())
+  for flag, default in (("--num_videos", "16"), ("--resolution", "128"), ("--num_frames", "8"),
+                        ("--seed", "0"), ("--split", "train"), ("--min_objects", "3"),
+                        ("--max_objects", "6"), ("--records_per_shard", "256"),
+                        ("--image_format", "png"), ("--num_workers", "1"),
+                        ("--tfds_dir", "None"), ("--out_dir", "None")):
+    after = text.split(f" {flag} ")[-1]  # The flag's help paragraph, onwards.
+    assert after.split("(default: ")[1].split(")")[0] == default, flag
+  for argv, message in ((["--num_videos", "-3"],
+                         "argument --num_videos: -3 is not an integer >= 1"),
+                        (["--num_frames", "0"], "argument --num_frames: 0 is not an integer >= 1"),
+                        (["--min_objects", "4", "--max_objects", "2"],
+                         "--max_objects=2 is below --min_objects=4")):
+    with pytest.raises(SystemExit) as exit_info:
+      synthetic_cli.main(["--out_dir", "/nonexistent/never_written", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

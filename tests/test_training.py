@@ -92,18 +92,29 @@ def test_eval_mode_scores_the_newest_checkpoint(smoke_run, data_dir):
   assert _steps(workdir) == [3, 6]
 
 
+def _snapshot(root):
+  """{relative path: (mtime, bytes | None)} of everything under `root`."""
+  out = {}
+  for path, dirs, files in os.walk(root):
+    for name in dirs + files:
+      full = os.path.join(path, name)
+      content = open(full, "rb").read() if name in files else None
+      out[os.path.relpath(full, root)] = (os.path.getmtime(full), content)
+  return out
+
+
 def test_mismatched_or_corrupt_checkpoint_fails_and_is_kept(smoke_run, data_dir, tmp_path):
   workdir, _ = smoke_run
-  # Another model config on the same workdir: refused, naming the parameter; nothing written.
-  before = {s: os.path.getmtime(os.path.join(workdir, "checkpoints", str(s)))
-            for s in _steps(workdir)}
+  # Another model config on the same workdir: refused, naming the parameter; nothing written,
+  # not even config.json or an event file.
+  before = _snapshot(workdir)
   result = _run(_main_cmd(workdir, data_dir, "--config.model.conditioning.pose_hidden_dim=48",
                           "--config.training.num_train_steps=9"))
   assert result.returncode != 0
   assert "different model/optimizer config" in result.stderr
   assert "params/tokenizer/pose_encoder" in result.stderr
-  assert {s: os.path.getmtime(os.path.join(workdir, "checkpoints", str(s)))
-          for s in _steps(workdir)} == before
+  assert "Traceback" not in result.stderr
+  assert _snapshot(workdir) == before
 
   # A corrupt newest checkpoint: clear error naming it and the good one; both kept.
   copy = str(tmp_path / "copy")
@@ -125,7 +136,19 @@ def test_mismatched_or_corrupt_checkpoint_fails_and_is_kept(smoke_run, data_dir,
 def test_config_typo_and_missing_data_dir_fail_clearly(tmp_path):
   result = _run(_main_cmd(str(tmp_path / "w"), "/nonexistent", "--config.optimizer.lrr=1e-4"))
   assert result.returncode != 0
-  assert "lrr" in result.stderr
+  # One line naming the key and the close match, not chained tracebacks.
+  assert ("--config.optimizer.lrr: config.optimizer has no key 'lrr'; did you mean "
+          "config.optimizer.lr?") in result.stderr
+  assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) <= 3
+  # Out-of-range values are refused at parse time with the valid range (more cases:
+  # test_config_checks.py).
+  result = _run(_main_cmd(str(tmp_path / "w"), "/nonexistent",
+                          "--config.training.num_train_steps=-5"))
+  assert result.returncode != 0
+  assert ("config.training.num_train_steps=-5 is out of range: expected an integer >= 1."
+          in result.stderr)
+  assert "Traceback" not in result.stderr
+  assert not os.path.exists(tmp_path / "w")
   result = _run(_main_cmd(str(tmp_path / "w"), str(tmp_path / "no_such_dir")))
   assert result.returncode != 0
   assert f"config.data.data_dir='{tmp_path / 'no_such_dir'}' does not exist" in result.stderr
@@ -253,7 +276,7 @@ def test_one_device_and_eight_devices_take_the_same_steps(data_dir, tmp_path):
   assert result.returncode == 0, result.stderr[-5000:]
   specs = json.loads(result.stdout.split("SPECS")[1].splitlines()[0])
   # On 8 devices the UNet's first conv kernel [3, 3, 4, 32] is split over fsdp, on 1 it is whole.
-  assert specs == ["P()", "P(None, None, None, 'fsdp')"]
+  assert specs == ["P()", "P(None, None, None, ('fsdp_0', 'fsdp_1'))"]
   out = np.load(out)
   losses = out["losses"]
   np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
@@ -302,6 +325,16 @@ def test_two_processes_train_and_checkpoint(data_dir, tmp_path):
   assert "process_0-of-2.json" in data and "process_1-of-2.json" in data
   # Only process 0 writes summaries.
   assert "train/loss" in texts[0]
+  # The final evaluation: each process scored only its half of the eval batch, and the reduced
+  # metrics equal one process's over the whole batch (same 8-device mesh, same checkpoint).
+  single = _run(_main_cmd(workdir, data_dir, "--mode=eval", "--config.mesh.data=2",
+                          "--config.mesh.fsdp=4"), num_devices=8)
+  assert single.returncode == 0, single.stderr[-3000:]
+  metric = lambda text, key: float(text.split(f"eval/{key}=")[-1].split(",")[0].split()[0])
+  for key in ("image/count", "object/count", "image/psnr", "image/ssim", "object/psnr"):
+    assert metric(texts[0], key) == metric(texts[1], key), key
+    assert metric(texts[0], key) == pytest.approx(metric(single.stderr, key), rel=1e-4), key
+  assert metric(texts[0], "image/count") == 4  # eval_global_batch_size, not one host's 2.
 
 
 _NONFINITE = textwrap.dedent("""
@@ -325,16 +358,23 @@ _NONFINITE = textwrap.dedent("""
     leaves = lambda s: [np.asarray(x) for x in jax.tree_util.tree_leaves((s.params, s.opt_state))]
     out = {"dtypes": sorted({str(x.dtype) for x in jax.tree_util.tree_leaves(state.params)}),
            "unet_dtype": str(model.config.unet.dtype)}
-    for name in ("ok1", "ok2", "nan"):
+    for name in ("ok1", "ok2", "nan", "nan_moment"):
       b = dict(batch)
       if name == "nan":
         b["target_corners"] = np.full_like(b["target_corners"], np.nan)
+      if name == "nan_moment":
+        # A corrupt Adam moment: loss and gradient stay finite, the update does not.
+        flat, tree = jax.tree_util.tree_flatten(state.opt_state)
+        i = next(i for i, x in enumerate(flat) if x.dtype == jnp.float32 and x.ndim == 4)
+        flat[i] = jax.device_put(flat[i].at[0, 0, 0, 0].set(jnp.nan), flat[i].sharding)
+        state = state.replace(opt_state=jax.tree_util.tree_unflatten(tree, flat))
       before = leaves(state)
       state, metrics = step(state, sharding_lib.shard_batch(b, mesh))
       after = leaves(state)
       out[name] = dict(loss=float(metrics["loss"]), nonfinite=float(metrics["nonfinite"]),
                        count=int(state.nonfinite_steps), step=int(state.step),
-                       changed=int(sum(np.any(a != b) for a, b in zip(before, after))))
+                       changed=int(sum(not np.array_equal(a, b, equal_nan=True)
+                                       for a, b in zip(before, after))))
     print("RESULT" + json.dumps(out))
 """)
 
@@ -354,6 +394,11 @@ def test_bfloat16_compute_and_nonfinite_steps_are_skipped(data_dir):
   assert not np.isfinite(nan["loss"])
   assert nan["nonfinite"] == 1 and nan["count"] == 1 and nan["step"] == 3
   assert nan["changed"] == 0
+  # NaN/Inf produced by the update itself (finite loss and gradient): skipped and counted too.
+  moment = out["nan_moment"]
+  assert np.isfinite(moment["loss"])
+  assert moment["nonfinite"] == 1 and moment["count"] == 2 and moment["step"] == 4
+  assert moment["changed"] == 0
 
 
 _PRETRAINED = textwrap.dedent("""
@@ -388,6 +433,24 @@ _PRETRAINED = textwrap.dedent("""
         new_layers_from_seed=same(state.params["tokenizer"]["pose_encoder"],
                                   random.params["tokenizer"]["pose_encoder"]),
         differs_from_seed=not same(state.params["unet"], random.params["unet"]))
+    # A training checkpoint (what a workdir holds) as init_checkpoint: its trained params
+    # (all of them, new layers included) and VAE are loaded, its step and optimizer state not.
+    from neural_assets.training import checkpointing
+    trained = setup.init_fn(jax.random.key(7)).replace(step=jax.numpy.int32(5))
+    ckpt = checkpointing.Checkpointer(sys.argv[1] + "/run/checkpoints", 2, async_save=False)
+    ckpt.save(5, trained, {"pos": 0})
+    ckpt.close()
+    for where in ("/run", "/run/checkpoints/5"):
+      loaded = trainer.load_pretrained(setup.init_fn(jax.random.key(42)), sys.argv[1] + where,
+                                       setup, False)
+      out["training" + where] = dict(
+          params=same(loaded.params, trained.params),
+          vae=same(loaded.frozen_params["vae"], trained.frozen_params["vae"]),
+          step=int(loaded.step))
+    try:
+      trainer.load_pretrained(state, sys.argv[1] + "/run/checkpoints/5/data", setup, False)
+    except trainer.InitCheckpointError as e:
+      out["not_a_checkpoint"] = str(e)
     config.model.unet.cross_attention_dim = 16
     config.model.conditioning.context_dim = 16
     config.model.conditioning.token_dim = 8
@@ -411,3 +474,18 @@ def test_initialises_from_a_converted_checkpoint(tmp_path):
   # A UNet with another cross-attention width: refused, naming a parameter and both shapes.
   assert "does not match the model config" in out["error"]
   assert "attn2" in out["error"] and "(32, " in out["error"] and "(16, " in out["error"]
+  # A training workdir or one of its step dirs: its weights are loaded, the run starts at 0.
+  for where in ("/run", "/run/checkpoints/5"):
+    assert out["training" + where] == {"params": True, "vae": True, "step": 0}, where
+  assert "is not a checkpoint" in out["not_a_checkpoint"]
+  assert "expected a converted initial checkpoint" in out["not_a_checkpoint"]
+
+
+def test_missing_init_checkpoint_fails_before_the_model_is_built(data_dir, tmp_path):
+  result = _run(_main_cmd(str(tmp_path / "w"), data_dir,
+                          f"--config.training.init_checkpoint={tmp_path}/no_such_ckpt"))
+  assert result.returncode != 0
+  assert (f"config.training.init_checkpoint='{tmp_path}/no_such_ckpt' does not exist; expected a "
+          "converted initial checkpoint") in result.stderr
+  assert "Mesh" not in result.stderr and "Traceback" not in result.stderr
+  assert not os.path.exists(tmp_path / "w")

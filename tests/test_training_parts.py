@@ -244,7 +244,7 @@ _SHARDED_UPDATE = textwrap.dedent("""
     tx, _ = optimizer_lib.make_optimizer(_opt_config(clip_grad_norm=0.1), params, 100)
     shardings = sharding_lib.tree_shardings(params, mesh)
     assert shardings["unet"]["conv"]["kernel"].spec == jax.sharding.PartitionSpec(
-        None, None, None, "fsdp"), shardings
+        None, None, None, ("fsdp_0", "fsdp_1")), shardings
     params = jax.device_put(params, shardings)
     @jax.jit
     def step(params, opt_state):
@@ -273,3 +273,155 @@ def test_sharded_update_matches_single_device(tmp_path):
   sharded = np.load(out)
   for i, leaf in enumerate(jax.tree_util.tree_leaves(params)):
     np.testing.assert_allclose(sharded[f"arr_{i}"], np.asarray(leaf), rtol=1e-6, atol=1e-7)
+
+
+def _tree_snapshot(root):
+  """{relative path: file bytes or 'dir'} of everything under `root` (to prove nothing changed)."""
+  out = {}
+  for path, dirs, files in os.walk(root):
+    for name in dirs:
+      out[os.path.relpath(os.path.join(path, name), root)] = "dir"
+    for name in files:
+      with open(os.path.join(path, name), "rb") as f:
+        out[os.path.relpath(os.path.join(path, name), root)] = f.read()
+  return out
+
+
+def _big_state():
+  # An array of varied values (compresses poorly, so a flipped byte lands in raw float data).
+  params = _params()
+  params["unet"]["big"] = {"kernel": jnp.linspace(-1.0, 1.0, 6000).reshape(60, 100)}
+  return _state(params)
+
+
+def test_flipped_byte_in_a_checkpoint_is_refused_naming_the_array(tmp_path):
+  mesh = mesh_lib.create_mesh({"data": -1})
+  state = _big_state()
+  ckpt = checkpointing.Checkpointer(str(tmp_path), max_to_keep=3, async_save=False)
+  ckpt.save(1, state, {"pos": 1})
+  ckpt.save(2, state.replace(step=jnp.int32(2)), {"pos": 2})
+  ckpt.close()
+  files = [os.path.join(root, name) for root, _, names in os.walk(tmp_path / "2" / "state")
+           for name in names]
+  biggest = max(files, key=os.path.getsize)
+  data = bytearray(open(biggest, "rb").read())
+  data[len(data) // 2] ^= 0x01  # One low bit: the value stays finite and plausible.
+  open(biggest, "wb").write(bytes(data))
+  ckpt = checkpointing.Checkpointer(str(tmp_path), max_to_keep=3, async_save=False)
+  with pytest.raises(checkpointing.CheckpointError,
+                     match=r"2 is corrupt: the data of \['params/unet/big/kernel'\].*checksum.*"
+                           r"Other checkpoints here: \[1\]"):
+    ckpt.restore(2, _abstract(state, mesh))
+  restored, _ = ckpt.restore(1, _abstract(state, mesh))  # The older one is intact.
+  np.testing.assert_array_equal(restored.params["unet"]["big"]["kernel"],
+                                state.params["unet"]["big"]["kernel"])
+  ckpt.close()
+
+
+def test_state_with_nonfinite_values_is_never_saved(tmp_path):
+  state = _state(_params())
+  ckpt = checkpointing.Checkpointer(str(tmp_path), max_to_keep=3, async_save=True)
+  assert ckpt.save(1, state, {"pos": 1})
+  params = jax.tree_util.tree_map(lambda x: x, state.params)
+  params["tokenizer"]["proj"]["bias"] = params["tokenizer"]["proj"]["bias"].at[3].set(jnp.inf)
+  assert not ckpt.save(2, state.replace(step=jnp.int32(2), params=params), {"pos": 2})
+  nan_opt = jax.tree_util.tree_map(lambda x: x * jnp.nan if jnp.issubdtype(x.dtype, jnp.floating)
+                                   else x, state.opt_state)
+  assert not ckpt.save(3, state.replace(step=jnp.int32(3), opt_state=nan_opt), {"pos": 3})
+  ckpt.wait()
+  assert ckpt.all_steps() == [1]
+  ckpt.close()
+
+
+def test_refused_restore_leaves_the_directory_exactly_as_it_was(tmp_path):
+  mesh = mesh_lib.create_mesh({"data": -1})
+  state = _state(_params())
+  ckpt = checkpointing.Checkpointer(str(tmp_path / "ck"), max_to_keep=2, async_save=False)
+  ckpt.save(3, state, {"pos": 1})
+  ckpt.close()
+  # What a run killed mid-save leaves behind.
+  os.makedirs(tmp_path / "ck" / "4.orbax-checkpoint-tmp-1234" / "state")
+  before = _tree_snapshot(tmp_path)
+  other = _params()
+  other["tokenizer"]["proj"]["kernel"] = jnp.ones((8, 24))
+  ckpt = checkpointing.Checkpointer(str(tmp_path / "ck"), max_to_keep=2, async_save=True)
+  assert ckpt.latest_step() == 3
+  with pytest.raises(checkpointing.CheckpointError, match="different model"):
+    ckpt.restore(3, _abstract(_state(other), mesh))
+  ckpt.close()
+  assert _tree_snapshot(tmp_path) == before
+  # A directory that does not exist is not created until the first save.
+  fresh = checkpointing.Checkpointer(str(tmp_path / "new" / "ck"), max_to_keep=2)
+  assert fresh.latest_step() is None and fresh.all_steps() == []
+  fresh.close()
+  assert not os.path.exists(tmp_path / "new")
+  fresh = checkpointing.Checkpointer(str(tmp_path / "new" / "ck"), max_to_keep=2)
+  fresh.save(1, state, {"pos": 1})
+  fresh.close()
+  assert fresh.all_steps() == [1]
+
+
+_DISK_FULL = textwrap.dedent("""
+    import os, sys
+    import jax, jax.numpy as jnp
+    from neural_assets.training import checkpointing
+    directory = sys.argv[1]
+    ckpt = checkpointing.Checkpointer(directory, max_to_keep=5, async_save=True)
+    w = jax.random.normal(jax.random.key(0), (300_000,))  # 1.2 MB, incompressible.
+    try:
+      for step in range(1, 6):
+        ckpt.save(step, {"params": {"w": w + step}, "step": jnp.int32(step)}, {"pos": step})
+      ckpt.close()
+    except checkpointing.CheckpointSaveError as e:
+      print("REFUSED", e, file=sys.stderr)
+    print("STEPS", sorted(s for s in os.listdir(directory) if s.isdigit()))
+""")
+
+
+def test_disk_full_while_saving_is_reported_once_and_keeps_the_good_checkpoints(tmp_path):
+  mount = tmp_path / "small_disk"
+  mount.mkdir()
+  # A 3 MB tmpfs holds two checkpoints, not three. Needs root (CI containers are); else skip.
+  if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+                    capture_output=True).returncode != 0:
+    pytest.skip("cannot mount a small tmpfs here (needs root)")
+  try:
+    result = subprocess.run(
+        [sys.executable, "-c", _DISK_FULL, str(mount / "ck")], capture_output=True, text=True,
+        timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu",
+                          "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))})
+    listing = sorted(os.listdir(mount / "ck"))
+  finally:
+    subprocess.run(["umount", str(mount)], check=True)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "STEPS ['1', '2']" in result.stdout
+  refused = [line for line in result.stderr.splitlines() if line.startswith("REFUSED")]
+  assert len(refused) == 1, result.stderr[-3000:]
+  assert f"No space left on device while writing checkpoint 3 to {mount}/ck/3." in refused[0]
+  assert "Complete checkpoints kept: [1, 2]" in refused[0]
+  # orbax's per-thread error logs (one traceback each) are not repeated.
+  assert "Traceback" not in result.stderr, result.stderr[-3000:]
+  assert "RESOURCE_EXHAUSTED" not in result.stderr.replace(refused[0], "")
+  assert listing[:2] == ["1", "2"]
+
+
+def test_partial_reads_are_checked_against_the_saved_checksums(tmp_path):
+  state = _big_state()
+  ckpt = checkpointing.Checkpointer(str(tmp_path), max_to_keep=1, async_save=False)
+  ckpt.save(4, state, {"pos": 1})
+  ckpt.close()
+  # What inference / init from a training checkpoint read: the parameters only.
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  item = {"params": jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.params)}
+  restored = ocp.PyTreeCheckpointer().restore(
+      str(tmp_path / "4" / "state"), args=ocp.args.PyTreeRestore(
+          item=item, restore_args=jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(), item),
+          partial_restore=True))
+  checkpointing.verify_partial(tmp_path / "4", restored)  # Intact: passes.
+  kernel = np.asarray(restored["params"]["unet"]["big"]["kernel"]).copy()
+  kernel.view(np.uint32)[7, 7] ^= 1  # One flipped bit, as a damaged file would read back.
+  restored["params"]["unet"]["big"]["kernel"] = kernel
+  with pytest.raises(checkpointing.CheckpointError,
+                     match=r"4 is corrupt: the data of \['params/unet/big/kernel'\]"):
+    checkpointing.verify_partial(tmp_path / "4", restored)

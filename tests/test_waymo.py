@@ -76,15 +76,26 @@ def _write(root, tag, columns):
   pq.write_table(pa.table(columns), os.path.join(root, tag, f"{SEGMENT}.parquet"))
 
 
-def write_segment(root, drop_columns=(), image_size=(WIDTH, HEIGHT)):
-  """Writes camera_image, camera_calibration, lidar_box, vehicle_pose as the v2 converter does."""
+DISTORTION = (0.01, 0.0, 0.0, 0.0, 0.0)
+CAMERA_ENUM = {1: "FRONT", 2: "FRONT_LEFT"}
+
+
+def write_segment(root, drop_columns=(), image_size=(WIDTH, HEIGHT), distortion=DISTORTION,
+                  string_cameras=False, pose_type=pa.float64()):
+  """Writes camera_image, camera_calibration, lidar_box, vehicle_pose as the v2 converter does.
+
+  string_cameras: `key.camera_name` as the enum names ("FRONT"), as some of Waymo's own test
+  files store it; pose_type: the vehicle pose element type (the released files: float32).
+  """
   seg = lambda n: pa.array([SEGMENT] * n, pa.string())
+  camera_key = ((lambda cams: pa.array([CAMERA_ENUM[c] for c in cams], pa.string()))
+                if string_cameras else (lambda cams: pa.array(cams, pa.int8())))
   # Rows out of timestamp order and with two cameras, as a real file may hold them.
   image_rows = [(t, cam) for t in (1, 0) for cam in (2, 1)]
   images = {
       "key.segment_context_name": seg(len(image_rows)),
       "key.frame_timestamp_micros": pa.array([TIMESTAMPS[t] for t, _ in image_rows], pa.int64()),
-      "key.camera_name": pa.array([c for _, c in image_rows], pa.int8()),
+      "key.camera_name": camera_key([c for _, c in image_rows]),
       "[CameraImageComponent].image": pa.array(
           [_jpeg(10 * t + c) if image_size == (WIDTH, HEIGHT) else _bad_jpeg(image_size)
            for t, c in image_rows], pa.binary()),
@@ -96,10 +107,10 @@ def write_segment(root, drop_columns=(), image_size=(WIDTH, HEIGHT)):
   cams = [1, 2]
   calib = {
       "key.segment_context_name": seg(2),
-      "key.camera_name": pa.array(cams, pa.int8()),
+      "key.camera_name": camera_key(cams),
       **{f"[CameraCalibrationComponent].intrinsic.{k}": pa.array([v, v], pa.float64())
-         for k, v in (("f_u", F_U), ("f_v", F_V), ("c_u", C_U), ("c_v", C_V), ("k1", 0.01),
-                      ("k2", 0.0), ("p1", 0.0), ("p2", 0.0), ("k3", 0.0))},
+         for k, v in (("f_u", F_U), ("f_v", F_V), ("c_u", C_U), ("c_v", C_V),
+                      *zip(("k1", "k2", "p1", "p2", "k3"), distortion))},
       "[CameraCalibrationComponent].extrinsic.transform": pa.array(
           [EXTRINSIC[c].ravel().tolist() for c in cams], TRANSFORM),
       "[CameraCalibrationComponent].width": pa.array([WIDTH] * 2, pa.int32()),
@@ -125,7 +136,7 @@ def write_segment(root, drop_columns=(), image_size=(WIDTH, HEIGHT)):
       "key.segment_context_name": seg(2),
       "key.frame_timestamp_micros": pa.array(list(TIMESTAMPS), pa.int64()),
       "[VehiclePoseComponent].world_from_vehicle.transform": pa.array(
-          [p.ravel().tolist() for p in WORLD_FROM_VEHICLE], TRANSFORM),
+          [p.ravel().tolist() for p in WORLD_FROM_VEHICLE], pa.list_(pose_type, 16)),
   }
   for tag, cols in (("camera_image", images), ("camera_calibration", calib),
                     ("lidar_box", boxes), ("vehicle_pose", poses)):
@@ -139,14 +150,21 @@ def _bad_jpeg(size):
   return buf.getvalue()
 
 
-def _waymo_pixels(center, size, heading, camera=1):
-  """Reference: corners in the vehicle frame -> Waymo camera frame -> Waymo pinhole pixels."""
+def _waymo_pixels(center, size, heading, camera=1, distortion=(0.0,) * 5):
+  """Reference: corners in the vehicle frame -> Waymo camera frame -> Waymo pixels (pinhole,
+  then the radial-tangential distortion written out on Waymo's u_n = -y/x, v_n = -z/x)."""
   rot = _rz(heading)
   corners = np.array([center + rot @ ((np.array([bx, by, bz]) - 0.5) * size)
                       for bx in (0, 1) for by in (0, 1) for bz in (0, 1)])
   cam = (np.linalg.inv(EXTRINSIC[camera]) @ np.c_[corners, np.ones(8)].T).T[:, :3]
-  u = C_U - F_U * cam[:, 1] / cam[:, 0]
-  v = C_V - F_V * cam[:, 2] / cam[:, 0]
+  k1, k2, p1, p2, k3 = distortion
+  un, vn = -cam[:, 1] / cam[:, 0], -cam[:, 2] / cam[:, 0]
+  r2 = un ** 2 + vn ** 2
+  radial = 1 + k1 * r2 + k2 * r2 ** 2 + k3 * r2 ** 3
+  ud = un * radial + 2 * p1 * un * vn + p2 * (r2 + 2 * un ** 2)
+  vd = vn * radial + p1 * (r2 + 2 * vn ** 2) + 2 * p2 * un * vn
+  u = C_U + F_U * ud
+  v = C_V + F_V * vd
   # OpenCV pixel centres (as geometry.normalize_intrinsics): normalised = (pixel + 0.5) / size.
   return np.stack([(u + 0.5) / WIDTH, (v + 0.5) / HEIGHT], -1), cam[:, 0]
 
@@ -181,8 +199,10 @@ def test_projection_matches_waymo_camera_model(record):
   for t, k, obj in ((0, 0, "c_car"), (1, 0, "c_car"), (1, 1, "d_truck")):
     _, _, center, size, heading, _, _ = by_key[(t, obj)]
     want_uv, want_depth = _waymo_pixels(center, size, heading)
+    # The record's cameras are the pinhole part; its 2D boxes include the lens distortion.
     np.testing.assert_allclose(uvd[t, k, :, :2], want_uv, atol=1e-5)
     np.testing.assert_allclose(uvd[t, k, :, 2], want_depth, rtol=1e-5)
+    want_uv, _ = _waymo_pixels(center, size, heading, distortion=DISTORTION)
     np.testing.assert_allclose(
         record["boxes_2d"][t, k],
         np.clip([want_uv[:, 1].min(), want_uv[:, 0].min(), want_uv[:, 1].max(),
@@ -237,7 +257,7 @@ def test_malformed_inputs_raise_clear_errors(tmp_path):
   with pytest.raises(waymo.WaymoFormatError, match="calibration says 96x64"):
     waymo.read_segment(root, SEGMENT)
   root = write_segment(str(tmp_path / "c"))
-  with pytest.raises(waymo.WaymoFormatError, match="no rows"):
+  with pytest.raises(waymo.WaymoFormatError, match=r"no rows.*values: 1, 2"):
     waymo.read_segment(root, SEGMENT, waymo.WaymoConfig(camera="SIDE_LEFT"))
   os.remove(os.path.join(root, "lidar_box", f"{SEGMENT}.parquet"))
   with pytest.raises(waymo.WaymoFormatError, match="lidar_box"):
@@ -249,11 +269,59 @@ def test_cli_writes_array_record(root, record, tmp_path):
   waymo.main(["--input_dir", root, "--out_dir", out, "--camera", "FRONT"])
   (name,) = os.listdir(out)
   assert name == "train.array_record-waymo_front-00000-of-00001"  # configs/waymo.py's glob
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
-  reader = array_record_module.ArrayRecordReader(os.path.join(out, name))
-  got = video_record.decode(reader.read([0])[0])
-  reader.close()
+  (got,) = video_record.read_array_record(os.path.join(out, name))
   for key in ("box_corners_world", "boxes_2d", "visible", "intrinsics", "world_to_camera",
               "instance_ids", "category"):
     np.testing.assert_array_equal(got[key], record[key])
   assert got["frames"] == record["frames"]
+
+
+def test_camera_names_stored_as_strings_are_accepted(record, tmp_path):
+  root = write_segment(str(tmp_path / "s"), string_cameras=True)
+  got = waymo.read_segment(root, SEGMENT)
+  for key in video_record.ARRAY_FIELDS:
+    np.testing.assert_array_equal(got[key], record[key], err_msg=key)
+  assert got["frames"] == record["frames"]
+  with pytest.raises(waymo.WaymoFormatError, match=r"SIDE_LEFT.*values: 'FRONT', 'FRONT_LEFT'"):
+    waymo.read_segment(root, SEGMENT, waymo.WaymoConfig(camera="SIDE_LEFT"))
+
+
+def test_float32_vehicle_poses_are_accepted(record, tmp_path):
+  root = write_segment(str(tmp_path / "f"), pose_type=pa.float32())
+  assert pq.read_schema(os.path.join(root, "vehicle_pose", f"{SEGMENT}.parquet")).field(
+      "[VehiclePoseComponent].world_from_vehicle.transform").type.value_type == pa.float32()
+  got = waymo.read_segment(root, SEGMENT)
+  np.testing.assert_allclose(got["world_to_camera"], record["world_to_camera"], atol=1e-4)
+  np.testing.assert_allclose(got["box_corners_world"], record["box_corners_world"], atol=1e-4)
+
+
+def test_distortion_zero_is_the_pinhole_and_a_known_point():
+  rng = np.random.default_rng(0)
+  corners = rng.uniform([-3, -2, 4], [3, 2, 9], (2, 5, 8, 3))
+  w2c = np.broadcast_to(np.eye(4), (2, 1, 4, 4))
+  k = np.broadcast_to(geometry.normalize_intrinsics(
+      geometry.intrinsics_matrix(F_U, F_V, C_U, C_V), HEIGHT, WIDTH), (2, 1, 3, 3))
+  np.testing.assert_allclose(waymo.project_distorted(corners, w2c, k, (0.0,) * 5),
+                             geometry.project_box(corners, w2c, k), atol=1e-12)
+  # r^2 = 0.25: radial = 1 + 0.2 * 0.25 + 0.1 * 0.0625 + 0.4 * 0.015625 = 1.0625;
+  # x = 0.5 * 1.0625 + 0.02 * (0.25 + 0.5) = 0.54625, y = 0.01 * 0.25 = 0.0025.
+  np.testing.assert_allclose(waymo.distort([0.5, 0.0], (0.2, 0.1, 0.01, 0.02, 0.4)),
+                             [0.54625, 0.0025], atol=1e-12)
+  # Far outside the field of view a barrel polynomial folds back; the radius is clamped first.
+  far = waymo.distort([[3.0, 0.0], [6.0, 0.0]], (-0.3, 0.05, 0.0, 0.0, 0.0))
+  assert far[1, 0] >= far[0, 0] > 0
+
+
+def test_distortion_moves_border_boxes(tmp_path):
+  """A strong barrel distortion pulls the boxes towards the centre, as Waymo's projection."""
+  coefficients = (-0.3, 0.08, 0.001, -0.002, 0.0)
+  root = write_segment(str(tmp_path / "d"), distortion=coefficients)
+  got = waymo.read_segment(root, SEGMENT)
+  by_key = {(r[0], r[1]): r for r in _boxes()}
+  _, _, center, size, heading, _, _ = by_key[(1, "d_truck")]
+  want_uv, _ = _waymo_pixels(center, size, heading, distortion=coefficients)
+  want = np.clip([want_uv[:, 1].min(), want_uv[:, 0].min(), want_uv[:, 1].max(),
+                  want_uv[:, 0].max()], 0, 1)
+  np.testing.assert_allclose(got["boxes_2d"][1, 1], want, atol=1e-5)
+  pinhole_uv, _ = _waymo_pixels(center, size, heading)
+  assert np.abs(pinhole_uv - want_uv).max() * WIDTH > 0.3  # The distortion matters here.

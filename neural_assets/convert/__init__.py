@@ -8,6 +8,7 @@ CLI: `python -m neural_assets.convert --help` (SD-2.1 + DINO -> one initial trai
 Only safetensors files are read; pickles are refused.
 """
 from neural_assets.convert.checkpoint_io import CheckpointMismatchError
+from neural_assets.convert.checkpoint_io import CorruptWeightsError
 
 
 def load_diffusers_unet(directory: str, **kwargs):
@@ -25,5 +26,6 @@ def load_transformers_vit(directory: str, **kwargs):
   return _load(directory, **kwargs)
 
 
-__all__ = ["CheckpointMismatchError", "load_diffusers_unet", "load_diffusers_vae",
+__all__ = ["CheckpointMismatchError", "CorruptWeightsError", "load_diffusers_unet",
+           "load_diffusers_vae",
            "load_transformers_vit"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -111,5 +112,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                                              for k, n in sizes.items()))
 
 
+def cli(argv: Sequence[str] | None = None) -> int:
+  """`main` for the command line: a refusal is one line naming the file and the fix."""
+  try:
+    main(argv)
+  except (convert.CheckpointMismatchError, convert.CorruptWeightsError, FileNotFoundError,
+          FileExistsError) as e:
+    print(f"python -m neural_assets.convert: error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
 if __name__ == "__main__":
-  main()
+  sys.exit(cli())

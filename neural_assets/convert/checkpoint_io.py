@@ -19,25 +19,60 @@ class CheckpointMismatchError(ValueError):
   """A checkpoint does not match the model built from its config."""
 
 
+class CorruptWeightsError(ValueError):
+  """A weight file is damaged (unreadable) or holds NaN / Inf values."""
+
+
 def read_json(path: str) -> dict[str, Any]:
-  with open(path) as f:
-    return json.load(f)
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise CorruptWeightsError(f"{path} is not valid JSON ({e}): the file is damaged; download "
+                              "or export it again.") from e
+
+
+def load_safetensors_file(path: str) -> dict[str, np.ndarray]:
+  """Reads one safetensors file; refuses a damaged file or NaN / Inf weights, naming the file.
+
+  A NaN or Inf in published weights is corruption (or a diverged export), and converted into a
+  training checkpoint it would only show up as NaN losses later.
+  """
+  try:
+    tensors = load_file(path)
+  except Exception as e:  # pylint: disable=broad-except
+    reason = " ".join(str(e).split())  # The Rust error's own lines, on one line.
+    raise CorruptWeightsError(f"{path} is not a readable safetensors file ({type(e).__name__}: "
+                              f"{reason}); it is truncated or damaged: download or export it "
+                              "again.") from e
+  bad = {name: int(v.size - np.count_nonzero(np.isfinite(v)))
+         for name, v in tensors.items() if v.dtype.kind == "f" and not np.all(np.isfinite(v))}
+  if bad:
+    first = sorted(bad)[:3]
+    raise CorruptWeightsError(
+        f"{path} holds NaN/Inf values in {len(bad)} tensor(s): " +
+        ", ".join(f"{name} ({bad[name]} of {tensors[name].size})" for name in first) +
+        (" ..." if len(bad) > 3 else "") +
+        "; the file is damaged or was exported from a diverged model: refusing to convert it.")
+  return tensors
 
 
 def read_safetensors(directory: str, filename: str) -> dict[str, np.ndarray]:
   """Reads `directory/filename` (or its sharded `*.safetensors.index.json` form) as numpy.
 
   Only safetensors is read: `.bin` / `.pt` pickles are refused, never unpickled.
+  Raises:
+    CorruptWeightsError: a damaged file, or NaN / Inf weights (named).
   """
   path = os.path.join(directory, filename)
   index = path + ".index.json"
   if os.path.exists(path):
-    tensors = load_file(path)
+    tensors = load_safetensors_file(path)
   elif os.path.exists(index):
     shards = sorted(set(read_json(index)["weight_map"].values()))
     tensors = {}
     for shard in shards:
-      tensors.update(load_file(os.path.join(directory, shard)))
+      tensors.update(load_safetensors_file(os.path.join(directory, shard)))
   else:
     pickles = [f for f in os.listdir(directory) if f.endswith((".bin", ".pt", ".pth", ".ckpt"))]
     hint = (f" Found pickle files {pickles}: convert them to safetensors first (pickles are never "

@@ -37,6 +37,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from neural_assets import cli_validation
 from neural_assets.demo.run import run_demo
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -70,6 +71,15 @@ _BACKSTOP_SECONDS = flags.DEFINE_float(
     "backstop_seconds", 120.0, "Grace after the budget before the demo sends itself SIGTERM "
     "(the trainer then saves and stops); <0 disables.")
 
+# Numbers are checked at parse time (NaN / inf included), naming the flag and the valid range.
+_FLAG_RANGES = (("minutes", "a finite number", 0), ("vae_minutes", "a finite number", 0),
+                ("backstop_seconds", "a finite number", None),
+                ("num_train_videos", "an integer", 1), ("num_eval_videos", "an integer", 1),
+                ("num_frames", "an integer", 2), ("data_workers", "an integer", 1),
+                ("num_edit_scenes", "an integer", 0), ("num_shown", "an integer", 1),
+                ("eval_min_gap", "an integer", 0))
+for _name, _kind, _low in _FLAG_RANGES:
+  flags.register_validator(_name, *cli_validation.absl_validator(_name, _kind, _low))
 
 
 class _QuietLibraries(py_logging.Filter):

@@ -16,10 +16,9 @@ EDIT_TYPES = ("translate", "rotate", "rescale", "remove", "duplicate", "insert",
 def read_eval_record(config: ml_collections.ConfigDict, video_index: int) -> dict[str, Any]:
   """Decoded video record `video_index` of the eval split (the frame-pair `video_index`)."""
   from data_pipelines import pipeline  # pylint: disable=g-import-not-at-top
-  from data_pipelines import video_record  # pylint: disable=g-import-not-at-top
   source = pipeline.VideoRecordSource(
       pipeline.resolve_files(config.data.data_dir, config.data.eval_files))
-  return video_record.decode(source[int(video_index)]["data"])
+  return source.read_record(int(video_index))  # Frames are read when used.
 
 
 def _object_order(scene: Any) -> list[int]:

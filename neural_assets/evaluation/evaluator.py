@@ -8,6 +8,12 @@ Usage (the training loop):
   metrics = evaluator.result()   # {'image/psnr': .., 'object/lpips': .., 'image/count': .., ...}
   evaluator.reset()
 
+Multi-host: each process updates its own Evaluator with its own shard of the evaluation set and
+calls `result(all_processes=True)` (every process, collectively): the sufficient statistics
+(metric sums and counts, FID feature count / sum / sum of outer products; `statistics()`) are
+gathered from all processes and added in process order, so every process returns the same
+numbers, equal to one process's over all the examples up to float64 summation order.
+
 Metrics (each reported as `image/<name>` and `object/<name>`):
 - psnr, ssim: always; on [0, 1] images with data_range 1 (see image_metrics.py).
 - lpips: when `lpips.weights` is set (lower is better); at the image's own resolution.
@@ -24,7 +30,7 @@ anything further out raises, as does NaN or inf.
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -246,9 +252,70 @@ class Evaluator:
       self._add_network_metrics("object", out["object/gen_crops"][valid],
                                 out["object/tgt_crops"][valid])
 
-  def result(self) -> dict[str, float]:
+  def statistics(self) -> dict[str, np.ndarray]:
+    """Everything `result()` is computed from, as float64 / int64 numpy arrays by name:
+    'mean/<level>/<metric>/total' and '/count'; 'fid/<level>/<role>/count', '/sum',
+    '/sum_outer' (only for the FID sets created so far)."""
+    stats = {}
+    for (level, name), mean in self._means.items():
+      stats[f"mean/{level}/{name}/total"] = np.asarray(mean.total, np.float64)
+      stats[f"mean/{level}/{name}/count"] = np.asarray(mean.count, np.int64)
+    for (level, role), feats in self._fid.items():
+      stats[f"fid/{level}/{role}/count"] = np.asarray(feats.count, np.int64)
+      stats[f"fid/{level}/{role}/sum"] = feats.sum.copy()
+      stats[f"fid/{level}/{role}/sum_outer"] = feats.sum_outer.copy()
+    return stats
+
+  def set_statistics(self, stats: Mapping[str, np.ndarray]) -> None:
+    """Replaces the accumulated state by `stats` (as from `statistics()` of this config)."""
+    self.reset()
+    for (level, name), mean in self._means.items():
+      mean.total = float(stats[f"mean/{level}/{name}/total"])
+      mean.count = int(stats[f"mean/{level}/{name}/count"])
+    for key in stats:
+      if key.startswith("fid/") and key.endswith("/count"):
+        _, level, role, _ = key.split("/")
+        feats = fid.FeatureStats(stats[f"fid/{level}/{role}/sum"].shape[0])
+        feats.count = int(stats[key])
+        feats.sum = np.asarray(stats[f"fid/{level}/{role}/sum"], np.float64).copy()
+        feats.sum_outer = np.asarray(stats[f"fid/{level}/{role}/sum_outer"], np.float64).copy()
+        self._fid[(level, role)] = feats
+
+  def _all_process_statistics(self) -> dict[str, np.ndarray]:
+    """`statistics()` summed over all JAX processes (a collective: every process calls it)."""
+    stats = self.statistics()
+    # A process may not have met a FID set (e.g. no valid object): agree on the sets and their
+    # feature sizes first, so that every process gathers the same structure.
+    keys = [(level, role) for level in self.config.levels for role in ("generated", "target")]
+    dims = np.array([self._fid[k].dim if k in self._fid else 0 for k in keys], np.int64)
+    dims = _gather_exact(dims).max(axis=0)
+    for key, dim in zip(keys, dims):
+      if dim and key not in self._fid:
+        level, role = key
+        stats[f"fid/{level}/{role}/count"] = np.asarray(0, np.int64)
+        stats[f"fid/{level}/{role}/sum"] = np.zeros([dim], np.float64)
+        stats[f"fid/{level}/{role}/sum_outer"] = np.zeros([dim, dim], np.float64)
+    gathered = _gather_exact(stats)
+    # Added in process order on every process: all of them get bit-identical sums.
+    return {k: functools.reduce(np.add, list(v)) for k, v in gathered.items()}
+
+  def result(self, all_processes: bool = False) -> dict[str, float]:
     """{'<level>/<metric>': value, '<level>/count': images or objects}; a level with nothing
-    counted yet reports only its zero count."""
+    counted yet reports only its zero count.
+
+    all_processes: reduce the statistics over every JAX process first (collective; see the
+      module docstring). Without it a multi-process run would report this process's shard only.
+    """
+    if all_processes and jax.process_count() > 1:
+      local = self.statistics()
+      self.set_statistics(self._all_process_statistics())
+      try:
+        return self._result()
+      finally:
+        self.set_statistics(local)  # Further updates keep adding to this process's own part.
+    return self._result()
+
+  def _result(self) -> dict[str, float]:
     results = {}
     for level in self.config.levels:
       count = self._means[(level, "psnr")].count
@@ -262,3 +329,21 @@ class Evaluator:
         results[f"{level}/fid"] = fid.frechet_distance_from_stats(
             self._fid[(level, "generated")], self._fid[(level, "target")])
     return results
+
+
+def _gather_exact(tree):
+  """process_allgather of numpy arrays without losing float64 / int64 bits.
+
+  JAX without x64 would cast 64-bit arrays to 32 bits on the way, so each array travels as its
+  raw bytes viewed as uint32 and is viewed back afterwards. Returns arrays with a leading
+  process axis [P, ...].
+  """
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+  # np.array(copy) keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d).
+  leaves = [np.array(x, order="C") for x in leaves]
+  raw = [x.reshape(-1).view(np.uint32) if x.size else np.zeros([0], np.uint32) for x in leaves]
+  gathered = multihost_utils.process_allgather(raw)
+  out = [np.asarray(g).view(x.dtype).reshape((-1,) + x.shape)
+         for g, x in zip(gathered, leaves)]
+  return jax.tree_util.tree_unflatten(treedef, out)

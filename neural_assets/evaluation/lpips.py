@@ -27,10 +27,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from safetensors.numpy import load_file
 
 from neural_assets.convert.checkpoint_io import CheckpointMismatchError
 from neural_assets.convert.checkpoint_io import fill_params
+from neural_assets.convert.checkpoint_io import load_safetensors_file
 from neural_assets.convert.checkpoint_io import torch_conv_to_flax
 
 # ScalingLayer of the lpips package: ImageNet statistics expressed for [-1, 1] inputs.
@@ -173,7 +173,7 @@ def read_safetensors_files(paths: str | Sequence[str], what: str) -> dict[str, n
                        "never loaded: convert them first, see the module docstring).")
     if not os.path.isfile(path):
       raise FileNotFoundError(f"{what}: weight file {path} does not exist.")
-    for key, value in load_file(path).items():
+    for key, value in load_safetensors_file(path).items():
       if key in tensors:
         raise CheckpointMismatchError(f"{what}: key {key!r} appears in more than one file.")
       tensors[key] = value

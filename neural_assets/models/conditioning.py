@@ -38,6 +38,10 @@ Batch keys read by `AssetTokenizer` (DESIGN.md frame-pair example, batched):
 - optional `background_mask` [B, H, W] bool: pixels painted out of the background token's image
   (the pipeline's box union of every source-visible object, slotted or not); default: the union
   of the slots' source boxes that have appearance.
+
+Ablation switches (config; defaults = the paper): `background_token` 'full' | 'no_pose' (camera
+pose token zeroed) | 'none' (no background slot: zero tokens); `shuffle_pose` (training only:
+pose tokens permuted among the valid objects of each example, a control that must lose).
 """
 from __future__ import annotations
 
@@ -53,6 +57,8 @@ from neural_assets.models.roi_align import roi_align
 
 REQUIRED_BATCH_KEYS = ("source_image", "source_boxes", "target_corners", "slot_mask",
                        "relative_pose")
+# `config.background_token` (ablations; the paper: 'full').
+BACKGROUND_TOKENS = ("full", "no_pose", "none")
 NULL_CONDITIONS = ("learned", "zeros")
 
 
@@ -76,6 +82,23 @@ def boxes_union_mask(boxes: jax.Array, valid: jax.Array, height: int, width: int
   in_x = (xs >= boxes[..., 1:2]) & (xs <= boxes[..., 3:4])  # [B, N, W]
   inside = in_y[..., :, None] & in_x[..., None, :] & valid[..., None, None]
   return jnp.any(inside, axis=1)
+
+
+def shuffle_slots(key: jax.Array, tokens: jax.Array, valid: jax.Array) -> jax.Array:
+  """Permutes tokens [B, N, ...] among the valid slots [B, N] of each example, at random.
+
+  Invalid slots keep their own tokens; valid slot i gets the tokens of valid slot perm(i).
+  """
+  num = valid.shape[1]
+  index = jnp.arange(num)
+  # Valid slots in random order, then invalid ones in index order ...
+  shuffled = jnp.argsort(jnp.where(valid, jax.random.uniform(key, valid.shape), 2.0 + index))
+  # ... written to the valid slots in index order, then to the invalid ones (identity there).
+  positions = jnp.argsort(jnp.where(valid, index, num + index))
+  source = jnp.zeros_like(positions).at[jnp.arange(valid.shape[0])[:, None], positions].set(
+      shuffled)
+  return jnp.take_along_axis(tokens, source.reshape(source.shape + (1,) * (tokens.ndim - 2)),
+                             axis=1)
 
 
 def nonempty_boxes(boxes: jax.Array) -> jax.Array:
@@ -242,7 +265,7 @@ class AssetTokenizer(nn.Module):
 
   def __call__(self, batch: Mapping[str, jax.Array], drop_cond: jax.Array,
                train: bool = False) -> tuple[jax.Array, jax.Array]:
-    del train  # No stochastic layers: CFG dropout comes in through `drop_cond`.
+    # CFG dropout comes in through `drop_cond`; `train` only switches the shuffle_pose control.
     missing = [k for k in REQUIRED_BATCH_KEYS if k not in batch]
     if missing:
       raise KeyError(f"AssetTokenizer batch lacks {missing}; has {sorted(batch)}.")
@@ -286,14 +309,24 @@ class AssetTokenizer(nn.Module):
     appearance = self.appearance_encoder(obj_features, boxes, appearance_mask)  # [B, N, T, E]
     appearance = appearance * appearance_mask[..., None, None]
     pose = self.pose_encoder(corners)  # [B, N, T, E]
+    if c.get("shuffle_pose", False) and train:
+      # Ablation control: each object gets another object's pose (fresh permutation per step).
+      pose = shuffle_slots(self.make_rng("dropout"), pose, slot_mask)
     bg_appearance, bg_pose = self.background_encoder(bg_features, relative_pose)
     bg_appearance = bg_appearance * background_valid[..., None, None]
+    background = c.get("background_token", "full")
+    if background not in BACKGROUND_TOKENS:
+      raise ValueError(f"background_token must be one of {BACKGROUND_TOKENS}, got {background!r}.")
+    if background == "no_pose":  # Ablation: the background token without the camera pose.
+      bg_pose = jnp.zeros_like(bg_pose)
 
     appearance = jnp.concatenate([appearance, bg_appearance], axis=1)  # [B, N+1, T, E]
     pose = jnp.concatenate([pose, bg_pose], axis=1)
     tokens = self.asset_projection(jnp.concatenate([appearance, pose], axis=-1))
 
-    slot_valid = jnp.concatenate([slot_mask, jnp.ones((bsz, 1), bool)], axis=1)  # [B, N+1]
+    # background_token='none' (ablation): the background slot is empty (zero tokens).
+    slot_valid = jnp.concatenate([slot_mask, jnp.full((bsz, 1), background != "none")],
+                                 axis=1)  # [B, N+1]
     if null_condition == "zeros":
       slot_valid = slot_valid & ~drop[:, None]
     tokens = tokens * slot_valid[..., None, None]

@@ -12,17 +12,32 @@ another config (a parameter path or shape that differs) or one that cannot be re
 `CheckpointError` naming the step and what is wrong; nothing is written or deleted in that case,
 so the last good checkpoint is never overwritten. Orbax writes each step to a temporary directory
 and renames it only once complete, so a run killed mid-save leaves no half checkpoint.
+
+Integrity: `meta` records a checksum of every array of the state (computed on device, so sharded
+arrays need no gather); restore recomputes them and refuses the step, naming the arrays, when one
+differs (a flipped bit or byte on disk decodes to a plausible number that nothing else would
+catch). A state holding NaN/Inf is never saved (the save is skipped with an error; the previous
+checkpoint stays the newest). A full disk surfaces as one `CheckpointSaveError` ("no space left
+on device" and the path); the checkpoints already complete are kept.
+
+The directory is created by the first save, not before: a run refused at start (another config's
+checkpoint, a corrupt one) leaves the directory exactly as it was.
 """
 from __future__ import annotations
 
 import base64
 import dataclasses
+import errno
 import json
+import logging as std_logging
+import re
 import signal
+import sys
 import threading
 from typing import Any, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
@@ -34,6 +49,10 @@ from neural_assets.training.sharding import path_str
 
 class CheckpointError(RuntimeError):
   """A checkpoint cannot be restored into this run (corrupt, or written by another config)."""
+
+
+class CheckpointSaveError(RuntimeError):
+  """A checkpoint could not be written (e.g. no space left on device)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,6 +138,89 @@ def describe_mismatch(saved: dict[str, list[int]], wanted: dict[str, list[int]],
   return problems
 
 
+def _as_uint32_words(x: jax.Array) -> jax.Array:
+  """The bits of `x` as uint32 words (64-bit elements give two words, <32-bit ones one each)."""
+  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  if x.dtype == jnp.bool_:
+    return x.astype(jnp.uint32)
+  width = jnp.dtype(x.dtype).itemsize
+  unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[width]
+  return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+
+
+def _checksum(x: jax.Array) -> jax.Array:
+  """uint32 sum of every word times an odd weight from its position (mod 2^32).
+
+  A change of any single element changes the sum (odd weights are invertible mod 2^32), and the
+  sum does not depend on how the array is sharded, so save and restore agree across meshes.
+  """
+  words = _as_uint32_words(x)
+  index = jnp.zeros(words.shape, jnp.uint32)
+  stride = 1
+  for dim in reversed(range(words.ndim)):
+    index = index + jax.lax.broadcasted_iota(jnp.uint32, words.shape, dim) * jnp.uint32(stride)
+    stride = (stride * words.shape[dim]) % (1 << 32)
+  weight = index * jnp.uint32(2654435761) * jnp.uint32(2) + jnp.uint32(1)
+  return jnp.sum(words * weight, dtype=jnp.uint32)
+
+
+@jax.jit
+def _fingerprints(leaves: list[jax.Array]) -> tuple[list[jax.Array], list[jax.Array]]:
+  checksums = [_checksum(x) for x in leaves]
+  finite = [jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact)
+            else jnp.bool_(True) for x in leaves]
+  return checksums, finite
+
+
+def fingerprint(tree: Any) -> tuple[dict[str, int], list[str]]:
+  """({path: checksum} of every array leaf, [paths of leaves holding NaN/Inf])."""
+  flat = [(path_str(kp), leaf) for kp, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+  if not flat:
+    return {}, []
+  checksums, finite = _fingerprints([leaf for _, leaf in flat])
+  def local(x):  # Replicated scalars: every process holds the value, so read the local copy.
+    return np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) else x)
+  sums = {path: int(local(c)) for (path, _), c in zip(flat, checksums)}
+  bad = [path for (path, _), ok in zip(flat, finite) if not bool(local(ok))]
+  return sums, bad
+
+
+def _no_space(error: BaseException) -> Optional[str]:
+  """If `error` or its causes say the disk is full: the path it names ('' if none), else None."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+      return error.filename or ""
+    text = str(error)
+    if "no space left on device" in text.lower():
+      # tensorstore: 'Failed writing: "<file>": ... No space left on device'.
+      match = re.search(r'Failed writing: "([^"]+)"', text) or re.search(r'"(/[^"]+)"', text)
+      return match.group(1) if match else ""
+    error = error.__cause__ or error.__context__
+  return None
+
+
+class _QuietDiskFull(std_logging.Filter):
+  """Drops orbax's own log records of a full disk (one per writer thread, each with a traceback);
+  the Checkpointer reports it once as a CheckpointSaveError instead."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if "orbax" not in record.pathname:
+      return True
+    if record.exc_info and record.exc_info[1] is not None:
+      if _no_space(record.exc_info[1]) is not None:
+        return False
+    return "no space left on device" not in record.getMessage().lower()
+
+
+def _is_closed_loop_noise(error: Optional[BaseException]) -> bool:
+  # tensorstore completes a failed write after orbax closed its event loop and prints the
+  # resulting RuntimeError itself; the failure is reported by the save that waits for it.
+  return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+
+
 class Checkpointer:
   """Saves and restores (TrainState, data-iterator state) under `directory`.
 
@@ -133,32 +235,122 @@ class Checkpointer:
                config_json: str = "{}"):
     self.directory = epath.Path(directory)
     self._config_json = config_json
+    self._max_to_keep = max_to_keep
+    self._async_save = async_save
+    self._manager = None
+    self._writable = False
+    self._saved_steps: list[int] = []
+    self._failed = False  # A save failed and was reported: later waits stay quiet.
+    self._filter = None
+    self._previous_unraisablehook = None
+
+  def _make_manager(self, writable: bool) -> ocp.CheckpointManager:
+    # Read-only until the first save: creating the directory, cleaning temporary directories of
+    # killed runs or writing root metadata would change a workdir whose run is then refused.
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save,
-        cleanup_tmp_directories=True)
-    self._manager = ocp.CheckpointManager(
+        max_to_keep=self._max_to_keep if writable else None,
+        save_interval_steps=1 if writable else 0, create=writable,
+        enable_async_checkpointing=self._async_save and writable,
+        cleanup_tmp_directories=writable, read_only=not writable)
+    return ocp.CheckpointManager(
         self.directory, options=options, item_names=("state", "data", "meta"),
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "data": DataStateHandler(),
                        "meta": ocp.JsonCheckpointHandler()})
 
+  def _reader(self) -> Optional[ocp.CheckpointManager]:
+    if self._manager is None:
+      if not self.directory.exists():
+        return None
+      self._manager = self._make_manager(writable=False)
+    return self._manager
+
+  def _writer(self) -> ocp.CheckpointManager:
+    if not self._writable:
+      if self._manager is not None:
+        self._manager.close()
+      self._quiet(True)
+      self._manager = self._make_manager(writable=True)
+      self._writable = True
+    return self._manager
+
+  def _quiet(self, on: bool) -> None:
+    """Installs / removes the filters that keep a full disk from flooding the log."""
+    absl_logger = logging.get_absl_logger()
+    if on and self._filter is None:
+      self._filter = _QuietDiskFull()
+      absl_logger.addFilter(self._filter)
+      previous = sys.unraisablehook
+      self._previous_unraisablehook = previous
+      sys.unraisablehook = lambda u: (None if _is_closed_loop_noise(u.exc_value)
+                                      else previous(u))
+    elif not on and self._filter is not None:
+      absl_logger.removeFilter(self._filter)
+      self._filter = None
+      sys.unraisablehook = self._previous_unraisablehook
+
   def all_steps(self) -> list[int]:
-    self._manager.reload()
-    return list(self._manager.all_steps())
+    manager = self._reader()
+    if manager is None:
+      return []
+    manager.reload()
+    return list(manager.all_steps())
 
   def latest_step(self) -> Optional[int]:
-    return self._manager.latest_step()
+    manager = self._reader()
+    return None if manager is None else manager.latest_step()
 
-  def save(self, step: int, state: Any, data_state: Any) -> None:
-    """Starts saving `state` (a TrainState) and `data_state` as checkpoint `step`."""
-    meta = {"step": int(step), "shapes": shapes_of(state), "config": self._config_json}
-    self._manager.save(
-        int(step),
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                data=DataStateSave(data_state),
-                                meta=ocp.args.JsonSave(meta)),
-        force=True)
+  def save(self, step: int, state: Any, data_state: Any) -> bool:
+    """Starts saving `state` (a TrainState) and `data_state` as checkpoint `step`.
+
+    Returns False (and logs why) when `state` holds NaN/Inf: such a state is never written.
+    Raises:
+      CheckpointSaveError: this or an earlier async save failed (e.g. the disk is full).
+    """
+    checksums, nonfinite = fingerprint(state)
+    if nonfinite:
+      logging.error(
+          "Not saving checkpoint %d: non-finite values in %s%s. The newest checkpoint in %s "
+          "stays step %s.", step, nonfinite[:3],
+          f" and {len(nonfinite) - 3} more arrays" if len(nonfinite) > 3 else "",
+          self.directory, self.latest_step())
+      return False
+    meta = {"step": int(step), "shapes": shapes_of(state), "config": self._config_json,
+            "checksums": checksums}
+    try:
+      self._writer().save(
+          int(step),
+          args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                  data=DataStateSave(data_state),
+                                  meta=ocp.args.JsonSave(meta)),
+          force=True)
+    except Exception as e:  # pylint: disable=broad-except
+      # Usually the previous (async) save failing, reported when this one waits for it.
+      self._raise_save_error(e, self._saved_steps[-1] if self._saved_steps else step)
+    self._saved_steps.append(int(step))
     logging.info("Checkpoint %d: save started in %s", step, self.directory)
+    return True
+
+  def _raise_save_error(self, error: BaseException, step: Any) -> None:
+    """Re-raises a failed (possibly earlier, async) save as one CheckpointSaveError."""
+    self._failed = True
+    steps = []
+    try:
+      steps = self.all_steps()
+    except Exception:  # pylint: disable=broad-except
+      pass
+    kept = (f"Complete checkpoints kept: {steps or 'none'}; rerun the same command to resume "
+            "from the newest.")
+    path = _no_space(error)
+    if path is not None:
+      # The failed step is in orbax's temporary path, e.g. '<dir>/6.orbax-checkpoint-tmp/...'.
+      match = re.search(r"/(\d+)\.orbax-checkpoint-tmp", path)
+      step = match.group(1) if match else step
+      raise CheckpointSaveError(
+          f"No space left on device while writing checkpoint {step} to {path or self.directory}."
+          f" Free space there (or use another --workdir). {kept}") from None
+    raise CheckpointSaveError(f"Writing checkpoint {step} in {self.directory} failed "
+                              f"({type(error).__name__}: {error}). {kept}") from error
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, Any]:
     """Restores checkpoint `step` into the shapes / shardings of `abstract_state`.
@@ -169,14 +361,16 @@ class Checkpointer:
     Returns:
       (TrainState of sharded jax Arrays, data-iterator state).
     Raises:
-      CheckpointError: unreadable / corrupt checkpoint, or one written by a different config.
+      CheckpointError: unreadable / corrupt checkpoint (including an array whose checksum differs
+        from the one recorded at save), or one written by a different config.
     """
     where = self.directory / str(step)
     others = [s for s in self.all_steps() if s != step]
     keep_note = (f"Nothing was modified. Other checkpoints here: {others or 'none'}; to resume "
                  f"from an earlier one, move {where} aside.")
+    manager = self._reader() or self._writer()
     try:
-      meta = self._manager.restore(
+      meta = manager.restore(
           step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     except Exception as e:  # pylint: disable=broad-except
       raise CheckpointError(f"Checkpoint {where} is unreadable or corrupt (its metadata could not "
@@ -188,7 +382,7 @@ class Checkpointer:
           f"and cannot be restored into this one:\n  " + "\n  ".join(problems) +
           f"\nUse a new --workdir for a new config. {keep_note}")
     try:
-      restored = self._manager.restore(
+      restored = manager.restore(
           step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
                                         data=DataStateRestore()))
       state = restored["state"]
@@ -199,31 +393,80 @@ class Checkpointer:
     except Exception as e:  # pylint: disable=broad-except
       raise CheckpointError(f"Checkpoint {where} is corrupt and could not be restored "
                             f"({type(e).__name__}: {e}). {keep_note}") from e
-    _check_finite(state, where, keep_note)
+    checksums, nonfinite = fingerprint(state)
+    saved = meta.get("checksums")
+    if saved is None:
+      logging.warning("Checkpoint %s records no checksums (written by an older version): its "
+                      "arrays cannot be verified.", where)
+    else:
+      changed = sorted(p for p in checksums if p in saved and int(saved[p]) != checksums[p])
+      if changed:
+        raise CheckpointError(
+            f"Checkpoint {where} is corrupt: the data of {changed[:3]}"
+            f"{f' and {len(changed) - 3} more arrays' if len(changed) > 3 else ''} read back "
+            f"differs from the checksum recorded when it was saved (damaged files under "
+            f"{where / 'state'}). {keep_note}")
+    if nonfinite:
+      raise CheckpointError(f"Checkpoint {where} holds non-finite values in {nonfinite[:3]}; it "
+                            f"is corrupt or was saved from a diverged run. {keep_note}")
     return state, restored["data"]
 
   def wait(self) -> None:
-    """Blocks until pending async saves are on disk."""
-    self._manager.wait_until_finished()
+    """Blocks until pending async saves are on disk.
+
+    Raises:
+      CheckpointSaveError: a pending save failed (e.g. the disk is full).
+    """
+    if self._manager is None:
+      return
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      if not self._failed:  # Already reported by the save that found it.
+        self._raise_save_error(e, self._saved_steps[-1] if self._saved_steps else "?")
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    if self._manager is None:
+      return
+    try:
+      self.wait()
+    finally:
+      try:
+        self._manager.close()
+      except Exception:  # pylint: disable=broad-except
+        if not self._failed:
+          raise
+      finally:
+        self._manager = None
+        self._writable = False
+        self._quiet(False)
 
 
-def _check_finite(state: Any, where: Any, keep_note: str) -> None:
-  # A flipped byte in a float payload decodes to some number; NaN/Inf in the weights is the part
-  # that can be seen without a checksum and would poison the run silently.
-  flat = [(path_str(kp), leaf) for kp, leaf in jax.tree_util.tree_flatten_with_path(state)[0]
-          if np.issubdtype(leaf.dtype, np.floating)]
-  if not flat:
-    return
-  finite = jax.jit(lambda xs: [jax.numpy.all(jax.numpy.isfinite(x)) for x in xs])(
-      [leaf for _, leaf in flat])
-  bad = [path for (path, _), ok in zip(flat, finite) if not bool(ok)][:3]
-  if bad:
-    raise CheckpointError(f"Checkpoint {where} holds non-finite values in {bad}; it is corrupt "
-                          f"or was saved from a diverged run. {keep_note}")
+def verify_partial(step_dir: Any, restored: Any) -> None:
+  """Checks arrays read from part of a checkpoint's `state` (e.g. only the parameters) against
+  the checksums its `meta` recorded; `restored` is keyed like the TrainState
+  ({'params': ..., 'frozen_params': {'vae': ...}}).
+
+  Raises:
+    CheckpointError: an array differs from its recorded checksum, or holds NaN/Inf.
+  """
+  meta_path = epath.Path(step_dir) / "meta" / "metadata"
+  saved = {}
+  if meta_path.exists():
+    try:
+      saved = json.loads(meta_path.read_text()).get("checksums") or {}
+    except (ValueError, AttributeError) as e:
+      raise CheckpointError(f"Checkpoint {step_dir}: its metadata {meta_path} is damaged "
+                            f"({e}).") from e
+  checksums, nonfinite = fingerprint(restored)
+  changed = sorted(p for p, c in checksums.items() if p in saved and int(saved[p]) != c)
+  if changed:
+    raise CheckpointError(f"Checkpoint {step_dir} is corrupt: the data of {changed[:3]} read back "
+                          "differs from the checksum recorded when it was saved; use another "
+                          "step.")
+  if nonfinite:
+    raise CheckpointError(f"Checkpoint {step_dir} holds non-finite values in {nonfinite[:3]}; "
+                          "use another step.")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,9 +10,10 @@ Numerics: parameters are float32 master weights; `config.training.compute_dtype=
 builds the UNet, the visual encoder and the VAE with bf16 compute (`dtype`), so activations and matmuls run in bf16
 while gradients land on the float32 parameters.
 
-A non-finite loss or gradient norm skips the update when `config.training.skip_nonfinite` (the
-params, optimizer state and EMA stay as they were; the step counter still advances so the data
-and RNG move on); `nonfinite_steps` in the state and the `nonfinite` metric count it.
+A non-finite loss or gradient norm, or an update that leaves NaN/Inf in the params, optimizer state
+or EMA, skips the update when `config.training.skip_nonfinite` (the params, optimizer state and
+EMA stay as they were; the step counter still advances so the data and RNG move on);
+`nonfinite_steps` in the state and the `nonfinite` metric count it.
 """
 from __future__ import annotations
 
@@ -90,6 +91,13 @@ def _trainable_mask(params: Any, config: ml_collections.ConfigDict) -> Any:
   return jax.tree_util.tree_map(lambda label: label != "frozen", labels)
 
 
+def _all_finite(tree: Any) -> jax.Array:
+  """True when every floating-point leaf of `tree` is free of NaN/Inf (scalar bool)."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
 def make_train_step(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
                     vae: AutoencoderKL, tx: optax.GradientTransformation,
                     schedules: Mapping[str, optax.Schedule], state_shardings: Any,
@@ -129,20 +137,22 @@ def make_train_step(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
     trainable = _trainable_mask(grads, config)
     grad_norm = optax.global_norm(jax.tree_util.tree_map(
         lambda g, m: g if m else jnp.zeros((), g.dtype), grads, trainable))
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    ema_params = state.ema_params
+    if ema_params is not None:
+      ema_params = jax.tree_util.tree_map(
+          lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema_params, params)
+    # A finite loss and gradient can still give NaN/Inf weights (e.g. a corrupt optimizer
+    # moment, an update overflowing a huge weight): check what the update produced as well.
+    finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm) &
+              _all_finite((params, opt_state, ema_params)))
     if skip_nonfinite:
       keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b),
                                                      new, old)
       params = keep(params, state.params)
       opt_state = keep(opt_state, state.opt_state)
-    ema_params = state.ema_params
-    if ema_params is not None:
-      ema_params = jax.tree_util.tree_map(
-          lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema_params, params)
-      if skip_nonfinite:
+      if ema_params is not None:
         ema_params = keep(ema_params, state.ema_params)
     nonfinite_steps = state.nonfinite_steps + (~finite).astype(jnp.int32)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,

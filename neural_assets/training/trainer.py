@@ -26,6 +26,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from data_pipelines import pipeline
+from neural_assets import config_checks
 from neural_assets.convert.checkpoint_io import CheckpointMismatchError
 from neural_assets.diffusion.ddim import DDIMSampler
 from neural_assets.diffusion.schedule import NoiseSchedule
@@ -42,7 +43,7 @@ from neural_assets.training.train_state import TrainState
 
 
 class TrainingDivergedError(RuntimeError):
-  """Too many consecutive steps with a non-finite loss or gradient."""
+  """Too many consecutive steps with a non-finite loss, gradient or update."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,35 +112,99 @@ def setup_state(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
     return train_state_lib.create(params, frozen, tx, rng, use_ema)
 
   abstract_state = jax.eval_shape(init_state, rng)
-  shardings = sharding_lib.tree_shardings(abstract_state, mesh, config.sharding.rules,
-                                          config.sharding.min_size_to_shard)
+  shardings = sharding_lib.config_shardings(abstract_state, mesh, config.sharding)
   abstract_state = jax.tree_util.tree_map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, shardings)
   return Setup(tx=tx, schedules=schedules, abstract_state=abstract_state,
                state_shardings=shardings, init_fn=jax.jit(init_state, out_shardings=shardings))
 
 
+class InitCheckpointError(ValueError):
+  """`config.training.init_checkpoint` is missing or is not a checkpoint training can start from."""
+
+
+_INIT_EXPECTED = ("expected a converted initial checkpoint (the --out_dir of `python -m "
+                  "neural_assets.convert`: an orbax PyTree with unet/, tokenizer/encoder, vae/) or "
+                  "a training checkpoint (<workdir>/checkpoints/<step>, its checkpoints/ dir or "
+                  "the workdir itself: the newest step is used)")
+
+
+def _training_step_dirs(directory: epath.Path) -> list[epath.Path]:
+  """Step directories (`<n>/state`) directly under `directory`, oldest first."""
+  if not directory.is_dir():
+    return []
+  steps = [d for d in directory.iterdir() if d.name.isdigit() and (d / "state").is_dir()]
+  return sorted(steps, key=lambda d: int(d.name))
+
+
+def resolve_init_checkpoint(path: str) -> tuple[str, epath.Path]:
+  """What `config.training.init_checkpoint` points at: ('converted' | 'training', directory).
+
+  'training' resolves a workdir or its checkpoints/ dir to the newest step directory. Cheap (a
+  few directory listings), so it runs before any model is built.
+  Raises:
+    InitCheckpointError: the path does not exist, or holds no checkpoint of either kind.
+  """
+  where = epath.Path(path).absolute()
+  if not where.exists():
+    raise InitCheckpointError(f"config.training.init_checkpoint={path!r} does not exist; "
+                              f"{_INIT_EXPECTED}.")
+  if (where / "state").is_dir():
+    return "training", where
+  for candidate in (where, where / "checkpoints"):
+    steps = _training_step_dirs(candidate)
+    if steps:
+      logging.info("init_checkpoint %s is a training run; initialising from its newest "
+                   "checkpoint %s.", path, steps[-1])
+      return "training", steps[-1]
+  if not (where / "_METADATA").exists() and not (where / "manifest.ocdbt").exists():
+    found = sorted(p.name for p in where.iterdir())[:10] if where.is_dir() else "a file"
+    raise InitCheckpointError(f"config.training.init_checkpoint={path!r} is not a checkpoint "
+                              f"(it holds {found}); {_INIT_EXPECTED}.")
+  return "converted", where
+
+
+def _tree_metadata(directory: epath.Path) -> Any:
+  """The tree of array metadata of the orbax PyTree checkpoint in `directory`."""
+  saved = ocp.PyTreeCheckpointer().metadata(directory)
+  saved = getattr(saved, "item_metadata", saved)
+  return getattr(saved, "tree", saved)
+
+
 def load_pretrained(state: TrainState, path: str, setup: Setup,
                     use_ema: bool) -> TrainState:
-  """Overwrites the parts of `state` found in the converted checkpoint at `path`.
+  """Overwrites the parts of `state` found in the checkpoint at `path`.
 
-  The checkpoint (from `python -m neural_assets.convert`) is an orbax PyTree of
-  {'unet', 'tokenizer': {'encoder'}, 'vae'}; each leaf goes to params['unet' | 'tokenizer'] or
-  frozen_params['vae'] at the same path, read directly into its sharding. Any leaf whose path or
-  shape this model does not have raises CheckpointMismatchError; model parts the checkpoint
-  lacks keep their initialisation (logged).
+  `path` is either
+  - a converted checkpoint (from `python -m neural_assets.convert`): an orbax PyTree of
+    {'unet', 'tokenizer': {'encoder'}, 'vae'}; model parts it lacks (the tokenizer's new layers)
+    keep their initialisation (logged); or
+  - a training checkpoint (a step dir, a checkpoints/ dir or a workdir: the newest step): its
+    trained `params` and `frozen_params['vae']` are loaded (not its optimizer state or step: this
+    is a new run starting from those weights).
+  Each leaf goes to params['unet' | 'tokenizer'] or frozen_params['vae'] at the same path, read
+  directly into its sharding. Any leaf whose path or shape this model does not have raises
+  CheckpointMismatchError.
+  Raises:
+    InitCheckpointError: `path` is missing or is neither kind of checkpoint.
   """
-  checkpointer = ocp.StandardCheckpointer()
-  try:
-    saved = checkpointer.metadata(epath.Path(path).absolute()).item_metadata.tree
-  except Exception as e:  # pylint: disable=broad-except
-    raise FileNotFoundError(f"config.training.init_checkpoint={path!r} is not a readable orbax "
-                            f"checkpoint ({type(e).__name__}: {e}).") from e
+  kind, source = resolve_init_checkpoint(path)
   abstract = setup.abstract_state
   targets = {"unet": abstract.params["unet"], "tokenizer": abstract.params["tokenizer"],
              "vae": abstract.frozen_params["vae"]}
   flat_targets = flax.traverse_util.flatten_dict(targets, sep="/")
-  flat_saved = flax.traverse_util.flatten_dict(dict(saved), sep="/")
+  try:
+    tree = _tree_metadata(source / "state" if kind == "training" else source)
+    if kind == "training":
+      tree = {**dict(tree["params"]), "vae": dict(tree["frozen_params"])["vae"]}
+    flat_saved = flax.traverse_util.flatten_dict(dict(tree), sep="/")
+    for meta in flat_saved.values():
+      tuple(meta.shape)  # Every leaf must be an array.
+  except Exception as e:  # pylint: disable=broad-except
+    raise InitCheckpointError(
+        f"config.training.init_checkpoint={path!r}: {source} looks like a {kind} checkpoint but "
+        f"its contents could not be read as one ({type(e).__name__}: {e}); "
+        f"{_INIT_EXPECTED}.") from e
   problems = []
   for name, meta in sorted(flat_saved.items()):
     if name not in flat_targets:
@@ -149,15 +214,27 @@ def load_pretrained(state: TrainState, path: str, setup: Setup,
                       f"{tuple(flat_targets[name].shape)} in the model built from the config")
   if problems:
     raise CheckpointMismatchError(
-        f"Initial checkpoint {path} does not match the model config:\n  " +
+        f"Initial checkpoint {path} ({kind}) does not match the model config:\n  " +
         "\n  ".join(problems[:8]) + (f"\n  ... {len(problems) - 8} more" if len(problems) > 8
                                      else ""))
   target = flax.traverse_util.unflatten_dict({k: flat_targets[k] for k in flat_saved}, sep="/")
-  loaded = flax.traverse_util.flatten_dict(checkpointer.restore(path, target), sep="/")
+  if kind == "training":
+    item = {"params": {k: v for k, v in target.items() if k != "vae"},
+            "frozen_params": {"vae": target["vae"]}}
+    restore_args = jax.tree_util.tree_map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding),
+                                          item)
+    restored = ocp.PyTreeCheckpointer().restore(
+        source / "state", args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args,
+                                                      partial_restore=True))
+    checkpointing.verify_partial(source, restored)
+    loaded = {**restored["params"], "vae": restored["frozen_params"]["vae"]}
+  else:
+    loaded = ocp.StandardCheckpointer().restore(source, target)
+  loaded = flax.traverse_util.flatten_dict(loaded, sep="/")
   kept = sorted({k.split("/")[0] + ("/" + k.split("/")[1] if k.startswith("tokenizer") else "")
                  for k in flat_targets if k not in loaded})
-  logging.info("Loaded %d arrays from %s; left at initialisation: %s", len(loaded), path,
-               kept or "nothing")
+  logging.info("Loaded %d arrays from %s (%s checkpoint); left at initialisation: %s",
+               len(loaded), source, kind, kept or "nothing")
   flat_params = flax.traverse_util.flatten_dict(state.params, sep="/")
   flat_frozen = flax.traverse_util.flatten_dict(state.frozen_params, sep="/")
   for name, value in loaded.items():
@@ -173,6 +250,12 @@ def load_pretrained(state: TrainState, path: str, setup: Setup,
     return train_state_lib.create(params, frozen, setup.tx, jax.random.wrap_key_data(rng),
                                   use_ema)
   return rebuild(params, frozen, state.rng)
+
+
+def check_init_checkpoint(config: ml_collections.ConfigDict) -> None:
+  """Fails fast (before any model is built) on an init_checkpoint that is not there."""
+  if config.training.init_checkpoint:
+    resolve_init_checkpoint(config.training.init_checkpoint)
 
 
 def check_data_dir(config: ml_collections.ConfigDict) -> None:
@@ -318,9 +401,11 @@ def evaluate(config: ml_collections.ConfigDict, model: NeuralAssetsModel, vae: A
              sample_fn: Any = None, evaluator: Any = None) -> dict[str, float]:
   """Generates the eval split's targets with DDIM + guidance and scores them (Evaluator).
 
-  Every process gathers the whole batch and its generations and updates its own Evaluator (the
-  metric networks are small next to sampling), so all processes return the same numbers; only
-  process 0's writer writes them.
+  Each process scores only its own shard of the eval set (its rows of every batch: the images
+  it fed in and its part of the generations); the Evaluator then adds up the metric sums, counts
+  and FID statistics of all processes (`result(all_processes=True)`), so every process returns
+  the same numbers, those of one process over all examples. Only process 0's writer writes them
+  (its image panels show its own examples).
   """
   step = int(state.step)
   sampler = DDIMSampler.from_config(config.diffusion, config.sampler)
@@ -339,23 +424,24 @@ def evaluate(config: ml_collections.ConfigDict, model: NeuralAssetsModel, vae: A
     batch, valid = pad_batch(batch, host_batch)
     generated = sample_fn(params, state.frozen_params["vae"],
                           sharding_lib.shard_batch(batch, mesh), jax.random.fold_in(key, index))
-    generated = np.asarray(multihost_utils.process_allgather(generated, tiled=True))
-    host = {k: batch[k] for k in ("source_image", "target_image", "target_boxes", "slot_mask")}
-    everything = multihost_utils.process_allgather({**host, "valid": valid}, tiled=True)
-    keep = np.asarray(everything.pop("valid"), bool)
-    evaluator.update(generated[keep], everything["target_image"][keep],
-                     everything["target_boxes"][keep], everything["slot_mask"][keep])
+    # This process's rows of the generations: the inverse of shard_batch, no cross-host copy.
+    generated = np.asarray(multihost_utils.global_array_to_host_local_array(
+        generated, mesh, jax.sharding.PartitionSpec(mesh_lib.batch_axes(mesh))))
+    keep = np.asarray(valid, bool)
+    evaluator.update(generated[keep], batch["target_image"][keep],
+                     batch["target_boxes"][keep], batch["slot_mask"][keep])
     if num_batches == 0:
       n = min(config.training.num_image_summaries, int(keep.sum()))
-      panels = np.concatenate([everything["source_image"][keep][:n] / 255.0,
-                               everything["target_image"][keep][:n] / 255.0,
+      panels = np.concatenate([batch["source_image"][keep][:n] / 255.0,
+                               batch["target_image"][keep][:n] / 255.0,
                                generated[keep][:n]], axis=2)
       writer.write_images(step, {"eval/source_target_generated": panels})
     num_batches += 1
   if num_batches == 0:
     raise ValueError(f"The eval split {config.data.eval_files!r} in {config.data.data_dir!r} "
                      "yielded no batch.")
-  results = {f"eval/{k}": float(v) for k, v in evaluator.result().items()}
+  results = {f"eval/{k}": float(v)
+             for k, v in evaluator.result(all_processes=True).items()}
   results["eval/seconds"] = time.time() - start
   results["eval/num_batches"] = float(num_batches)
   writer.write_scalars(step, results)
@@ -385,25 +471,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   Returns the final state (on every process).
   """
   workdir = epath.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  config_checks.check_config(config)
   check_data_dir(config)
-  _write_config(config, workdir)
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   train_cfg = config.training
-
-  mesh = mesh_lib.create_mesh(config.mesh)
-  sharding_lib.check_batch_size(config.data.global_batch_size, mesh)
-  model, vae = train_step_lib.build_models(config)
-  setup = setup_state(config, model, vae, mesh)
-  logging.info("Mesh %s over %d devices (%d processes); parameters per group: %s",
-               dict(mesh.shape), mesh.devices.size, jax.process_count(),
-               optimizer_lib.group_sizes(setup.abstract_state.params, config.optimizer))
-
-  train_iter = pipeline.make_train_iterator(config)
+  # Nothing is written to `workdir` until the state is restored or initialised: a run refused
+  # at start (another config's checkpoint, a corrupt one, a bad init_checkpoint) leaves it
+  # exactly as it was, config.json included.
   checkpointer = checkpointing.Checkpointer(
       str(workdir / "checkpoints"), config.checkpoint.max_to_keep, config.checkpoint.async_save,
       config_json=config.to_json_best_effort())
-  state = restore_or_initialize(config, setup, checkpointer, train_iter)
+  try:
+    if checkpointer.latest_step() is None:
+      check_init_checkpoint(config)  # Before the (slow) model set-up.
+    mesh = mesh_lib.create_mesh(config.mesh)
+    sharding_lib.check_batch_size(config.data.global_batch_size, mesh)
+    model, vae = train_step_lib.build_models(config)
+    setup = setup_state(config, model, vae, mesh)
+    logging.info("Mesh %s over %d devices (%d processes); parameters per group: %s",
+                 dict(mesh.shape), mesh.devices.size, jax.process_count(),
+                 optimizer_lib.group_sizes(setup.abstract_state.params, config.optimizer))
+    train_iter = pipeline.make_train_iterator(config)
+    state = restore_or_initialize(config, setup, checkpointer, train_iter)
+  except BaseException:
+    checkpointer.close()
+    raise
+  workdir.mkdir(parents=True, exist_ok=True)
+  _write_config(config, workdir)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   step = int(state.step)
 
   train_step = CompileThenSync(train_step_lib.make_train_step(
@@ -450,8 +544,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         limit = train_cfg.max_consecutive_nonfinite
         if limit and consecutive_nonfinite >= limit:
           raise TrainingDivergedError(
-              f"{consecutive_nonfinite} consecutive steps up to {step} had a non-finite loss or "
-              f"gradient (limit config.training.max_consecutive_nonfinite={limit}); the last "
+              f"{consecutive_nonfinite} consecutive steps up to {step} had a non-finite loss, "
+              f"gradient or update (limit config.training.max_consecutive_nonfinite={limit}); "
+              "the last "
               "checkpoint was left untouched.")
       if train_cfg.image_summary_every_steps and (
           step % train_cfg.image_summary_every_steps == 0 or last):

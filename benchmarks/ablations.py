@@ -1,0 +1,355 @@
+r"""The paper's ablations on the toy synthetic setting: one short training run per variant.
+
+  python -m benchmarks.ablations --workdir ./workdir/ablations [--minutes 4] \
+      [--config configs/synthetic.py] [--variants paper,frozen_encoder,...] [--num_scenes 4] \
+      [--vae_dir WORKDIR/vae]
+
+Each variant is the toy config (`configs/synthetic.py`) with one switch flipped (defaults = the
+paper's choice):
+
+  paper           fine-tuned visual encoder, full background token, paired frames
+  frozen_encoder  optimizer.frozen_prefixes = ('tokenizer/encoder',)   (paper: fine-tuned wins)
+  bg_no_pose      model.conditioning.background_token = 'no_pose'      (paper: full > no pose)
+  bg_none         model.conditioning.background_token = 'none'         (paper: no pose > none)
+  single_frame    data.min_gap = data.max_gap = 0: source = target      (paper: paired wins)
+  shuffled_pose   model.conditioning.shuffle_pose = True: a control that must lose
+
+All variants share the synthetic data (WORKDIR/data, `neural_assets.demo`'s generator step) and
+the warmed-up frozen VAE (WORKDIR/vae, or `--vae_dir` to reuse a demo's), train from scratch for
+the same wall-clock `--minutes` (`training.max_train_seconds`, counted after a first step that
+compiles, so compile time is not charged; the steps reached are reported, since a shared
+machine's load changes them), and are scored the same way:
+- held-out metrics: `trainer.evaluate_checkpoint` on the eval split with the paper's frame pairs
+  (gap >= `--eval_min_gap`, whatever the variant trained on), image and object level;
+- edit fidelity: `benchmarks/edit_fidelity.py` on `--num_scenes` held-out scenes (its means over
+  the edit types of the model row).
+Results: WORKDIR/<variant>/result.json (a finished variant is skipped when re-run, so a dead run
+resumes), `--out` JSON (benchmarks/results/ablations.json) and a bar chart (`--chart`,
+benchmarks/results/ablations.png), and a table on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any, Mapping, Optional, Sequence
+
+if __package__ in (None, ""):  # `python benchmarks/ablations.py`
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_RESULTS = os.path.join(_ROOT, "benchmarks", "results")
+
+# name -> (description, {dotted config key: value}).
+VARIANTS = {
+    "paper": ("paper: fine-tuned encoder, full background, paired frames", {}),
+    "frozen_encoder": ("visual encoder frozen",
+                       {"optimizer.frozen_prefixes": ("tokenizer/encoder",)}),
+    "bg_no_pose": ("background token without camera pose",
+                   {"model.conditioning.background_token": "no_pose"}),
+    "bg_none": ("no background token", {"model.conditioning.background_token": "none"}),
+    "single_frame": ("single frame (source = target)", {"data.min_gap": 0, "data.max_gap": 0}),
+    "shuffled_pose": ("pose tokens of shuffled objects (control)",
+                      {"model.conditioning.shuffle_pose": True}),
+}
+# The paper's directions (winner, loser): checked against what was measured.
+DIRECTIONS = (("paper", "frozen_encoder"), ("paper", "bg_no_pose"), ("bg_no_pose", "bg_none"),
+              ("paper", "single_frame"), ("paper", "shuffled_pose"))
+# (JSON key, label, higher is better) of the charted scores.
+CHART_METRICS = (
+    ("heldout/image/psnr", "held-out image PSNR (dB)", True),
+    ("heldout/object/psnr", "held-out object PSNR (dB)", True),
+    ("edit/image/psnr", "edit image PSNR vs GT (dB)", True),
+    ("edit/region/psnr", "edit region PSNR vs GT (dB)", True),
+    ("edit/localisation/iou", "edit localisation IoU", True),
+)
+
+
+def variant_config(config, name: str):
+  """The config with variant `name`'s switches set (a deep copy)."""
+  if name not in VARIANTS:
+    raise ValueError(f"Unknown variant {name!r}; known: {sorted(VARIANTS)}.")
+  config = copy.deepcopy(config)
+  for key, value in VARIANTS[name][1].items():
+    *path, leaf = key.split(".")
+    section = config
+    for part in path:
+      section = section[part]
+    if leaf not in section:
+      raise KeyError(f"Variant {name}: the config has no {key}.")
+    section[leaf] = value
+  return config
+
+
+def _load_config(path: str):
+  """`file.py` (its get_config()) or `file.py:function`."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path, _, function = path.partition(":")
+  spec = importlib.util.spec_from_file_location("_ablation_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return getattr(module, function or "get_config")()
+
+
+def run_variant(config, name: str, workdir: str, minutes: float, num_scenes: int,
+                eval_min_gap: int = 1, seed: Optional[int] = None, num_steps: Optional[int] = None,
+                log=print) -> dict[str, Any]:
+  """Trains one variant for `minutes`, then scores it; returns (and saves) its result."""
+  # pylint: disable=g-import-not-at-top
+  from benchmarks import edit_fidelity
+  from neural_assets.training import trainer
+  # pylint: enable=g-import-not-at-top
+  out_dir = os.path.join(workdir, name)
+  result_path = os.path.join(out_dir, "result.json")
+  if os.path.exists(result_path):
+    with open(result_path) as f:
+      log(f"{name}: already done ({result_path}).")
+      return json.load(f)
+  cfg = variant_config(config, name)
+  cfg.training.image_summary_every_steps = 0  # Not needed; its compile would cost minutes.
+  train_dir = os.path.join(out_dir, "train")
+  load_start = os.getloadavg()[0]
+  # The budget is training time, not compile time (minutes on a loaded CPU, and different per
+  # variant): one step first (compiles, through the persistent cache when set), then the
+  # budget from there.
+  cfg.training.num_train_steps = max(int(cfg.training.num_train_steps), 10 ** 6)  # time-bound.
+  t0 = time.time()
+  first = copy.deepcopy(cfg)  # The same graph (schedules depend on num_train_steps).
+  first.training.max_train_seconds = 1e-3  # Stops (and saves) after its first step.
+  trainer.train_and_evaluate(first, train_dir, run_eval=False)
+  compile_seconds = time.time() - t0
+  cfg.training.max_train_seconds = 60.0 * minutes
+  log(f"{name}: first step {compile_seconds:.0f} s; training for {minutes} min "
+      f"({VARIANTS[name][0]}) ...")
+  t0 = time.time()
+  state = trainer.train_and_evaluate(cfg, train_dir, run_eval=False)
+  train_seconds = time.time() - t0
+  steps = int(state.step)
+  del state
+  # Held-out metrics with the paper's frame pairs for every variant.
+  eval_cfg = copy.deepcopy(cfg)
+  eval_cfg.data.min_gap = max(int(config.data.min_gap), eval_min_gap)
+  eval_cfg.data.max_gap = config.data.max_gap
+  t1 = time.time()
+  heldout = trainer.evaluate_checkpoint(eval_cfg, train_dir)
+  eval_seconds = time.time() - t1
+  bundle = edit_fidelity.load_bundle(train_dir)
+  edits = edit_fidelity.run(bundle, num_scenes=num_scenes,
+                            out_dir=os.path.join(out_dir, "edit_fidelity"), label=name,
+                            seed=edit_fidelity.DEFAULT_SEED if seed is None else seed,
+                            num_steps=num_steps, log=log)
+  result = {
+      "variant": name, "description": VARIANTS[name][0],
+      "switches": {k: list(v) if isinstance(v, tuple) else v
+                   for k, v in VARIANTS[name][1].items()},
+      "steps": steps, "train_minutes": minutes, "train_wall_seconds": round(train_seconds, 1),
+      "first_step_seconds": round(compile_seconds, 1),
+      "eval_seconds": round(eval_seconds, 1), "edit_seconds": edits["seconds"],
+      "load_1min_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+      "heldout": {k.replace("eval/", "heldout/"): v for k, v in heldout.items()},
+      "edit": {f"edit/{k}": v for k, v in edits["summary"]["model"].items()},
+      "edit_means": edits["means"],
+  }
+  os.makedirs(out_dir, exist_ok=True)
+  with open(result_path, "w") as f:
+    json.dump(result, f, indent=2, default=str)
+  return result
+
+
+def scores(result: Mapping[str, Any]) -> dict[str, Optional[float]]:
+  return {**result["heldout"], **result["edit"]}
+
+
+def directions(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+  """For each paper direction (winner > loser) with both variants run: which scores agree."""
+  out = []
+  for winner, loser in DIRECTIONS:
+    if winner not in results or loser not in results:
+      continue
+    a, b = scores(results[winner]), scores(results[loser])
+    agree = {}
+    for key, _, higher in CHART_METRICS:
+      if a.get(key) is None or b.get(key) is None:
+        continue
+      agree[key] = bool((a[key] > b[key]) if higher else (a[key] < b[key]))
+    out.append({"paper": f"{winner} > {loser}", "holds_on": [k for k, v in agree.items() if v],
+                "fails_on": [k for k, v in agree.items() if not v]})
+  return out
+
+
+def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+  keys = [k for k, _, _ in CHART_METRICS]
+  lines = ["| variant | steps | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
+  for name, result in results.items():
+    s = scores(result)
+    cells = ["n/a" if s.get(k) is None else (f"{s[k]:.3f}" if "iou" in k else f"{s[k]:.2f}")
+             for k in keys]
+    lines.append(f"| {name} | {result['steps']} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def bar_chart(results: Mapping[str, Mapping[str, Any]], path: str, title: str = "") -> str:
+  """One panel per charted score, one bar per variant."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  names = list(results)
+  fig, axes = plt.subplots(1, len(CHART_METRICS), figsize=(3.2 * len(CHART_METRICS), 3.6))
+  colors = plt.cm.tab10.colors
+  for ax, (key, label, higher) in zip(axes, CHART_METRICS):
+    values = [scores(results[n]).get(key) for n in names]
+    shown = [v if v is not None else 0.0 for v in values]
+    ax.bar(range(len(names)), shown, color=[colors[i % 10] for i in range(len(names))])
+    finite = [v for v in values if v is not None]
+    if finite and "iou" not in key:
+      low, high = min(finite), max(finite)
+      ax.set_ylim(max(0.0, low - 0.5 * (high - low + 0.5)), high + 0.25 * (high - low + 0.5))
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+    ax.set_title(label + (" ↑" if higher else " ↓"), fontsize=9)
+  if title:
+    fig.suptitle(title, fontsize=9)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def ensure_data(config, data_dir: str, data_workers: int = 1,
+                **overrides: Optional[int]) -> dict[str, Any]:
+  """The synthetic train / eval splits of `config.synthetic` (the demo's section, including its
+  `scene` dict of SceneConfig fields), generated once (marker `spec.json`)."""
+  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
+  from neural_assets import demo  # pylint: disable=g-import-not-at-top
+  section = dict(config.synthetic) if "synthetic" in config else {}
+  scene = section.pop("scene", None) or {}
+  scene = scene.to_dict() if hasattr(scene, "to_dict") else dict(scene)
+  spec = {**demo.SYNTHETIC_DEFAULTS, **section}
+  spec.update({k: v for k, v in overrides.items() if v is not None})
+  spec["resolution"] = int(max(config.data.resolution))
+  spec["scene"] = {k: list(v) if isinstance(v, tuple) else v for k, v in scene.items()}
+  marker = os.path.join(data_dir, "spec.json")
+  if os.path.exists(marker):
+    with open(marker) as f:
+      if json.load(f) == spec:
+        return spec
+    os.remove(marker)
+  for split, count, seed in (("train", spec["num_train_videos"], spec["train_seed"]),
+                             ("eval", spec["num_eval_videos"], spec["eval_seed"])):
+    synthetic.main([
+        "--out_dir", data_dir, "--split", split, "--num_videos", str(count), "--seed", str(seed),
+        "--resolution", str(spec["resolution"]), "--num_frames", str(spec["num_frames"]),
+        "--min_objects", str(spec["min_objects"]), "--max_objects", str(spec["max_objects"]),
+        "--image_format", spec["image_format"], "--records_per_shard",
+        str(spec["records_per_shard"]), "--num_workers", str(data_workers),
+        "--scene_json", json.dumps(spec["scene"])])
+  with open(marker, "w") as f:
+    json.dump(spec, f, indent=2)
+  return spec
+
+
+def prepare(config, workdir: str, vae_dir: Optional[str], vae_minutes: float,
+            data_workers: int = 1, **data_overrides: Optional[int]):
+  """Shared data and frozen VAE; returns the config that every variant starts from."""
+  from neural_assets import demo  # pylint: disable=g-import-not-at-top
+  config = copy.deepcopy(config)
+  data_dir = os.path.join(workdir, "data")
+  ensure_data(config, data_dir, data_workers, **data_overrides)
+  config.data.data_dir = data_dir
+  vae_dir = vae_dir or os.path.join(workdir, "vae")
+  info = demo.ensure_vae(config, vae_dir, 60.0 * vae_minutes)
+  if info is not None:
+    config.model.vae.scaling_factor = float(info["scaling_factor"])
+    config.training.init_checkpoint = os.path.join(vae_dir, "checkpoint")
+  return config
+
+
+def write_report(results, args, start) -> dict[str, Any]:
+  """The aggregate JSON and the chart of the variants finished so far."""
+  report = {
+      "config": os.path.relpath(args.config, _ROOT) if args.config.startswith(_ROOT)
+                else args.config,
+      "minutes_per_variant": args.minutes,
+      "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+      "total_seconds": round(time.time() - start, 1),
+      "results": results, "directions": directions(results),
+  }
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  with open(args.out, "w") as f:
+    json.dump(report, f, indent=2, default=str)
+  bar_chart(results, args.chart, f"{args.minutes:g} min of training per variant, "
+                                 f"{report['machine']}")
+  return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--workdir", default="./workdir/ablations")
+  parser.add_argument("--config", default=os.path.join(_ROOT, "configs", "synthetic.py"))
+  parser.add_argument("--variants", default=",".join(VARIANTS))
+  parser.add_argument("--minutes", type=float, default=4.0, help="Training minutes per variant.")
+  parser.add_argument("--num_scenes", type=int, default=4, help="Held-out edit scenes.")
+  parser.add_argument("--eval_min_gap", type=int, default=1)
+  parser.add_argument("--edit_num_steps", type=int, default=None,
+                      help="DDIM steps of the edit-fidelity renders (default: config.sampler).")
+  parser.add_argument("--vae_dir", default=None,
+                      help="A warmed-up VAE (e.g. a demo's WORKDIR/vae) to reuse; default: "
+                           "WORKDIR/vae, trained for --vae_minutes when missing.")
+  parser.add_argument("--vae_minutes", type=float, default=3.0)
+  parser.add_argument("--num_train_videos", type=int, default=None,
+                      help="Override the config's synthetic data size (as the demo's flags).")
+  parser.add_argument("--num_eval_videos", type=int, default=None)
+  parser.add_argument("--num_frames", type=int, default=None)
+  parser.add_argument("--set", action="append", default=[],
+                      help="KEY=JSON config override for every variant, e.g. "
+                           "training.log_every_steps=10 (tests shrink the config with it).")
+  parser.add_argument("--out", default=os.path.join(_RESULTS, "ablations.json"))
+  parser.add_argument("--chart", default=os.path.join(_RESULTS, "ablations.png"))
+  parser.add_argument("--compilation_cache", default=None,
+                      help="JAX persistent compilation cache (default WORKDIR/jax_cache; '' for "
+                           "none): variants that share a graph, and re-runs, skip recompiling.")
+  args = parser.parse_args(argv)
+  workdir = os.path.abspath(os.path.expanduser(args.workdir))
+  if args.compilation_cache is None:
+    args.compilation_cache = os.path.join(workdir, "jax_cache")
+  if args.compilation_cache:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  names = [n.strip() for n in args.variants.split(",") if n.strip()]
+  unknown = [n for n in names if n not in VARIANTS]
+  if unknown:
+    parser.error(f"Unknown variants {unknown}; known: {sorted(VARIANTS)}.")
+  config = _load_config(args.config)
+  for item in args.set:
+    key, _, value = item.partition("=")
+    *path, leaf = key.split(".")
+    section = config
+    for part in path:
+      section = section[part]
+    value = json.loads(value)
+    section[leaf] = tuple(value) if isinstance(value, list) else value
+  start = time.time()
+  base = prepare(config, workdir, args.vae_dir, args.vae_minutes,
+                 num_train_videos=args.num_train_videos, num_eval_videos=args.num_eval_videos,
+                 num_frames=args.num_frames)
+  results = {}
+  for name in names:
+    results[name] = run_variant(base, name, workdir, args.minutes, args.num_scenes,
+                                args.eval_min_gap, num_steps=args.edit_num_steps)
+    report = write_report(results, args, start)  # after each variant: nothing is lost.
+  print(format_table(results))
+  for d in report["directions"]:
+    print(f"{d['paper']}: holds on {d['holds_on']}; fails on {d['fails_on']}")
+  print(f"Wrote {args.out} and {args.chart}.")
+  return report
+
+
+if __name__ == "__main__":
+  main()
