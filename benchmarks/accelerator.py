@@ -163,13 +163,19 @@ def _memory_limit(device) -> int | None:
   return stats.get("bytes_limit")
 
 
+def latent_side(config) -> int:
+  """Latent height of the configured images: the VAE halves the size per level after the first."""
+  factor = 2 ** (len(config.model.vae.block_out_channels) - 1)
+  return config.data.resolution[0] // factor
+
+
 def unet_param_count(config) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp
   import numpy as np
   from neural_assets.models.unet import UNet2DConditionModel  # pylint: disable=g-import-not-at-top
   unet = UNet2DConditionModel(**dict(config.model.unet))
-  side = config.data.resolution[0] // 8
+  side = latent_side(config)
   shapes = jax.eval_shape(unet.init, jax.random.key(0), jnp.zeros((1, side, side, 4)),
                           jnp.zeros((1,), jnp.int32),
                           jnp.zeros((1, 4, config.model.unet.cross_attention_dim)))
@@ -235,7 +241,7 @@ def bench_unet_jax(config, batch_size: int, steps: int) -> dict:
   from neural_assets.models.unet import UNet2DConditionModel
 
   unet = UNet2DConditionModel(**dict(config.model.unet), dtype=jnp.bfloat16)
-  side = config.data.resolution[0] // 8
+  side = latent_side(config)
   tokens = (config.model.conditioning.max_objects + 1) * 4
   schedule = NoiseSchedule.from_config(config.diffusion)
   x0 = jax.random.normal(jax.random.key(1), (batch_size, side, side, 4))
@@ -296,7 +302,7 @@ def bench_unet_torch(config, batch_size: int, steps: int, use_compile: bool) -> 
   model = torch.compile(unet) if use_compile else unet
   schedule = NoiseSchedule.from_config(config.diffusion)
   acp = torch.tensor(np.asarray(schedule.alphas_cumprod), device=device)
-  side = config.data.resolution[0] // 8
+  side = latent_side(config)
   tokens = (config.model.conditioning.max_objects + 1) * 4
   x0 = torch.randn(batch_size, 4, side, side, device=device)
   ctx = torch.randn(batch_size, tokens, config.model.unet.cross_attention_dim, device=device)
@@ -360,7 +366,7 @@ def run(args, save=lambda results: None) -> dict:
   remat_modes = {"off": [False], "on": [True], "auto": [False, True]}[args.remat]
   base = build_config(args.tiny, False, "xla")
   unet_params = unet_param_count(base)
-  side = base.data.resolution[0] // 8
+  side = latent_side(base)
   md_flops_per_image = 0.67 * side ** 2 * unet_params
   results = dict(
       device=dict(kind=kind, backend=backend, count=len(jax.devices()),

@@ -32,6 +32,17 @@ def test_supported_kernels():
                                                              "tpu_splash"]
 
 
+def test_paper_model_shapes():
+  """The paper model: 256x256 images -> 32x32 latents, 96 tokens, SD-2.1's 865.9M UNet."""
+  config = accelerator.build_config(False, True, "cudnn")
+  assert accelerator.latent_side(config) == 32
+  assert (config.model.conditioning.max_objects + 1) * 4 == 96
+  assert config.training.compute_dtype == "bfloat16" and config.model.unet.remat is True
+  assert config.model.unet.attention_impl == "cudnn"
+  assert accelerator.unet_param_count(accelerator.build_config(False, True, "xla")) == 865_910_724
+  assert accelerator.latent_side(accelerator.build_config(True, False, "xla")) == 8
+
+
 def test_install_refuses_a_missing_wheel_dir(tmp_path):
   assert accelerator.install([], None) == []
   with pytest.raises(FileNotFoundError, match="--wheels"):
@@ -100,5 +111,6 @@ def test_tiny_run_on_cpu_end_to_end(tmp_path):
   assert r["unet_step_torch"]["autocast"] == "bfloat16"
   assert r["unet_step_jax"]["images_per_second"] > 0
   assert r["unet_step_jax"]["kernel"] == "dot_product"
+  assert r["unet_step_jax"]["latent_shape"] == [2, 8, 8, 4]  # Smoke VAE: 32x32 -> 8x8.
   assert r["unet_jax_over_torch_images_per_second"] > 0
   assert "images/s" in result.stdout and r["complete"] is True
