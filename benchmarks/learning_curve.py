@@ -101,8 +101,9 @@ def plot(result: dict, path: str) -> None:
     ax.set_xlabel("training step")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-  fig.suptitle(f"{result['config']}: {result['minutes']} min budget, "
-               f"{result['machine']}")
+  overrides = f" ({', '.join(result['overrides'])})" if result["overrides"] else ""
+  fig.suptitle(f"{result['config']}{overrides}: {result['minutes']} min of training, "
+               f"{result['machine']}, load ~{result['load_at_start']['load1']}")
   fig.tight_layout()
   fig.savefig(path, dpi=90)
   plt.close(fig)

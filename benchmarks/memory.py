@@ -134,6 +134,15 @@ def worker(args) -> None:
   from neural_assets.training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
 
   n = args.worker
+  parent = os.getppid()
+
+  def exit_with_parent():  # A killed parent (timeout) must not leave a compile running.
+    while os.getppid() == parent:
+      time.sleep(2)
+    os._exit(1)  # pylint: disable=protected-access
+
+  import threading  # pylint: disable=g-import-not-at-top
+  threading.Thread(target=exit_with_parent, daemon=True).start()
   config = load_config(args.config)
   if args.min_size_to_shard >= 0:
     config.sharding.min_size_to_shard = args.min_size_to_shard

@@ -207,7 +207,8 @@ def parser() -> argparse.ArgumentParser:
   waymo = datasets.add_parser("waymo", parents=[common])
   waymo.add_argument("--input_dir", required=True)
   waymo.add_argument("--split", default="train")
-  waymo.add_argument("--camera", default="FRONT")
+  waymo.add_argument("--camera", default="FRONT",
+                     choices=("FRONT", "FRONT_LEFT", "FRONT_RIGHT", "SIDE_LEFT", "SIDE_RIGHT"))
   waymo.add_argument("--videos_per_shard", type=int, default=16)
   return out
 

@@ -30,6 +30,7 @@ import glob
 import os
 import sys
 import tempfile
+import threading
 import uuid
 from typing import Any, Callable, Sequence
 
@@ -174,6 +175,12 @@ class Editor:
     Image.fromarray(image).save(path)
     return image, path
 
+  def warm_up(self) -> None:
+    """Renders the first scene once at the config's sampling steps (compiles the sampler)."""
+    steps = int(self.bundle.config.sampler.num_inference_steps)
+    scale = float(self.bundle.config.sampler.guidance_scale)
+    self.render(self.start(), steps, scale, 0)
+
   def save_edit(self, session: Session) -> str:
     """Writes the current edit as `.npz` (`Edit.save`) and returns its path (a fresh name: several
     browser sessions share the directory)."""
@@ -237,16 +244,16 @@ def load_scenes(directory: str | None, bundle: inference.ModelBundle,
   for path in paths:
     loaded = editing.load_scene_or_edit(path)
     if isinstance(loaded, editing.Scene):
-      loaded = editing.as_edit(_fit(loaded, bundle.max_objects))
+      loaded = editing.as_edit(fit_to_slots(loaded, bundle.max_objects))
     scenes[os.path.splitext(os.path.basename(path))[0]] = loaded
   if not scenes:
     for seed in range(num_synthetic):
-      scenes[f"synthetic_{seed}"] = editing.as_edit(_fit(synthetic_scene(seed, bundle),
+      scenes[f"synthetic_{seed}"] = editing.as_edit(fit_to_slots(synthetic_scene(seed, bundle),
                                                          bundle.max_objects))
   return scenes
 
 
-def _fit(scene: editing.Scene, max_objects: int) -> editing.Scene:
+def fit_to_slots(scene: editing.Scene, max_objects: int) -> editing.Scene:
   """The scene's `max_objects` largest objects (2D box area), in their original order."""
   if scene.num_objects <= max_objects:
     return scene
@@ -459,6 +466,8 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--step", type=int, default=None, help="Checkpoint step (default: newest).")
   parser.add_argument("--no_ema", action="store_true", help="Use the raw, not the EMA, weights.")
   parser.add_argument("--port", type=int, default=7860, help="Port on 127.0.0.1.")
+  parser.add_argument("--no_warmup", action="store_true",
+                      help="Do not compile the sampler in the background at start.")
   parser.add_argument("--share", action="store_true",
                       help="Also open a public gradio.live link (off unless asked).")
   return parser
@@ -494,6 +503,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   except FileNotFoundError as e:
     parser.error(f"{e}\nTrain one first (bash demo.sh) or pass --checkpoint.")
   print(f"Scenes: {', '.join(editor.scenes)}; files written to {editor.out_dir}")
+  if not args.no_warmup:
+    # The first render compiles the sampler (a minute on a CPU, benchmarks/editor.py); do it
+    # while the user looks at the page.
+    threading.Thread(target=editor.warm_up, daemon=True).start()
   launch(editor, args.port, args.share)
   return 0
 

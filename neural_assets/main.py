@@ -116,13 +116,15 @@ def main(argv):
   config = _CONFIG.value
   # Imported here so that flag and config errors surface before the heavy imports.
   # pylint: disable=g-import-not-at-top
+  from data_pipelines.video_record import DataFileError
   from neural_assets.convert.checkpoint_io import CheckpointMismatchError
   from neural_assets.training import checkpointing
   from neural_assets.training import trainer
   # pylint: enable=g-import-not-at-top
   refusals = (checkpointing.CheckpointError, checkpointing.CheckpointSaveError,
               trainer.InitCheckpointError, trainer.TrainingDivergedError,
-              CheckpointMismatchError, config_checks.ConfigError, FileNotFoundError)
+              CheckpointMismatchError, config_checks.ConfigError, FileNotFoundError,
+              DataFileError)
   try:
     if _MODE.value == "eval":
       trainer.evaluate_checkpoint(config, workdir)
@@ -130,7 +132,6 @@ def main(argv):
       trainer.train_and_evaluate(config, workdir, run_eval=_MODE.value == "train_and_eval")
   except refusals as e:
     # A refusal with its reason and fix, once; the traceback would only repeat it.
-    logging.error("%s: %s", type(e).__name__, e)
     print(f"ERROR ({type(e).__name__}): {e}", file=sys.stderr)
     sys.exit(1)
 

@@ -153,6 +153,7 @@ def test_editor_render_matches_the_api(editor):
   np.testing.assert_array_equal(np.asarray(Image.open(path)), want)
   with pytest.raises(editing.EditError, match="Guidance scale"):
     editor.render(session, 2, float("nan"), 0)
+  editor.warm_up()  # The start-up compile: one render of the first scene at the config's steps.
 
 
 def test_scenes_default_to_synthetic_ones_and_fit_the_slots(editor, tmp_path):

@@ -74,7 +74,6 @@ def write_scenes(config: ml_collections.ConfigDict, batches: Sequence[Mapping[st
   out_dir/scene_<video>_<frame>.npz. Returns the paths."""
   # pylint: disable=g-import-not-at-top
   from data_pipelines import pipeline
-  from data_pipelines import video_record
   from neural_assets import editing
   # pylint: enable=g-import-not-at-top
   source = pipeline.VideoRecordSource(
@@ -83,7 +82,7 @@ def write_scenes(config: ml_collections.ConfigDict, batches: Sequence[Mapping[st
   paths = []
   for batch in batches:
     for video, frame in zip(batch["video_index"], batch["source_frame"]):
-      record = video_record.decode(source[int(video)]["data"])
+      record = source.read_record(int(video))  # Frames are read when used.
       scene = editing.scene_from_video_record(
           record, int(frame), resolution=tuple(config.data.resolution),
           resize_method=config.data.resize_method, min_depth=float(config.data.min_depth),

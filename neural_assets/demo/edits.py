@@ -128,12 +128,10 @@ def run_edits(config: ml_collections.ConfigDict, restored: Restored,
   """
   # pylint: disable=g-import-not-at-top
   from neural_assets import editing
-  from neural_assets.training import train_state as train_state_lib
+  from neural_assets import inference
   # pylint: enable=g-import-not-at-top
-  params = restored.state.params
-  if config.eval.use_ema:
-    params = train_state_lib.eval_params(restored.state)
-  bundle = editing.ModelBundle(config, params, restored.state.frozen_params["vae"], restored.step)
+  bundle = inference.bundle_from_train_state(config, restored.state, restored.step,
+                                             use_ema=bool(config.eval.use_ema))
   count = min(num_scenes, len(examples["video_index"]))
   if count < 1:
     raise ValueError("run_edits needs at least one example.")

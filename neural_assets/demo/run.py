@@ -85,7 +85,9 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str, minutes: float, *,
     run_info["VAE warm-up"] = {k: round(v, 4) if isinstance(v, float) else v
                                for k, v in vae_info.items()}
     if not had_vae:
-      budget_s -= vae_info["seconds"]
+      # At least a second of training (a VAE warm-up that overran on a loaded machine must not
+      # leave a negative budget; 0 would mean "no limit" to the trainer).
+      budget_s = max(budget_s - vae_info["seconds"], 1.0)
 
   if minutes > 0:
     training = train_with_budget(config, train_dir, budget_s, backstop_seconds)
