@@ -6,3 +6,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# XLA's CPU backend at its default optimisation level takes minutes and GBs to compile the
+# training step even at smoke size; tests check values, not speed (as tests/test_training.py).
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
