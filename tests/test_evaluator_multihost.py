@@ -88,7 +88,10 @@ def test_two_processes_reduce_to_the_single_process_result(tmp_path):
     merged = out["merged"]
     assert set(merged) == set(expected)
     for key, value in expected.items():
-      assert merged[key] == pytest.approx(value, rel=1e-9, abs=1e-9), key
+      # The reduction itself is exact (float64 sums); the feature networks run in float32 on a
+      # half batch per process, and XLA's CPU matmuls round differently per batch size (2e-8
+      # relative seen for image/dino), so float32 rounding is the tolerance.
+      assert merged[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
     assert out["again"] == out["local"]
   # Both processes return bit-identical numbers; each alone saw only part of the set.
   assert outs[0]["merged"] == outs[1]["merged"]

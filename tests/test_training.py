@@ -302,11 +302,12 @@ def test_two_processes_train_and_checkpoint(data_dir, tmp_path):
   for i in range(2):
     logs.append(open(tmp_path / f"log{i}.txt", "w"))
     procs.append(subprocess.Popen(
-        _main_cmd(workdir, data_dir, "--mode=train", f"--coordinator_address=127.0.0.1:{port}",
-                  "--num_processes=2", f"--process_id={i}", "--num_cpu_devices=4",
+        _main_cmd(workdir, data_dir, "--mode=train_and_eval",
+                  f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}", "--num_cpu_devices=4",
                   "--cpu_collectives=gloo", "--config.mesh.data=2", "--config.mesh.fsdp=4",
                   "--config.training.num_train_steps=2",
-                  "--config.training.image_summary_every_steps=0"),
+                  "--config.training.image_summary_every_steps=0",
+                  "--config.eval.every_steps=2", "--config.data.eval_global_batch_size=8"),
         cwd=ROOT, env=_env(), stdout=logs[-1], stderr=subprocess.STDOUT))
   try:
     codes = [p.wait(timeout=300) for p in procs]
@@ -325,16 +326,21 @@ def test_two_processes_train_and_checkpoint(data_dir, tmp_path):
   assert "process_0-of-2.json" in data and "process_1-of-2.json" in data
   # Only process 0 writes summaries.
   assert "train/loss" in texts[0]
-  # The final evaluation: each process scored only its half of the eval batch, and the reduced
-  # metrics equal one process's over the whole batch (same 8-device mesh, same checkpoint).
-  single = _run(_main_cmd(workdir, data_dir, "--mode=eval", "--config.mesh.data=2",
-                          "--config.mesh.fsdp=4"), num_devices=8)
-  assert single.returncode == 0, single.stderr[-3000:]
+  # The final evaluation: each process scored only its half of the eval batch and the reduced
+  # metrics are the same on both (the reduction's exactness: tests/test_evaluator_multihost.py).
   metric = lambda text, key: float(text.split(f"eval/{key}=")[-1].split(",")[0].split()[0])
   for key in ("image/count", "object/count", "image/psnr", "image/ssim", "object/psnr"):
     assert metric(texts[0], key) == metric(texts[1], key), key
-    assert metric(texts[0], key) == pytest.approx(metric(single.stderr, key), rel=1e-4), key
-  assert metric(texts[0], "image/count") == 4  # eval_global_batch_size, not one host's 2.
+  # The whole eval split (4 videos, one pair each) over both hosts, not one host's 2.
+  assert metric(texts[0], "image/count") == 4
+  # A checkpoint written by 2 processes evaluates in 1 (the data-iterator state is not needed).
+  # Same examples; the scores differ slightly: the sampling noise follows an example's place in
+  # the global batch, which depends on how the hosts' shards interleave.
+  single = _run(_main_cmd(workdir, data_dir, "--mode=eval", "--config.mesh.data=2",
+                          "--config.mesh.fsdp=4", "--config.data.eval_global_batch_size=8"),
+                num_devices=8)
+  assert single.returncode == 0, single.stderr[-3000:]
+  assert metric(single.stderr, "image/count") == 4
 
 
 _NONFINITE = textwrap.dedent("""

@@ -352,14 +352,18 @@ class Checkpointer:
     raise CheckpointSaveError(f"Writing checkpoint {step} in {self.directory} failed "
                               f"({type(error).__name__}: {error}). {kept}") from error
 
-  def restore(self, step: int, abstract_state: Any) -> tuple[Any, Any]:
+  def restore(self, step: int, abstract_state: Any, with_data: bool = True
+              ) -> tuple[Any, Any]:
     """Restores checkpoint `step` into the shapes / shardings of `abstract_state`.
 
     Args:
       step: a step in `all_steps()`.
       abstract_state: TrainState of jax.ShapeDtypeStruct with `.sharding` set.
+      with_data: also restore this process's data-iterator state (resuming training). False
+        (evaluation, inference) reads the model state only, so a checkpoint written by any
+        number of processes can be evaluated by any other.
     Returns:
-      (TrainState of sharded jax Arrays, data-iterator state).
+      (TrainState of sharded jax Arrays, data-iterator state or None).
     Raises:
       CheckpointError: unreadable / corrupt checkpoint (including an array whose checksum differs
         from the one recorded at save), or one written by a different config.
@@ -382,9 +386,10 @@ class Checkpointer:
           f"and cannot be restored into this one:\n  " + "\n  ".join(problems) +
           f"\nUse a new --workdir for a new config. {keep_note}")
     try:
-      restored = manager.restore(
-          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                        data=DataStateRestore()))
+      items = dict(state=ocp.args.StandardRestore(abstract_state))
+      if with_data:
+        items["data"] = DataStateRestore()
+      restored = manager.restore(step, args=ocp.args.Composite(**items))
       state = restored["state"]
       # Force the reads to finish here, so a bad file surfaces as a CheckpointError.
       jax.block_until_ready(state)
@@ -409,7 +414,7 @@ class Checkpointer:
     if nonfinite:
       raise CheckpointError(f"Checkpoint {where} holds non-finite values in {nonfinite[:3]}; it "
                             f"is corrupt or was saved from a diverged run. {keep_note}")
-    return state, restored["data"]
+    return state, (restored["data"] if with_data else None)
 
   def wait(self) -> None:
     """Blocks until pending async saves are on disk.

@@ -270,10 +270,14 @@ def check_data_dir(config: ml_collections.ConfigDict) -> None:
 def restore_or_initialize(config: ml_collections.ConfigDict, setup: Setup,
                           checkpointer: checkpointing.Checkpointer,
                           train_iter: Any) -> TrainState:
-  """Resumes from the newest checkpoint, else initialises (optionally from pretrained weights)."""
+  """Resumes from the newest checkpoint, else initialises (optionally from pretrained weights).
+
+  `train_iter` None (evaluation): the checkpoint's data-iterator state is not read.
+  """
   latest = checkpointer.latest_step()
   if latest is not None:
-    state, data_state = checkpointer.restore(latest, setup.abstract_state)
+    state, data_state = checkpointer.restore(latest, setup.abstract_state,
+                                             with_data=train_iter is not None)
     if train_iter is not None:
       train_iter.set_state(data_state)
     logging.info("Resumed from checkpoint step %d in %s.", latest, checkpointer.directory)
