@@ -36,6 +36,9 @@ def get_config(encoder_variant: str = "vitb8", max_objects: int = 23) -> ml_coll
       # then Dense 1024 -> GELU -> Dense token_dim (release).
       pose_corner_indices=(0, 1, 2, 4),
       pose_hidden_dim=1024,
+      # Fourier features of the pose inputs before that MLP: sin / cos of pi 2^k x, k < bands
+      # (open; 0 = raw coordinates, the release). The toy config uses them.
+      pose_fourier_bands=0,
       # Background "pose": relative camera pose (3x3 rotation + translation = 12-D) through
       # Dense 24 -> GELU -> Dense 12 before the shared pose MLP (release).
       background_pose_hidden_dim=24,

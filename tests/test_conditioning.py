@@ -1,4 +1,6 @@
 """Asset tokenizer (appearance / pose / background tokens, CFG dropout) and the full model's loss."""
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -12,6 +14,7 @@ from configs import sd21
 from neural_assets.diffusion.schedule import NoiseSchedule
 from neural_assets.models import conditioning
 from neural_assets.models.neural_assets import NeuralAssetsModel, diffusion_loss
+from neural_assets.models.unet import UNet2DConditionModel
 
 B, N, H, W = 3, 3, 40, 48
 CONTEXT = 32
@@ -431,3 +434,45 @@ def test_model_rejects_mismatched_context_dim():
     jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8, 8, 4)),
                    jnp.zeros((1,), jnp.int32), jax.tree.map(lambda x: x[:1], _batch()),
                    jnp.zeros((1,), bool))
+
+
+def test_pose_fourier_features_equal_the_numpy_definition():
+  encoder = conditioning.PoseEncoder(token_dim=6, hidden_dim=10, num_tokens=2, fourier_bands=3)
+  corners = jax.random.uniform(jax.random.key(0), (2, 3, 8, 3))
+  params = encoder.init(jax.random.key(1), corners)["params"]
+  assert params["hidden"]["kernel"].shape == (12 * (1 + 2 * 3), 10)
+  out = np.asarray(encoder.apply({"params": params}, corners))
+  x = np.asarray(corners)[:, :, [0, 1, 2, 4], :].reshape(2, 3, 12).astype(np.float64)
+  angles = (x[..., None] * np.pi * 2.0 ** np.arange(3)).reshape(2, 3, 36)
+  feats = np.concatenate([x, np.sin(angles), np.cos(angles)], axis=-1)
+  hidden = feats @ np.asarray(params["hidden"]["kernel"]) + np.asarray(params["hidden"]["bias"])
+  hidden = 0.5 * hidden * (1.0 + np.vectorize(math.erf)(hidden / np.sqrt(2.0)))
+  token = hidden @ np.asarray(params["out"]["kernel"]) + np.asarray(params["out"]["bias"])
+  np.testing.assert_allclose(out, np.repeat(token[:, :, None], 2, axis=2), atol=1e-5)
+  # 0 bands: the release's MLP on the raw 12 coordinates.
+  plain = conditioning.PoseEncoder(token_dim=6, hidden_dim=10)
+  assert plain.init(jax.random.key(1), corners)["params"]["hidden"]["kernel"].shape == (12, 10)
+
+
+def test_latent_coordinates_join_the_unet_input():
+  config = _model_config()
+  config.latent_coordinates = True
+  with pytest.raises(ValueError, match="in_channels must be out_channels \\+ 2"):
+    jax.eval_shape(NeuralAssetsModel(config).init, jax.random.key(0), jnp.zeros((B, 8, 8, 4)),
+                   jnp.zeros((B,), jnp.int32), _batch(), jnp.zeros((B,), bool))
+  config.unet.in_channels = 6
+  model = NeuralAssetsModel(config)
+  latents = jax.random.normal(jax.random.key(1), (B, 8, 8, 4))
+  tokens = jax.random.normal(jax.random.key(2), (B, 4 * (N + 1), CONTEXT))
+  t = jnp.array([10, 500, 900])
+  params = jax.jit(model.init, static_argnames="method")(
+      jax.random.key(0), latents, t, tokens, method=model.denoise)["params"]
+  assert params["unet"]["conv_in"]["kernel"].shape[-2:] == (6, 16)
+  out = model.apply({"params": params}, latents, t, tokens, method=model.denoise)
+  y = np.broadcast_to(np.linspace(-1, 1, 8)[:, None], (8, 8))
+  grid = np.broadcast_to(np.stack([y, y.T], -1), (B, 8, 8, 2))
+  unet = UNet2DConditionModel(**dict(config.unet))
+  expected = unet.apply({"params": params["unet"]},
+                        jnp.concatenate([latents, jnp.asarray(grid, jnp.float32)], -1), t, tokens)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(expected), atol=1e-5)
+  assert out.shape == latents.shape

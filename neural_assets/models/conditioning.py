@@ -142,13 +142,23 @@ class PoseEncoder(nn.Module):
   hidden_dim: int = 1024
   corner_indices: Sequence[int] = (0, 1, 2, 4)
   num_tokens: int = 4
+  fourier_bands: int = 0
 
   def setup(self):
     self.hidden = nn.Dense(self.hidden_dim, name="hidden")
     self.out = nn.Dense(self.token_dim, name="out")
 
   def encode_features(self, features: jax.Array) -> jax.Array:
-    """[..., F] pose features (F = 12) -> [..., T, E], the token repeated T times."""
+    """[..., F] pose features (F = 12) -> [..., T, E], the token repeated T times.
+
+    `fourier_bands` K > 0 appends sin / cos of pi 2^k x (k < K) of every feature before the
+    MLP (as GLIGEN embeds boxes): an MLP on raw coordinates learns sharp functions of position
+    slowly; 0 is the release (raw coordinates).
+    """
+    if self.fourier_bands:
+      freqs = jnp.pi * 2.0 ** jnp.arange(self.fourier_bands, dtype=features.dtype)
+      angles = einops.rearrange(features[..., None] * freqs, "... f k -> ... (f k)")
+      features = jnp.concatenate([features, jnp.sin(angles), jnp.cos(angles)], axis=-1)
     token = self.out(nn.gelu(self.hidden(features), approximate=False))
     return einops.repeat(token, "... e -> ... t e", t=self.num_tokens)
 
@@ -214,7 +224,8 @@ class AssetTokenizer(nn.Module):
         c.token_dim, tuple(c.roi_output_size), c.roi_sampling_ratio, c.roi_aligned,
         name="appearance_encoder")
     self.pose_encoder = PoseEncoder(c.token_dim, c.pose_hidden_dim, tuple(c.pose_corner_indices),
-                                    num_tokens, name="pose_encoder")
+                                    num_tokens, int(c.get("pose_fourier_bands", 0)),
+                                    name="pose_encoder")
     self.background_encoder = BackgroundEncoder(
         self.appearance_encoder, self.pose_encoder, c.background_pose_hidden_dim,
         c.background_pose_dim, name="background_encoder")

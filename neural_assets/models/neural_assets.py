@@ -41,6 +41,9 @@ class NeuralAssetsModel(nn.Module):
     if cross != c.conditioning.context_dim:
       raise ValueError(f"conditioning.context_dim ({c.conditioning.context_dim}) must equal the "
                        f"UNet's cross_attention_dim ({cross}).")
+    if c.get("latent_coordinates", False) and c.unet.in_channels != c.unet.out_channels + 2:
+      raise ValueError(f"model.latent_coordinates adds 2 input channels: unet.in_channels must be "
+                       f"out_channels + 2 = {c.unet.out_channels + 2}, got {c.unet.in_channels}.")
     self.tokenizer = AssetTokenizer(c.conditioning, name="tokenizer")
     self.unet = UNet2DConditionModel(**dict(c.unet), name="unet")
 
@@ -60,7 +63,20 @@ class NeuralAssetsModel(nn.Module):
 
   def denoise(self, latents: jax.Array, timesteps: jax.Array, tokens: jax.Array,
               train: bool = False) -> jax.Array:
-    """UNet on given tokens: [B,h,w,c], [B] (or scalar), [B,L,D] -> [B,h,w,c]."""
+    """UNet on given tokens: [B,h,w,c], [B] (or scalar), [B,L,D] -> [B,h,w,c].
+
+    `config.latent_coordinates` (off in the paper configs): the (y, x) position in [-1, 1] joins
+    the latents as 2 input channels, so cross-attention queries know where they are from the
+    first block on; a small UNet otherwise learns position only from the zero padding, deep in
+    its coarsest levels, and places objects from their pose tokens slowly.
+    """
+    if self.config.get("latent_coordinates", False):
+      batch, height, width, _ = latents.shape
+      grid = jnp.stack(jnp.meshgrid(jnp.linspace(-1.0, 1.0, height),
+                                    jnp.linspace(-1.0, 1.0, width), indexing="ij"), axis=-1)
+      latents = jnp.concatenate(
+          [latents, jnp.broadcast_to(grid.astype(latents.dtype), (batch, height, width, 2))],
+          axis=-1)
     return self.unet(latents, timesteps, tokens, train)
 
   def __call__(self, noisy_latents: jax.Array, timesteps: jax.Array,
