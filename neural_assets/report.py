@@ -279,7 +279,7 @@ def write_report(out_dir: str, *, grids: Sequence[Grid],
                  title: str = "Neural Assets demo", notes: Sequence[str] = (),
                  image_scale: int = 4, embed_images: bool = False,
                  tables: Optional[Mapping[str, tuple[str, Mapping[str, Mapping[str, Any]]]]]
-                 = None) -> str:
+                 = None, links: Optional[Mapping[str, str]] = None) -> str:
   """Writes out_dir/index.html plus its PNGs; returns the HTML path.
 
   Args:
@@ -294,6 +294,7 @@ def write_report(out_dir: str, *, grids: Sequence[Grid],
     image_scale: nearest-neighbour upscaling of the grid PNGs (small images stay visible).
     embed_images: inline the PNGs as base64 in the HTML as well.
     tables: {title: (caption, {row: {column: value}})}, more tables after the metrics.
+    links: {title of a table: href}: a link under that table (e.g. its full report).
   """
   names = [g.name for g in grids]
   if len(set(names)) != len(names):
@@ -308,6 +309,9 @@ def write_report(out_dir: str, *, grids: Sequence[Grid],
   for table_title, (caption, rows) in (tables or {}).items():
     parts += [f"<h2>{html.escape(table_title)}</h2>", f"<p>{html.escape(caption)}</p>",
               metrics_table_html(rows)]
+    if links and table_title in links:
+      href = html.escape(links[table_title], quote=True)
+      parts.append(f"<p><a href='{href}'>{html.escape(links[table_title])}</a></p>")
   for grid in grids:
     path = write_png(grid.image, os.path.join(out_dir, f"grid_{grid.name}.png"), image_scale)
     parts.append(f"<h2>{html.escape(grid.title)}</h2>")

@@ -67,7 +67,7 @@ def test_demo_end_to_end(tmp_path):
       f"--minutes={BUDGET_MINUTES}", f"--backstop_seconds={BACKSTOP_SECONDS}",
       "--vae_minutes=0.05",  # A few VAE warm-up steps: exercises the init_checkpoint path.
       "--num_train_videos=4", "--num_eval_videos=3", "--num_frames=3",
-      "--num_edit_scenes=1", "--num_shown=2",
+      "--num_edit_scenes=1", "--num_shown=2", "--num_fidelity_scenes=1",
       "--config.training.image_summary_every_steps=0", "--config.training.log_every_steps=1",
       "--config.checkpoint.async_save=False",
   ]
@@ -128,6 +128,12 @@ def test_demo_end_to_end(tmp_path):
                                conditioning["true"][i] / conditioning["swapped"][i], rtol=1e-5)
   assert all(np.isfinite(conditioning[k]).all() for k in ("true", "swapped", "null"))
   assert "token-swap test" in html and "ratio true / another scene" in html
+  # The edit-fidelity benchmark of this checkpoint: its table in the report, linked in full.
+  assert "How well edits work" in html and "rotate (yaw) | model" in html
+  assert "href='../edit_fidelity/index.html'" in html
+  fidelity = json.load(open(os.path.join(workdir, "edit_fidelity", "edit_fidelity.json")))
+  assert fidelity["checkpoint_step"] == info["evaluated step"]
+  assert fidelity["settings"]["num_scenes"] == 1
   # The held-out scenes are scene files the edit CLI opens, one per eval pair.
   from neural_assets import editing
   scenes = sorted(os.listdir(os.path.join(workdir, "scenes")))

@@ -1,4 +1,4 @@
-"""Edit fidelity (benchmarks/edit_fidelity.py): ground-truth renders of edits, the scores' ceiling,
+"""Edit fidelity (neural_assets/evaluation/edit_fidelity.py and its CLI): ground-truth renders of edits, the scores' ceiling,
 and a smoke run of the runner on a tiny checkpoint."""
 import json
 import os
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks import edit_fidelity as ef  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import edit_fidelity as ef_cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+from neural_assets.evaluation import edit_fidelity as ef  # pylint: disable=g-import-not-at-top,wrong-import-position
 from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top,wrong-import-position
 from neural_assets import editing  # pylint: disable=g-import-not-at-top,wrong-import-position
 from neural_assets.evaluation import lpips  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -172,7 +173,7 @@ def test_smoke_run_on_a_tiny_checkpoint(tmp_path):
   from tests import editing_fixtures as fx  # pylint: disable=g-import-not-at-top
   workdir = fx.make_tiny_checkpoint(str(tmp_path / "run"))
   results = tmp_path / "result.json"
-  report = ef.main(["--checkpoint", workdir, "--num_scenes", "1", "--crop_size", "16",
+  report = ef_cli.main(["--checkpoint", workdir, "--num_scenes", "1", "--crop_size", "16",
                     "--results_json", str(results)])
   out = os.path.join(workdir, "edit_fidelity")
   assert os.path.exists(os.path.join(out, "index.html"))

@@ -61,6 +61,9 @@ _DATA_WORKERS = flags.DEFINE_integer("data_workers", 2, "Processes rendering syn
 _NUM_EDIT_SCENES = flags.DEFINE_integer("num_edit_scenes", 3,
                                         "Eval scenes shown per edit type (0: no edits).")
 _NUM_SHOWN = flags.DEFINE_integer("num_shown", 4, "Eval examples in the reconstruction grid.")
+_NUM_FIDELITY_SCENES = flags.DEFINE_integer(
+    "num_fidelity_scenes", 4, "Held-out scenes of the edit-fidelity benchmark (every edit type "
+    "scored against the generator's ground truth; WORKDIR/edit_fidelity; 0: skip).")
 _EVAL_MIN_GAP = flags.DEFINE_integer(
     "eval_min_gap", 1, "Minimum frame gap of the evaluation pairs (see the module docstring).")
 _VAE_MINUTES = flags.DEFINE_float(
@@ -77,6 +80,7 @@ _FLAG_RANGES = (("minutes", "a finite number", 0), ("vae_minutes", "a finite num
                 ("num_train_videos", "an integer", 1), ("num_eval_videos", "an integer", 1),
                 ("num_frames", "an integer", 2), ("data_workers", "an integer", 1),
                 ("num_edit_scenes", "an integer", 0), ("num_shown", "an integer", 1),
+                ("num_fidelity_scenes", "an integer", 0),
                 ("eval_min_gap", "an integer", 0))
 for _name, _kind, _low in _FLAG_RANGES:
   flags.register_validator(_name, *cli_validation.absl_validator(_name, _kind, _low))
@@ -107,6 +111,7 @@ def main(argv):
                           num_eval_videos=_NUM_EVAL_VIDEOS.value, num_frames=_NUM_FRAMES.value),
       data_workers=_DATA_WORKERS.value, num_shown=_NUM_SHOWN.value,
       num_edit_scenes=_NUM_EDIT_SCENES.value, eval_min_gap=_EVAL_MIN_GAP.value,
+      num_fidelity_scenes=_NUM_FIDELITY_SCENES.value,
       backstop_seconds=_BACKSTOP_SECONDS.value, vae_minutes=_VAE_MINUTES.value)
   print(json.dumps({"metrics": results["metrics"], "run_info": results["run_info"],
                     "report": results["report"]}, indent=2, default=str))

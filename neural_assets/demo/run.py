@@ -52,10 +52,13 @@ def _load_info() -> dict[str, Any]:
 def run_demo(config: ml_collections.ConfigDict, workdir: str, minutes: float, *,
              data_overrides: Optional[Mapping[str, Optional[int]]] = None, data_workers: int = 1,
              num_shown: int = 4, num_edit_scenes: int = 3, eval_min_gap: int = 1,
+             num_fidelity_scenes: int = 4,
              backstop_seconds: float = 120.0, vae_minutes: Optional[float] = None
              ) -> dict[str, Any]:
   """The whole demo (module docstring); returns what results.json holds. `vae_minutes` None:
-  `config.demo.vae_minutes` (else 3)."""
+  `config.demo.vae_minutes` (else 3). `num_fidelity_scenes` > 0: the edit-fidelity benchmark
+  (`neural_assets.evaluation.edit_fidelity`) scores the checkpoint's edits against the
+  generator's ground truth into WORKDIR/edit_fidelity, linked from the report."""
   t0 = time.time()
   if vae_minutes is None:
     vae_minutes = float(config.get("demo", {}).get("vae_minutes", 3.0))
@@ -135,6 +138,31 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str, minutes: float, *,
     grids += run_edits(eval_config, restored, evaluation["examples"], num_edit_scenes)
     run_info["edit seconds"] = round(time.time() - t_edit, 1)
 
+  tables, links = {}, {}
+  if num_fidelity_scenes > 0:
+    # pylint: disable=g-import-not-at-top
+    from neural_assets import inference
+    from neural_assets.evaluation import edit_fidelity
+    # pylint: enable=g-import-not-at-top
+    t_fidelity = time.time()
+    bundle = inference.bundle_from_train_state(eval_config, restored.state, restored.step,
+                                               use_ema=bool(eval_config.eval.use_ema))
+    fidelity = edit_fidelity.run_for_workdir(bundle, workdir, num_scenes=num_fidelity_scenes,
+                                             log=logging.info)
+    run_info["edit fidelity seconds"] = round(time.time() - t_fidelity, 1)
+    title = "How well edits work (edit fidelity against the generator's ground truth)"
+    tables[title] = (
+        f"Per edit type, mean over {num_fidelity_scenes} held-out scenes (generator seed "
+        f"{fidelity['settings']['held_out_seed']}): the model's render of the edit, its render of "
+        "the unedited scene and the source frame, each scored against the ground-truth render "
+        "of the edited 3D state. Region = the edited object's boxes before and after; "
+        "localisation IoU = where the model drew the object vs its true mask.",
+        {f"{edit} | {method}": {m: values[m] for m in edit_fidelity.METRICS
+                                if values.get(m) is not None}
+         for edit, by_method in fidelity["means"].items()
+         for method, values in by_method.items() if method != "ground truth (ceiling)"})
+    links[title] = os.path.relpath(fidelity["index"], report_dir)
+
   curves = report_lib.read_event_scalars(train_dir)
   metrics = {name: {k: v for k, v in m.items() if k.split("/")[0] in ("image", "object")}
              for name, m in (("model", evaluation["model"]),
@@ -160,7 +188,8 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str, minutes: float, *,
                               "'VAE warm-up')" if vae_info else "randomly initialised (samples "
                               "decode to noise)") + "; its reconstruction of the target is the "
       "best score the model can reach (the ceiling row).",
-      f"Eval pairs: frame gap >= {eval_config.data.min_gap}; the copy-source-frame baseline "
+      f"Eval pairs: frame gap >= {max(int(eval_config.data.min_gap), eval_min_gap)}; the "
+      "copy-source-frame baseline "
       "predicts the source frame unchanged and is scored by the same Evaluator.",
       f"Token-swap test: at mid timesteps the denoising error with the true tokens is "
       f"{100 * (1 - conditioning['mid_swap_ratio']):.0f}% below the error with another scene's "
@@ -174,7 +203,9 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str, minutes: float, *,
       tables={"Is the conditioning used? (token-swap test)": (
           "Denoising MSE on the held-out pairs per timestep bucket, same noise and timesteps, "
           "with the example's own tokens, another held-out scene's tokens and the null context; "
-          "a ratio of 0.8 means the true tokens' error is 20% lower.", conditioning_rows)})
+          "a ratio of 0.8 means the true tokens' error is 20% lower.", conditioning_rows),
+              **tables},
+      links=links)
   results = dict(metrics=metrics, run_info=run_info, report=html_path,
                  grids=[g.name for g in grids], conditioning=conditioning)
   with open(os.path.join(report_dir, "results.json"), "w") as f:
