@@ -351,7 +351,7 @@ def render_frame(scene: dict[str, Any], poses: dict[str, np.ndarray], intrinsics
 
 # ------------------------------------------------------------------------------------------------
 # Scene states: one static 3D scene, rendered exactly as the generator renders its frames. Ground
-# truth for edits (benchmarks/edit_fidelity.py): change a state's objects / camera / background
+# truth for edits (neural_assets/evaluation/edit_fidelity.py): change a state's objects / camera / background
 # and render it again.
 
 

@@ -690,8 +690,8 @@ def write_outputs(out_dir: str, report: Mapping[str, Any], per_scene) -> None:
           f"<p>Checkpoint step {report['checkpoint_step']}; {report['settings']['num_scenes']} "
           f"held-out scenes (seed {report['settings']['held_out_seed']}); "
           f"{html.escape(report['machine'])}, load {report['load_1min_start_end']}, "
-          f"{report['seconds']} s. Module docstring of benchmarks/edit_fidelity.py: how each "
-          "score is defined.</p>", "<h2>Means</h2>", _table_html(report["means"])]
+          f"{report['seconds']} s. Module docstring of "
+          "neural_assets/evaluation/edit_fidelity.py: how each score is defined.</p>", "<h2>Means</h2>", _table_html(report["means"])]
   for name, path in grids:
     body.append(f"<h2>{html.escape(name)}</h2><p>{' | '.join(map(html.escape, columns))}</p>"
                 f"<img src='{path}' alt='{html.escape(name)}'>")
