@@ -53,7 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.data = pipeline.default_data_config()
   config.data.update(dict(resolution=(32, 32), global_batch_size=8, eval_global_batch_size=4,
-                          read_threads=1, read_buffer_size=8))
+                          read_threads=1, read_buffer_size=2))
 
   common.add_common(config)
   config.optimizer.update(dict(warmup_steps=2, lr=1e-3, new_layers_lr=1e-3))

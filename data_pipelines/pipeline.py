@@ -1,32 +1,33 @@
 """Grain input pipeline: ArrayRecord video records -> batches of frame-pair examples.
 
-    records (ArrayRecord: per video, one record per frame + one video record; `video_record`)
-      -> VideoRecordSource  (grain random-access source, one element per video: its video record
-                             (cameras, boxes, ids, where its frames are), read by index through
-                             `ArrayRecordDataSource`)
-      -> IndexSampler       (global shuffle + repeat, deterministic given `seed`, sharded by JAX
-                             process: ShardOptions(process_index, process_count, drop_remainder))
-      -> FramePairMap       (RandomMap: decode the video record, pick the pair, read its 2 frame
-                             records and decode them into `ImageSlots`
-                             (`frame_pairs.prepare_example`);
-                             per-element RNG = Philox(seed + global element index), so an
-                             element's content does not depend on `worker_count` or on where a
-                             run was resumed)
-      -> Batch              (global_batch_size / process_count per host; `FramePairBatch` runs
-                             the object logic vectorised over the batch
-                             (`frame_pairs.finish_examples`) and takes the images as decoded)
-      -> FramePairIterator  (get_state / set_state for orbax; aggregates the skip / filter counts)
+    MapDataset.range(this process's block of videos)   (sharded by JAX process: contiguous
+                             blocks of len // process_count videos, as grain's
+                             ShardOptions(drop_remainder=True))
+      .shuffle(seed).repeat(num_epochs)                (global shuffle, reshuffled each epoch)
+      .batch(global_batch_size / process_count)        (video indices of one host batch)
+      .map_with_index(FramePairBatchMap)               (one grain element = one batch: per
+                             example, read and decode its video record, pick the pair, read its
+                             2 frame records and decode them into the batch's image arrays
+                             (`frame_pairs.prepare_example`); then the object logic vectorised
+                             over the batch (`frame_pairs.finish_examples`))
+      .to_iter_dataset(ReadOptions)  [.mp_prefetch(worker_count)]
+      -> FramePairIterator  (get_state / set_state for orbax: the batch position; aggregates the
+                             skip / filter counts)
+
+Every record is read through `ArrayRecordDataSource` (`video_record.VideoRecordReader`): a
+frame pair reads exactly 3 records (the video record and its 2 frames).
 
 Throughput (benchmarks/data_pipeline.py, per CPU core, 256x256 PNG frames, batch 8; see the
-README for the figures and the machine load): the 3 record reads and the video-record parse cost
-~0.1 ms per pair; the rest of the gap to the bare decode rate of the same frames is grain's
-per-element cost, the per-example Python of `frame_pairs` and the object logic.
+README for the figures and the machine load): making one grain element per batch (not per
+example) pays grain's per-element cost (index shuffle, map, collation: ~0.05-0.1 ms) once per
+batch; what remains beyond the bare decode rate is the 3 record reads, the video-record parse,
+the copy of the images into the batch and the object logic.
 
-Determinism: the batches are a function of (files, config.data, process layout). With
-worker_count <= 1 they are also independent of the worker count. With worker_count = W > 1 grain
-deals elements round-robin to the workers and each worker batches its own share, so the same
-elements arrive grouped differently (batch 0 = elements 0, W, 2W, ...); grain's iterator state
-records W and refuses to restore into a loader with another worker count.
+Determinism: the batches are a function of (files, config.data, process layout): batch k holds
+the videos of positions [kB, (k+1)B) of the shuffled order and draws its pairs from a generator
+seeded by (seed, process index, k). Worker processes (`worker_count`) and read threads
+(`read_threads`) each prepare whole batches and grain returns them in order, so the batches do
+not depend on either; a checkpointed position resumes with any worker count.
 
 Batches follow the FRAME-PAIR EXAMPLE of DESIGN.md with a leading per-host batch dimension B.
 
@@ -67,12 +68,12 @@ Config (`config.data`, an ml_collections ConfigDict; `default_data_config()` hol
   num_epochs          None = repeat forever.
   global_batch_size   batch over all hosts; each host yields global_batch_size / process_count.
   drop_remainder      drop a final partial batch (training: True).
-  worker_count        grain worker processes (0 = in the main process).
+  worker_count        grain worker processes preparing batches (0 = in the main process).
   worker_buffer_size  batches each worker prepares ahead.
-  read_threads        threads reading video records ahead in each process (grain
-                      ReadOptions); None = 0: a video record is small and its read (~10 us)
-                      costs less than handing it to a thread. Frames are read in the map.
-  read_buffer_size    records read ahead per process.
+  read_threads        threads preparing batches ahead in each process (grain ReadOptions;
+                      Pillow releases the GIL while decoding, so threads decode in parallel);
+                      None = 0: batches are prepared when `next` is called.
+  read_buffer_size    batches prepared ahead per process by those threads.
   max_skip_retries    corrupt records skipped in a row before giving up with an error.
   eval_seed           seed of the fixed evaluation pairs (a per-video RNG; no swap).
   eval_min_gap        minimum frame gap of the evaluation pairs (default 1: with gap 0 the
@@ -86,13 +87,13 @@ import dataclasses
 import json
 import math
 import sys
+import threading
 from typing import Any, Mapping
 
 from absl import flags
 from absl import logging
 from etils import epath
 import grain
-from grain import python as grain_python
 import ml_collections
 import numpy as np
 
@@ -101,7 +102,6 @@ from data_pipelines import video_record
 
 _SKIPPED_KEY = "_num_skipped_records"
 _COUNTS_KEY = "_object_counts"
-_SLOT_KEY = "_image_slot"
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -131,7 +131,7 @@ def default_data_config() -> ml_collections.ConfigDict:
       worker_count=0,
       worker_buffer_size=2,
       read_threads=ml_collections.FieldReference(None, field_type=int),
-      read_buffer_size=64,
+      read_buffer_size=4,
       max_skip_retries=16,
       eval_seed=0,
       eval_min_gap=1,
@@ -209,17 +209,15 @@ class VideoRecordSource(video_record.VideoRecordReader):
     return self.decode(key, self.read_head(key))
 
 
-class ImageSlots:
-  """Batch-shaped image arrays the frame-pair map decodes into, in batch order.
+class BatchBuffers:
+  """Reusable [2, B, H, W, 3] uint8 arrays the batch map decodes the images into.
 
-  `FramePairMap` copies each example's two decoded images into the next slot of the current
-  array [2, B, H, W, 3] right after decoding (while they are in cache; the decoder's scratch
-  memory is then reused as in a bare decode loop), and `FramePairBatch` returns that array as the
-  batch when its examples occupy slots 0, 1, ... of one array, as they do when the map and the
-  batching run in one process in order; otherwise it stacks (copies) as usual. Arrays are
-  recycled once nothing references them (CPython reference counts: a batch still held by the
-  caller, or by anything built on its buffer, is never overwritten), which also saves a page
-  fault per 4 KiB of every fresh multi-MiB array under glibc's default allocator policy.
+  Each batch's two images per example are copied into the next free array right after
+  decoding (while they are in cache), and the batch's `source_image` / `target_image` are views
+  of it. An array is reused once nothing references it (CPython reference counts: a batch still
+  held by the caller, or anything built on its buffer, is never overwritten), which also saves a
+  page fault per 4 KiB of every fresh multi-MiB array under glibc's default allocator policy.
+  Thread-safe (batches may be prepared by grain's read threads).
 
   Args:
     batch_size: B, examples per batch.
@@ -230,81 +228,72 @@ class ImageSlots:
   def __init__(self, batch_size: int, image_shape: tuple[int, ...], pool_size: int = 4):
     self._shape = (2, batch_size) + tuple(image_shape)
     self._pool_size = pool_size
-    self.enabled = True
     self._pool: list[np.ndarray] = []
-    self._current, self._next = None, 0
+    self._lock = threading.Lock()
 
   def __getstate__(self):
-    return dict(self.__dict__, _pool=[], _current=None, _next=0)
+    return dict(self.__dict__, _pool=[], _lock=None)
 
-  def _fresh(self) -> np.ndarray:
-    self._current = None
-    for index in range(len(self._pool)):
-      # CPython reference count of a pool entry nobody else holds: the list slot + getrefcount's
-      # argument. A batch, a view or anything holding the buffer adds references.
-      if sys.getrefcount(self._pool[index]) == 2:
-        return self._pool[index]
-    array = np.empty(self._shape, np.uint8)
-    if len(self._pool) < self._pool_size:
-      self._pool.append(array)
-    return array
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
 
-  def place(self, example: dict[str, Any]):
-    """Moves the example's images into the next slot (views replace them in `example`)."""
-    if not self.enabled or example["source_image"].shape != self._shape[2:]:
-      return
-    if self._next == 0:
-      self._current = self._fresh()
-    array, index = self._current, self._next
-    self._next = (index + 1) % self._shape[1]
-    array[0, index] = example["source_image"]
-    array[1, index] = example["target_image"]
-    example["source_image"], example["target_image"] = array[0, index], array[1, index]
-    example[_SLOT_KEY] = (array, index)
-
-  @staticmethod
-  def batch_images(examples) -> np.ndarray | None:
-    """The [2, n, H, W, 3] images of `examples` if they fill slots 0..n-1 of one array."""
-    first = examples[0].get(_SLOT_KEY)
-    if first is None:
-      return None
-    for index, example in enumerate(examples):
-      slot = example.get(_SLOT_KEY)
-      if slot is None or slot[0] is not first[0] or slot[1] != index:
-        return None
-    return first[0][:, :len(examples)]
+  def take(self) -> np.ndarray:
+    """A [2, B, H, W, 3] array nobody else references (reused, or new)."""
+    with self._lock:
+      for index in range(len(self._pool)):
+        # The pool's list slot + getrefcount's argument: nobody else holds it. The caller takes
+        # a reference before the lock is released, so two threads never get the same array.
+        if sys.getrefcount(self._pool[index]) == 2:
+          return self._pool[index]
+      array = np.empty(self._shape, np.uint8)
+      if len(self._pool) < self._pool_size:
+        self._pool.append(array)
+      return array
 
 
-class FramePairMap(grain.transforms.RandomMap):
-  """Encoded record -> frame-pair example (+ skip count), skipping corrupt records.
+class FramePairBatchMap:
+  """(batch index, the batch's video indices) -> a batch of frame-pair examples.
+
+  One grain element is one batch (`MapDataset.batch` of video indices, then
+  `map_with_index(this)`), so grain's per-element cost is paid once per batch. Per example it
+  reads and decodes the video record, samples the pair, reads and decodes its two frames into
+  `BatchBuffers` (`frame_pairs.prepare_example`); the object logic then runs vectorised over the
+  batch (`frame_pairs.finish_examples`). A corrupt record is replaced by the next video (see
+  the module docstring).
+
+  Randomness: training draws from one generator per batch, seeded by (seed, process index,
+  batch index), so a batch's content depends neither on the worker or thread count nor on where
+  a run was resumed. Evaluation (`fixed_seed` set) seeds each example by (fixed_seed, video
+  index): a video always gets the same pair.
 
   Args:
-    source: the VideoRecordSource (to fetch the replacement of a corrupt record).
+    source: the VideoRecordSource.
     cfg: FramePairConfig.
     max_skip_retries: corrupt records in a row tolerated before raising.
-    fixed_seed: None for training (the sampler's per-element RNG); an int for fixed evaluation
-      pairs: the RNG is then derived from (fixed_seed, video_index) only.
-    slots: ImageSlots to decode into (None: plain arrays).
+    batch_size: B (the last batch of a finite dataset may be smaller).
+    seed: (seed, process index) of the training randomness.
+    fixed_seed: None for training; an int for fixed evaluation pairs.
   """
 
   def __init__(self, source: VideoRecordSource, cfg: frame_pairs.FramePairConfig,
-               max_skip_retries: int, fixed_seed: int | None = None,
-               slots: ImageSlots | None = None):
+               max_skip_retries: int, batch_size: int, seed: tuple[int, int],
+               fixed_seed: int | None = None):
     self._source = source
     self._cfg = cfg
     self._max_skip_retries = max_skip_retries
+    self._seed = tuple(int(s) for s in seed)
     self._fixed_seed = fixed_seed
-    self._slots = slots
+    self._buffers = BatchBuffers(batch_size, tuple(cfg.resolution) + (3,))
 
-  def random_map(self, element, rng: np.random.Generator):
-    key, data = int(element["video_index"]), element["data"]
+  def _example(self, key: int, rng) -> dict[str, Any]:
     cfg = self._cfg
     skipped = 0
     while True:
       if self._fixed_seed is not None:
         rng = np.random.default_rng([self._fixed_seed, key])
       try:
-        record = self._source.decode(key, data)
+        record = self._source.read_record(key)
         source_frame, target_frame = frame_pairs.sample_frame_pair(
             len(record["frames"]), cfg.min_gap, cfg.max_gap, cfg.swap_prob, rng)
         example = frame_pairs.prepare_example(record, source_frame, target_frame, key, cfg)
@@ -315,56 +304,25 @@ class FramePairMap(grain.transforms.RandomMap):
           raise RuntimeError(f"{skipped} corrupt video records in a row (last: record {key}: "
                              f"{e}); check the data files.") from e
         key = (key + 1) % len(self._source)
-        data = self._source.read_head(key)
-    example[_SKIPPED_KEY] = np.int32(skipped)
-    if self._slots is not None:
-      self._slots.place(example)
+    example[_SKIPPED_KEY] = skipped
     return example
 
-
-class FramePairBatch:
-  """grain batch_fn: `FramePairMap` outputs -> a batch of frame-pair examples.
-
-  The object logic runs here, vectorised over the whole batch (`frame_pairs.finish_examples`);
-  the images come from `ImageSlots` (no copy) or are stacked. With grain worker processes every
-  field goes to shared memory instead, as grain's own batching does.
-
-  Args:
-    cfg: FramePairConfig.
-    slots: the ImageSlots the map decodes into, or None.
-  """
-
-  def __init__(self, cfg: frame_pairs.FramePairConfig, slots: ImageSlots | None = None):
-    self._cfg = cfg
-    self._slots = slots
-    self._shared_memory = False
-
-  def enable_shared_memory_output(self):
-    """Called by grain when batches travel from worker processes (see grain's batching)."""
-    self._shared_memory = True
-    if self._slots is not None:
-      self._slots.enabled = False  # Batches are copied to shared memory anyway.
-
-  def _output(self, array: np.ndarray):
-    if not self._shared_memory:
-      return array
-    shared = grain_python.SharedMemoryArray(array.shape, dtype=array.dtype)
-    np.copyto(shared, array, casting="no")
-    return shared.metadata
-
-  def __call__(self, examples):
-    objects, counts = frame_pairs.finish_examples(examples, self._cfg)
-    batch = {key: self._output(value) for key, value in objects.items()}
-    batch[_COUNTS_KEY] = self._output(counts)
-    images = None if self._shared_memory else ImageSlots.batch_images(examples)
-    if images is None:
-      images = np.empty((2, len(examples)) + examples[0]["source_image"].shape, np.uint8)
-      np.stack([e["source_image"] for e in examples], out=images[0])
-      np.stack([e["target_image"] for e in examples], out=images[1])
-    batch["source_image"] = self._output(images[0])
-    batch["target_image"] = self._output(images[1])
+  def __call__(self, index: int, keys) -> dict[str, np.ndarray]:
+    rng = None if self._fixed_seed is not None else np.random.default_rng(
+        self._seed + (int(index),))
+    num = len(keys)
+    images = self._buffers.take()[:, :num]
+    examples = []
+    for slot, key in enumerate(keys):
+      example = self._example(int(key), rng)
+      images[0, slot] = example.pop("source_image")
+      images[1, slot] = example.pop("target_image")
+      examples.append(example)
+    batch, counts = frame_pairs.finish_examples(examples, self._cfg)
+    batch["source_image"], batch["target_image"] = images[0], images[1]
     for key in ("video_index", "source_frame", "target_frame", _SKIPPED_KEY):
-      batch[key] = self._output(np.array([e[key] for e in examples], np.int32))
+      batch[key] = np.array([e[key] for e in examples], np.int32)
+    batch[_COUNTS_KEY] = counts
     return batch
 
 
@@ -375,22 +333,46 @@ class FramePairBatch:
 class FramePairIterator:
   """Checkpointable iterator of frame-pair batches with skip / filter statistics.
 
-  `get_state()` returns bytes (JSON: grain's DataLoader state + the counters) and
-  `set_state(bytes)` restores both, so grain's orbax `CheckpointHandler` (or any byte store) can
-  save it; a restored iterator yields exactly the batches the original would have yielded next.
+  The position is the number of batches consumed: `get_state()` returns it (JSON bytes, with
+  the counters and what the data must match), and `set_state(bytes)` restarts the grain
+  iterator at that batch (`MapDataset` slicing), so a restored iterator yields exactly the
+  batches the original would have yielded next, whatever its worker or thread count. grain's
+  orbax `CheckpointHandler` (or any byte store) can save the state.
+
+  Args:
+    dataset: grain MapDataset of batches (`FramePairBatchMap` outputs).
+    read_options: grain ReadOptions (threads preparing batches ahead in this process).
+    worker_count: grain worker processes (0: none).
+    worker_buffer_size: batches each worker prepares ahead.
+    fingerprint: what a restored state must match (videos, batch size, seed, process layout).
   """
 
-  def __init__(self, loader: grain.DataLoader):
-    self._loader = loader
-    self._iterator = iter(loader)
+  def __init__(self, dataset: grain.MapDataset, read_options: grain.ReadOptions,
+               worker_count: int, worker_buffer_size: int, fingerprint: dict[str, Any]):
+    self._dataset = dataset
+    self._read_options = read_options
+    self._worker_count = worker_count
+    self._worker_buffer_size = worker_buffer_size
+    self._fingerprint = fingerprint
+    self._next_batch = 0
+    self._iterator = self._start(0)
     self._num_skipped = 0
     self._object_counts = np.zeros(len(frame_pairs.OBJECT_COUNT_NAMES), np.int64)
+
+  def _start(self, next_batch: int):
+    dataset = self._dataset[next_batch:] if next_batch else self._dataset
+    dataset = dataset.to_iter_dataset(self._read_options)
+    if self._worker_count > 0:
+      dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(
+          num_workers=self._worker_count, per_worker_buffer_size=self._worker_buffer_size))
+    return iter(dataset)
 
   def __iter__(self):
     return self
 
   def __next__(self) -> dict[str, np.ndarray]:
     batch = next(self._iterator)
+    self._next_batch += 1
     self._num_skipped += int(np.sum(batch.pop(_SKIPPED_KEY)))
     self._object_counts += np.sum(batch.pop(_COUNTS_KEY), axis=0).astype(np.int64)
     return batch
@@ -406,23 +388,44 @@ class FramePairIterator:
 
   def get_state(self) -> bytes:
     return json.dumps({
-        "loader": json.loads(self._iterator.get_state().decode()),
+        "next_batch": self._next_batch,
+        "data": self._fingerprint,
         "skipped_records": self._num_skipped,
         "object_counts": self._object_counts.tolist(),
     }).encode()
 
   def set_state(self, state: bytes):
     state = json.loads(state.decode())
+    if "next_batch" not in state:
+      raise ValueError("The data-iterator state was written by an older version of the "
+                       "pipeline (grain DataLoader); it cannot be resumed exactly. Start the "
+                       "data from the beginning (a new workdir) or use the older version.")
+    for name, value in self._fingerprint.items():
+      saved = state["data"].get(name)
+      if saved != value:
+        raise ValueError(f"The data-iterator state was saved with {name}={saved!r}, this "
+                         f"pipeline has {name}={value!r}: it would not continue the same data.")
     counts = state["object_counts"]
     if len(counts) != len(frame_pairs.OBJECT_COUNT_NAMES):
       raise ValueError(f"Iterator state has {len(counts)} object counters, this code has "
                        f"{len(frame_pairs.OBJECT_COUNT_NAMES)}.")
-    self._iterator.set_state(json.dumps(state["loader"]).encode())
+    self.close()
+    self._next_batch = int(state["next_batch"])
+    self._iterator = self._start(self._next_batch)
     self._num_skipped = int(state["skipped_records"])
     self._object_counts = np.asarray(counts, np.int64)
 
   def start_prefetch(self):
-    self._iterator.start_prefetch()
+    """Starts preparing batches (threads / worker processes) before the first `next`."""
+    start = getattr(self._iterator, "start_prefetch", None)
+    if start is not None:
+      start()
+
+  def close(self):
+    """Stops grain's threads and worker processes."""
+    close = getattr(self._iterator, "close", None)
+    if close is not None:
+      close()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -483,32 +486,37 @@ def _read_threads(data: Mapping[str, Any]) -> int:
   return int(threads)
 
 
-def _make_loader(data: Mapping[str, Any], files, cfg, *, global_batch_size, shuffle,
-                 num_epochs, drop_remainder, fixed_seed, process_index, process_count):
+def _make_iterator(data: Mapping[str, Any], files, cfg, *, global_batch_size, shuffle,
+                   num_epochs, drop_remainder, fixed_seed, process_index,
+                   process_count) -> FramePairIterator:
   if int(data["worker_count"]) > 0 and not flags.FLAGS.is_parsed():
     # Grain's worker processes read absl flags; outside an absl app (tests, notebooks, scripts)
     # nobody parsed them, so accept the defaults instead of failing in the workers.
     flags.FLAGS.mark_as_parsed()
   source = VideoRecordSource(files)
-  shard = grain.sharding.ShardOptions(shard_index=process_index, shard_count=process_count,
-                                      drop_remainder=True)
-  sampler = grain.samplers.IndexSampler(num_records=len(source), shard_options=shard,
-                                        shuffle=shuffle, num_epochs=num_epochs,
-                                        seed=int(data["seed"]))
   batch_size = _host_batch_size(global_batch_size, process_count)
-  slots = ImageSlots(batch_size, tuple(cfg.resolution) + (3,))
-  operations = [
-      FramePairMap(source, cfg, int(data["max_skip_retries"]), fixed_seed=fixed_seed,
-                   slots=slots),
-      grain.transforms.Batch(batch_size=batch_size, drop_remainder=drop_remainder,
-                             batch_fn=FramePairBatch(cfg, slots)),
-  ]
-  return grain.DataLoader(
-      data_source=source, sampler=sampler, operations=operations,
-      worker_count=int(data["worker_count"]),
-      worker_buffer_size=int(data["worker_buffer_size"]), shard_options=shard,
-      read_options=grain.ReadOptions(num_threads=_read_threads(data),
-                                     prefetch_buffer_size=int(data["read_buffer_size"])))
+  seed = int(data["seed"])
+  # Each process reads its own contiguous block of videos, all blocks of one size (as grain's
+  # ShardOptions(drop_remainder=True)), so every host runs the same number of steps.
+  per_process = len(source) // process_count
+  if per_process == 0:
+    raise ValueError(f"{len(source)} videos cannot be shared by {process_count} processes.")
+  dataset = grain.MapDataset.range(process_index * per_process,
+                                   (process_index + 1) * per_process)
+  if shuffle:
+    dataset = dataset.shuffle(seed=seed)  # Reshuffled each epoch by `repeat`.
+  dataset = dataset.repeat(num_epochs)
+  dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+  dataset = dataset.map_with_index(FramePairBatchMap(
+      source, cfg, int(data["max_skip_retries"]), batch_size, (seed, process_index),
+      fixed_seed=fixed_seed))
+  fingerprint = {"num_videos": len(source), "host_batch_size": batch_size, "seed": seed,
+                 "shuffle": bool(shuffle), "process_index": process_index,
+                 "process_count": process_count}
+  return FramePairIterator(
+      dataset, grain.ReadOptions(num_threads=_read_threads(data),
+                                 prefetch_buffer_size=int(data["read_buffer_size"])),
+      int(data["worker_count"]), int(data["worker_buffer_size"]), fingerprint)
 
 
 def make_train_iterator(config, *, process_index: int | None = None,
@@ -526,12 +534,11 @@ def make_train_iterator(config, *, process_index: int | None = None,
   data = config.data
   process_index, process_count = _process(process_index, process_count)
   cfg = frame_pairs.FramePairConfig.from_config(data, _max_objects(config))
-  loader = _make_loader(
+  return _make_iterator(
       data, resolve_files(data.data_dir, data.train_files), cfg,
       global_batch_size=int(data.global_batch_size), shuffle=bool(data.shuffle),
       num_epochs=data.num_epochs, drop_remainder=bool(data.drop_remainder), fixed_seed=None,
       process_index=process_index, process_count=process_count)
-  return FramePairIterator(loader)
 
 
 def make_eval_iterator(config, *, process_index: int | None = None,
@@ -550,9 +557,8 @@ def make_eval_iterator(config, *, process_index: int | None = None,
   # A training gap range below it (e.g. single-frame training) does not bound the eval pairs.
   max_gap = cfg.max_gap if cfg.max_gap is None or cfg.max_gap >= min_gap else None
   cfg = dataclasses.replace(cfg, swap_prob=0.0, min_gap=min_gap, max_gap=max_gap)
-  loader = _make_loader(
+  return _make_iterator(
       data, resolve_files(data.data_dir, data.eval_files), cfg,
       global_batch_size=int(data.eval_global_batch_size), shuffle=False, num_epochs=1,
       drop_remainder=False, fixed_seed=int(data.eval_seed), process_index=process_index,
       process_count=process_count)
-  return FramePairIterator(loader)

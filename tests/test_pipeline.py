@@ -134,35 +134,23 @@ def test_process_sharding_is_disjoint_and_covers_the_data(data_dir):
                                  process_count=2)
 
 
-def _sorted_examples(batches):
-  """All examples of `batches` in a canonical order (grain batches inside each worker)."""
-  stacked = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
-  order = np.lexsort((stacked["target_frame"], stacked["source_frame"], stacked["video_index"]))
-  return {k: v[order] for k, v in stacked.items()}
-
-
-def test_worker_processes_give_the_same_data(data_dir):
+def test_worker_processes_and_read_threads_give_the_same_batches(data_dir):
   reference = _take(pipeline.make_train_iterator(_config(data_dir), process_index=0,
-                                                 process_count=1), 4)
-  one = pipeline.make_train_iterator(_config(data_dir, worker_count=1), process_index=0,
-                                     process_count=1)
-  _assert_batches_equal(reference, _take(one, 4))
-  # With 2 workers grain hands elements out round-robin and each worker batches its own share:
-  # the same elements (same content, same RNG) arrive grouped differently into batches.
-  two = pipeline.make_train_iterator(_config(data_dir, worker_count=2), process_index=0,
-                                     process_count=1)
-  got = _take(two, 4)
-  _check_shapes(got[0])
-  _assert_batches_equal([_sorted_examples(reference)], [_sorted_examples(got)])
-  np.testing.assert_array_equal(got[0]["video_index"], reference[0]["video_index"][0::2].tolist()
-                                + reference[1]["video_index"][0::2].tolist())
+                                                 process_count=1), 5)  # Crosses an epoch.
+  for overrides in (dict(worker_count=1), dict(worker_count=2), dict(read_threads=2)):
+    it = pipeline.make_train_iterator(_config(data_dir, **overrides), process_index=0,
+                                      process_count=1)
+    got = _take(it, 5)
+    it.close()
+    _check_shapes(got[0])
+    _assert_batches_equal(reference, got)
 
 
 def test_checkpoint_restore_continues_exactly(data_dir):
   it = pipeline.make_train_iterator(_config(data_dir), process_index=0, process_count=1)
   _take(it, 2)
   state = it.get_state()
-  assert isinstance(state, bytes) and "loader" in json.loads(state)
+  assert isinstance(state, bytes) and json.loads(state)["next_batch"] == 2
   stats_at_save = it.stats
   expected = _take(it, 4)  # Crosses the epoch boundary (12 videos / batch 4).
   restored = pipeline.make_train_iterator(_config(data_dir), process_index=0, process_count=1)
@@ -179,14 +167,24 @@ def test_checkpoint_restore_with_worker_processes(data_dir):
   _take(it, 3)
   state = it.get_state()
   expected = _take(it, 3)
-  restored = pipeline.make_train_iterator(config, process_index=0, process_count=1)
-  restored.set_state(state)
-  _assert_batches_equal(expected, _take(restored, 3))
-  assert restored.stats == it.stats and it.stats["objects/kept"] > 0
-  # grain refuses to restore a state saved with another worker count.
-  with pytest.raises(ValueError, match="[Ww]orker count"):
-    pipeline.make_train_iterator(_config(data_dir), process_index=0,
+  it.close()
+  # The position is portable: a run resumed with another worker count continues exactly.
+  for restored_config in (config, _config(data_dir)):
+    restored = pipeline.make_train_iterator(restored_config, process_index=0, process_count=1)
+    restored.set_state(state)
+    _assert_batches_equal(expected, _take(restored, 3))
+    assert restored.stats == it.stats and it.stats["objects/kept"] > 0
+    restored.close()
+  # A state of other data (seed, batch size, files, process layout) is refused by name.
+  with pytest.raises(ValueError, match="seed=3.*seed=4"):
+    pipeline.make_train_iterator(_config(data_dir, seed=4), process_index=0,
                                  process_count=1).set_state(state)
+  with pytest.raises(ValueError, match="num_videos"):
+    pipeline.make_train_iterator(_config(data_dir, train_files="train-00000.array_record"),
+                                 process_index=0, process_count=1).set_state(state)
+  old = json.dumps({"loader": {}, "skipped_records": 0, "object_counts": []}).encode()
+  with pytest.raises(ValueError, match="older version"):
+    pipeline.make_train_iterator(config, process_index=0, process_count=1).set_state(old)
 
 
 def test_corrupt_records_are_skipped_and_counted(data_dir):
