@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 
 from neural_assets.models import vit as vit_lib
+from neural_assets.models.partitioning import constrain_batch
 from neural_assets.models.roi_align import roi_align
 
 REQUIRED_BATCH_KEYS = ("source_image", "source_boxes", "target_corners", "slot_mask",
@@ -128,8 +129,8 @@ class AppearanceEncoder(nn.Module):
   def __call__(self, feature_map: jax.Array, boxes: jax.Array, valid: jax.Array) -> jax.Array:
     pooled = roi_align(feature_map, boxes, valid, tuple(self.output_size), self.sampling_ratio,
                        self.aligned)  # [B, N, h, w, D]
-    tokens = einops.rearrange(pooled, "b n h w d -> b n (h w) d")
-    return nn.Dense(self.token_dim, name="projection")(tokens)
+    tokens = constrain_batch(einops.rearrange(pooled, "b n h w d -> b n (h w) d"))
+    return constrain_batch(nn.Dense(self.token_dim, name="projection")(tokens))
 
 
 class PoseEncoder(nn.Module):
@@ -233,7 +234,9 @@ class AssetTokenizer(nn.Module):
 
   def preprocess(self, image: jax.Array, boxes: jax.Array, valid: jax.Array,
                  background_mask: jax.Array | None = None) -> jax.Array:
-    """[B, H, W, 3] source image -> [2B, S, S, 3] encoder input: [object image; background image].
+    """[B, H, W, 3] source image -> [2B, S, S, 3] encoder input, rows 2b and 2b + 1 the object
+    and the background image of example b (interleaved, so a batch-sharded device holds both
+    images of its own examples and splitting them moves no data).
 
     Object image: pixels outside the union of valid boxes painted `fill_value`. Background image:
     pixels inside `background_mask` [B, H, W] (default: that union) painted. Both resized to
@@ -259,13 +262,14 @@ class AssetTokenizer(nn.Module):
       painted = background_mask.astype(bool)[..., None]
     objects = jnp.where(union, image, c.fill_value)
     background = jnp.where(painted, c.fill_value, image)
-    pixels = jnp.concatenate([objects, background], axis=0)
+    pixels = constrain_batch(einops.rearrange(jnp.stack([objects, background], axis=1),
+                                              "b two h w c -> (b two) h w c"))
     size = c.encoder.input_size
     pixels = jax.image.resize(pixels, (2 * batch, size, size, 3), method=c.resize_method,
                               antialias=c.resize_antialias)
     mean = jnp.asarray(c.encoder.image_mean, jnp.float32)
     std = jnp.asarray(c.encoder.image_std, jnp.float32)
-    return (pixels - mean) / std
+    return constrain_batch((pixels - mean) / std)
 
   def feature_map(self, pixels: jax.Array) -> jax.Array:
     """[B, S, S, 3] normalised pixels -> [B, S/p, S/p, D] patch features (CLS/registers dropped)."""
@@ -315,7 +319,8 @@ class AssetTokenizer(nn.Module):
 
     features = self.feature_map(self.preprocess(batch["source_image"], boxes, appearance_mask,
                                                 background_mask))
-    obj_features, bg_features = features[:bsz], features[bsz:]
+    obj_features, bg_features = (constrain_batch(f) for f in einops.rearrange(
+        features, "(b two) h w d -> two b h w d", two=2))
 
     appearance = self.appearance_encoder(obj_features, boxes, appearance_mask)  # [B, N, T, E]
     appearance = appearance * appearance_mask[..., None, None]
@@ -333,7 +338,7 @@ class AssetTokenizer(nn.Module):
 
     appearance = jnp.concatenate([appearance, bg_appearance], axis=1)  # [B, N+1, T, E]
     pose = jnp.concatenate([pose, bg_pose], axis=1)
-    tokens = self.asset_projection(jnp.concatenate([appearance, pose], axis=-1))
+    tokens = self.asset_projection(constrain_batch(jnp.concatenate([appearance, pose], axis=-1)))
 
     # background_token='none' (ablation): the background slot is empty (zero tokens).
     slot_valid = jnp.concatenate([slot_mask, jnp.full((bsz, 1), background != "none")],
@@ -342,4 +347,4 @@ class AssetTokenizer(nn.Module):
       slot_valid = slot_valid & ~drop[:, None]
     tokens = tokens * slot_valid[..., None, None]
     token_mask = einops.repeat(slot_valid, "b s -> b (s t)", t=tokens.shape[2])
-    return einops.rearrange(tokens, "b s t d -> b (s t) d"), token_mask
+    return constrain_batch(einops.rearrange(tokens, "b s t d -> b (s t) d")), token_mask

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from neural_assets.models.attention import attention
+from neural_assets.models.partitioning import constrain_batch
 
 IntOrSeq = Union[int, Sequence[int]]
 DOWN_BLOCK_TYPES = ("CrossAttnDownBlock2D", "DownBlock2D")
@@ -90,7 +91,7 @@ class ResnetBlock2D(nn.Module):
     h = conv(self.out_channels, 3, "conv2")(_dropout(h, self.dropout, train))
     if x.shape[-1] != self.out_channels:
       x = conv(self.out_channels, 1, "conv_shortcut")(x)
-    return (x + h) / self.output_scale_factor
+    return constrain_batch((x + h) / self.output_scale_factor)
 
 
 class Attention(nn.Module):
@@ -107,10 +108,11 @@ class Attention(nn.Module):
     inner = self.heads * self.head_dim
     proj = lambda name: nn.Dense(inner, use_bias=False, dtype=self.dtype, name=name)
     split = lambda t: einops.rearrange(t, "b l (h d) -> b l h d", h=self.heads)
-    q, k, v = split(proj("to_q")(x)), split(proj("to_k")(context)), split(proj("to_v")(context))
-    out = attention(q, k, v, impl=self.impl, upcast=self.upcast)
-    return nn.Dense(x.shape[-1], dtype=self.dtype, name="to_out_0")(
-        einops.rearrange(out, "b l h d -> b l (h d)"))
+    q, k, v = (split(constrain_batch(proj(name)(inputs)))
+               for name, inputs in (("to_q", x), ("to_k", context), ("to_v", context)))
+    out = constrain_batch(attention(q, k, v, impl=self.impl, upcast=self.upcast))
+    return constrain_batch(nn.Dense(x.shape[-1], dtype=self.dtype, name="to_out_0")(
+        einops.rearrange(out, "b l h d -> b l (h d)")))
 
 
 class GEGLU(nn.Module):
@@ -178,13 +180,14 @@ class Transformer2DModel(nn.Module):
     else:
       proj = lambda name: nn.Conv(c, (1, 1), dtype=self.dtype, name=name)
     h = _norm(_group_norm(self.groups, TRANSFORMER_GROUP_NORM_EPS, "norm"), x)
-    h = einops.rearrange(proj("proj_in")(h), "b h w c -> b (h w) c")
+    h = constrain_batch(einops.rearrange(proj("proj_in")(h), "b h w c -> b (h w) c"))
     for i in range(self.num_layers):
       h = BasicTransformerBlock(self.heads, c // self.heads, self.only_cross_attention,
                                 self.upcast, self.impl, dtype=self.dtype,
                                 name=f"transformer_blocks_{i}")(h, context)
+      h = constrain_batch(h)
     h = proj("proj_out")(einops.rearrange(h, "b (h w) c -> b h w c", h=hh, w=ww))
-    return h + x
+    return constrain_batch(h + x)
 
 
 class _BlockFields(nn.Module):

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from neural_assets.models import attention as attention_lib
+from neural_assets.models.partitioning import constrain_batch
 
 # diffusers hard-codes these inside Encoder / Decoder; they are not config keys.
 _NORM_EPS = 1e-6
@@ -59,7 +60,7 @@ class ResnetBlock2D(nn.Module):
     h = _conv(self.out_channels, 3, self.dtype, "conv2")(h)
     if x.shape[-1] != self.out_channels:
       x = _conv(self.out_channels, 1, self.dtype, "conv_shortcut")(x)
-    return x + h
+    return constrain_batch(x + h)
 
 
 class AttentionBlock(nn.Module):
@@ -76,12 +77,14 @@ class AttentionBlock(nn.Module):
     b, h, w, c = x.shape
     y = _group_norm(self.groups, self.dtype, "group_norm")(x)
     y = einops.rearrange(y, "b h w c -> b (h w) c")
-    q, k, v = (nn.Dense(c, dtype=self.dtype, name=n)(y) for n in ("to_q", "to_k", "to_v"))
+    q, k, v = (constrain_batch(nn.Dense(c, dtype=self.dtype, name=n)(y))
+               for n in ("to_q", "to_k", "to_v"))
     heads = lambda t: einops.rearrange(t, "b l c -> b l 1 c")
     y = attention_lib.attention(heads(q), heads(k), heads(v), impl=self.attention_impl,
                                 upcast=True)
     y = nn.Dense(c, dtype=self.dtype, name="to_out_0")(einops.rearrange(y, "b l 1 c -> b l c"))
-    return x + einops.rearrange(y, "b (h w) c -> b h w c", h=h, w=w).astype(x.dtype)
+    return constrain_batch(
+        x + einops.rearrange(y, "b (h w) c -> b h w c", h=h, w=w).astype(x.dtype))
 
 
 class MidBlock(nn.Module):

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from neural_assets.models import attention as attention_lib
+from neural_assets.models.partitioning import constrain_batch
 
 KINDS = ("dino", "dinov2")
 # PyTorch's cubic convolution constants: plain bicubic uses A = -0.75, the antialiased kernel the
@@ -129,11 +130,13 @@ class SelfAttention(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     d = x.shape[-1]
     split = lambda t: einops.rearrange(t, "b l (h k) -> b l h k", h=self.num_heads)
-    q, k, v = (split(nn.Dense(d, use_bias=self.qkv_bias, dtype=self.dtype, name=n)(x))
+    q, k, v = (split(constrain_batch(
+        nn.Dense(d, use_bias=self.qkv_bias, dtype=self.dtype, name=n)(x)))
                for n in ("query", "key", "value"))
     # transformers computes the softmax in float32.
     y = attention_lib.attention(q, k, v, impl=self.attention_impl, upcast=True)
-    return nn.Dense(d, dtype=self.dtype, name="out")(einops.rearrange(y, "b l h k -> b l (h k)"))
+    return constrain_batch(
+        nn.Dense(d, dtype=self.dtype, name="out")(einops.rearrange(y, "b l h k -> b l (h k)")))
 
 
 class LayerScale(nn.Module):
@@ -178,7 +181,7 @@ class Block(nn.Module):
                       name="attention")(norm(name="norm1")(x))
     x = x + scale("layer_scale1")(y)
     y = Mlp(self.intermediate_size, self.dtype, name="mlp")(norm(name="norm2")(x))
-    return x + scale("layer_scale2")(y)
+    return constrain_batch(x + scale("layer_scale2")(y))
 
 
 class Embeddings(nn.Module):

@@ -26,6 +26,7 @@ import ml_collections
 import optax
 
 from neural_assets.diffusion.schedule import NoiseSchedule
+from neural_assets.models import partitioning
 from neural_assets.models.neural_assets import NeuralAssetsModel, diffusion_loss
 from neural_assets.models.vae import AutoencoderKL
 from neural_assets.training import optimizer as optimizer_lib
@@ -166,5 +167,7 @@ def make_train_step(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
         **{f"lr/{group}": schedule_fn(state.step) for group, schedule_fn in schedules.items()})
     return new_state, metrics
 
+  # The models' activation hints (`models/partitioning.py`) read the mesh while tracing.
+  step = partitioning.with_mesh_hints(step, metric_sharding.mesh)
   return jax.jit(step, in_shardings=(state_shardings, batch_shardings),
                  out_shardings=(state_shardings, metric_sharding), donate_argnums=(0,))

@@ -31,6 +31,7 @@ from neural_assets.convert.checkpoint_io import CheckpointMismatchError
 from neural_assets.diffusion.ddim import DDIMSampler
 from neural_assets.diffusion.schedule import NoiseSchedule
 from neural_assets.evaluation import evaluator as evaluator_lib
+from neural_assets.models import partitioning
 from neural_assets.models.neural_assets import NeuralAssetsModel
 from neural_assets.models.vae import AutoencoderKL
 from neural_assets.training import checkpointing
@@ -319,7 +320,7 @@ class CompileThenSync:
 
 
 def make_summary_fn(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
-                    vae: AutoencoderKL, num_images: int):
+                    vae: AutoencoderKL, num_images: int, mesh: jax.sharding.Mesh | None = None):
   """Jitted (state, batch) -> [n, H, 4W, 3] in [0, 1]: source | target | VAE recon | one-step x0.
 
   The last panel is the model's x0 estimate from the target noised to the middle of the
@@ -329,6 +330,7 @@ def make_summary_fn(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
   t_mid = schedule.num_train_timesteps // 2
 
   @jax.jit
+  @functools.partial(partitioning.with_mesh_hints, mesh=mesh)
   def summary(state: TrainState, batch: Mapping[str, jax.Array]) -> jax.Array:
     batch = jax.tree_util.tree_map(lambda x: x[:num_images], dict(batch))
     vae_params = state.frozen_params["vae"]
@@ -356,16 +358,19 @@ def _denoise(model: NeuralAssetsModel, params: Any, latents: jax.Array, timestep
 
 
 def make_sample_fn(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
-                   vae: AutoencoderKL, sampler: DDIMSampler):
+                   vae: AutoencoderKL, sampler: DDIMSampler,
+                   mesh: jax.sharding.Mesh | None = None):
   """Jitted (params, vae_params, batch, key) -> generated target images [B, H, W, 3] in [0, 1].
 
   DDIM with classifier-free guidance (`config.sampler.guidance_scale`; the unconditional context
   is the batch tokenized with every example dropped: the null context CFG dropout trained,
-  `config.model.conditioning.null_condition`).
+  `config.model.conditioning.null_condition`). With `mesh`, activations keep the batch split
+  over its batch axes (`models/partitioning.py`).
   """
   denoise_fn = functools.partial(_denoise, model)  # One object: the sampler's jit cache key.
 
   @jax.jit
+  @functools.partial(partitioning.with_mesh_hints, mesh=mesh)
   def sample(params, vae_params, batch, key):
     batch_size = batch["source_image"].shape[0]
     tokens, null_tokens = model.apply({"params": params}, batch,
@@ -413,7 +418,7 @@ def evaluate(config: ml_collections.ConfigDict, model: NeuralAssetsModel, vae: A
   """
   step = int(state.step)
   sampler = DDIMSampler.from_config(config.diffusion, config.sampler)
-  sample_fn = sample_fn or make_sample_fn(config, model, vae, sampler)
+  sample_fn = sample_fn or make_sample_fn(config, model, vae, sampler, mesh)
   evaluator = evaluator or make_evaluator(config)
   evaluator.reset()
   params = train_state_lib.eval_params(state) if config.eval.use_ema else state.params
@@ -507,9 +512,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   train_step = CompileThenSync(train_step_lib.make_train_step(
       config, model, vae, setup.tx, setup.schedules, setup.state_shardings,
       sharding_lib.batch_sharding(mesh), sharding_lib.replicated(mesh)), "train_step")
-  summary_fn = make_summary_fn(config, model, vae, train_cfg.num_image_summaries)
+  summary_fn = make_summary_fn(config, model, vae, train_cfg.num_image_summaries, mesh)
   sampler = DDIMSampler.from_config(config.diffusion, config.sampler)
-  sample_fn = make_sample_fn(config, model, vae, sampler)
+  sample_fn = make_sample_fn(config, model, vae, sampler, mesh)
   evaluator = make_evaluator(config) if run_eval and config.eval.every_steps else None
 
   hooks = []
