@@ -8,9 +8,9 @@ import numpy as np
 
 from neural_assets import report as report_lib
 from neural_assets.demo.evaluation import Restored
+from neural_assets.evaluation import edit_fidelity
 
-EDIT_TYPES = ("translate", "rotate", "rescale", "remove", "duplicate", "insert",
-              "background swap", "camera change")
+EDIT_TYPES = edit_fidelity.EDIT_TYPES  # The demo shows the edits the benchmark scores.
 
 
 def read_eval_record(config: ml_collections.ConfigDict, video_index: int) -> dict[str, Any]:
@@ -21,20 +21,13 @@ def read_eval_record(config: ml_collections.ConfigDict, video_index: int) -> dic
   return source.read_record(int(video_index))  # Frames are read when used.
 
 
-def _object_order(scene: Any) -> list[int]:
-  """Objects by decreasing 2D box area: the biggest is the clearest to edit."""
-  boxes = scene.boxes_2d
-  area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-  return [int(i) for i in np.argsort(-area, kind="stable")]
-
-
 def keep_largest_objects(scene: Any, max_objects: int) -> Any:
   """The scene with only its `max_objects` largest objects (2D box area), as the training
   pipeline keeps them when a frame has more objects than the model's slots."""
   from neural_assets import editing  # pylint: disable=g-import-not-at-top
   if scene.num_objects <= max_objects:
     return scene
-  keep = np.sort(_object_order(scene)[:max_objects])
+  keep = np.sort(edit_fidelity.object_order(scene)[:max_objects])
   return editing.Scene(image=scene.image, boxes_2d=scene.boxes_2d[keep],
                        centers=scene.centers[keep], sizes=scene.sizes[keep],
                        rotations=scene.rotations[keep], instance_ids=scene.instance_ids[keep],
@@ -42,80 +35,35 @@ def keep_largest_objects(scene: Any, max_objects: int) -> Any:
 
 
 def make_edits(scene: Any, other: Any, max_objects: int
-               ) -> dict[str, tuple[Any, Optional[int], str]]:
-  """Every edit type on `scene` ({type: (Edit or None, edited object or None, note)}).
-
-  Each op is tried on the objects by decreasing size and a few magnitudes until one gives valid
-  boxes (editing raises EditError otherwise) and fits the model's `max_objects` slots (adding an
-  object to a full scene first removes its smallest other object); `other` (another scene)
-  donates the inserted object and the swapped background. None: nothing allowed the edit (the
-  note says why).
-  """
-  from neural_assets import editing  # pylint: disable=g-import-not-at-top
-  order = _object_order(scene)
-
-  def room(k):
-    """The scene, or the scene without its smallest object other than k when it is full."""
-    if scene.num_objects < max_objects:
-      return scene
-    smallest = [i for i in reversed(order) if i != k]
-    return editing.remove(scene, smallest[0]) if smallest else scene
-
-  attempts = {
-      # Camera-frame offsets (x right, y down, z forward) in scene units (metres for MOVi).
-      "translate": [lambda k, m=m: editing.translate(scene, k, (m, 0.0, 0.0), frame="camera")
-                    for m in (1.0, -1.0, 0.5, -0.5)],
-      "rotate": [lambda k, a=a: editing.rotate(scene, k, yaw=a) for a in (90.0, 45.0)],
-      "rescale": [lambda k, f=f: editing.rescale(scene, k, f) for f in (1.5, 0.6)],
-      "remove": [lambda k: editing.remove(scene, k)],
-      "duplicate": [lambda k, m=m: editing.duplicate(room(k), k, (m, 0.0, 0.0), frame="camera")
-                    for m in (1.5, -1.5, 1.0, -1.0)],
-      "insert": [lambda k, j=j: editing.insert(room(None), other, j)
-                 for j in (_object_order(other) if other is not None else [])],
-      "background swap": ([lambda k: editing.replace_background(scene, other)]
-                          if other is not None else []),
-      "camera change": [lambda k, d=d: editing.orbit_camera(scene, d)
-                        for d in (20.0, -20.0, 10.0, -10.0)],
-  }
-  per_object = {"translate", "rotate", "rescale", "remove", "duplicate"}
+               ) -> dict[str, tuple[Any, Optional[Any], str]]:
+  """Every edit type on `scene`: {type: (Edit or None, its `edit_fidelity.EditCase` or None,
+  note)}, chosen exactly as the edit-fidelity benchmark chooses them (`make_cases`: objects by
+  decreasing size, a few magnitudes, within the model's `max_objects` slots); `other` (another
+  scene, or None) donates the inserted object and the swapped background."""
+  cases = edit_fidelity.make_cases(scene, other, max_objects)
   edits = {}
   for name in EDIT_TYPES:
-    note = "no valid variant" if attempts[name] else "needs a second scene"
-    if name in per_object and not order:
-      edits[name] = (None, None, "the scene has no valid object")
-      continue
-    found = None
-    for k in (order if name in per_object else [None]):
-      for attempt in attempts[name]:
-        try:
-          edit = attempt(k)
-        except editing.EditError as e:
-          note = str(e)
-          continue
-        if int(edit.active().sum()) > max_objects:
-          note = f"{edit.name}: more objects than the model's {max_objects} slots"
-          continue
-        found = (edit, k)
-        break
-      if found:
-        break
-    edits[name] = (found[0], found[1], found[0].name) if found else (None, None, note)
+    case = cases.get(name)
+    if case is not None:
+      edits[name] = (case.edit, case, case.edit.name)
+    elif other is None and name in ("insert", "background swap"):
+      edits[name] = (None, None, "needs a second scene")
+    else:
+      edits[name] = (None, None, "no variant the editing API accepts fits the slots")
   return edits
 
 
-def edited_object_boxes(name: str, scene: Any, edit: Any, k: Optional[int]
-                        ) -> tuple[np.ndarray, np.ndarray]:
-  """([K, 4] boxes before, [K, 4] target boxes after) of what edit `name` changed: object k for
-  the per-object edits, the added object (the edit's last asset) for duplicate / insert, every
-  active object for background swap / camera change."""
-  target = edit.target_boxes_2d()
-  if name in ("duplicate", "insert"):
-    source = scene.boxes_2d[k:k + 1] if (name == "duplicate" and k is not None) else np.zeros((0, 4))
-    return source, target[-1:]
-  if k is not None:
-    return scene.boxes_2d[k:k + 1], target[k:k + 1]
-  active = edit.active()
-  return scene.boxes_2d, target[active] if active.any() else np.zeros((0, 4))
+def edited_object_boxes(scene: Any, case: Any) -> tuple[np.ndarray, np.ndarray]:
+  """([K, 4] boxes before, [K, 4] target boxes after) of what an edit changed: its
+  `region_assets` (before: those already in the unedited scene), or every object when the edit
+  changes no single one (background swap)."""
+  target = case.edit.target_boxes_2d()
+  region = list(case.region_assets)
+  if not region:
+    active = case.edit.active()
+    return scene.boxes_2d, target[active] if active.any() else np.zeros((0, 4))
+  before = [a for a in region if a < scene.num_objects and case.in_unedited]
+  return scene.boxes_2d[before].reshape(-1, 4), target[region]
 
 
 def run_edits(config: ml_collections.ConfigDict, restored: Restored,
@@ -153,13 +101,13 @@ def run_edits(config: ml_collections.ConfigDict, restored: Restored,
     images = editing.render(bundle, scene, *to_render, seed=int(config.eval.seed))[:, 0]
     recon = images[0]
     row = [report_lib.draw_boxes(scene.image, scene.boxes_2d), recon]
-    for (name, (edit, k, note)), image in zip(edits.items(), images[1:]):
+    for (name, (edit, case, note)), image in zip(edits.items(), images[1:]):
       notes[name].append(f"scene {i}: {note}")
       if edit is None:
         per_type[name].append([scene.image, recon, grey])
         row.append(grey)
         continue
-      before, after = edited_object_boxes(name, scene, edit, k)
+      before, after = edited_object_boxes(scene, case)
       per_type[name].append([
           report_lib.draw_boxes(scene.image, before, color=(255, 255, 0)),
           report_lib.draw_boxes(recon, before, color=(0, 160, 0)),
@@ -176,6 +124,6 @@ def run_edits(config: ml_collections.ConfigDict, restored: Restored,
         columns=("source (edited object boxed)", "before: render of the unedited scene",
                  "after: render of the edit"),
         caption=("Green: the edited object's box before and its target box after the edit "
-                 "(every object's for background swap / camera change). " + " | ".join(
+                 "(every object's for background swap and camera edits). " + " | ".join(
                      notes[name]))))
   return grids

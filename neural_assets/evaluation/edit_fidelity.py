@@ -244,21 +244,23 @@ class EditCase:
   region_assets: tuple[int, ...]
 
 
-def _object_order(scene: editing.Scene) -> list[int]:
+def object_order(scene: editing.Scene) -> list[int]:
+  """Objects by decreasing 2D box area: the biggest is the clearest to edit."""
   boxes = scene.boxes_2d
   area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
   return [int(i) for i in np.argsort(-area, kind="stable")]
 
 
-def make_cases(scene: editing.Scene, other: editing.Scene, max_objects: int
+def make_cases(scene: editing.Scene, other: Optional[editing.Scene], max_objects: int
                ) -> dict[str, Optional[EditCase]]:
-  """Every edit type on `scene` (`other` donates the inserted object and the background).
+  """Every edit type on `scene` (`other` donates the inserted object and the background; None:
+  insert and background swap get None).
 
   Each op is tried on the objects by decreasing 2D box size and a few magnitudes until the
   editing API accepts it (it refuses invalid boxes) and it fits the model's slots (adding an
   object to a full scene first removes its smallest other object). None: nothing was accepted.
   """
-  order = _object_order(scene)
+  order = object_order(scene)
   unedited = editing.as_edit(scene)
 
   def room(k):
@@ -281,8 +283,10 @@ def make_cases(scene: editing.Scene, other: editing.Scene, max_objects: int
                     for m in (1.5, -1.5, 1.0, -1.0)],
   }
   scene_level = {
-      "insert": [lambda j=j: editing.insert(room(None), other, j) for j in _object_order(other)],
-      "background swap": [lambda: editing.replace_background(scene, other)],
+      "insert": [lambda j=j: editing.insert(room(None), other, j)
+                 for j in (object_order(other) if other is not None else [])],
+      "background swap": ([lambda: editing.replace_background(scene, other)]
+                          if other is not None else []),
       "camera move": [lambda o=o: editing.move_camera(scene, o)
                       for o in ((1.0, 0.0, 0.0), (-1.0, 0.0, 0.0), (0.0, 0.0, 1.0))],
       "camera orbit": [lambda d=d: editing.orbit_camera(scene, d)
