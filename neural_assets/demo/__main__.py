@@ -52,9 +52,10 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", "./workdir/demo",
                                "Demo directory: data/, train/, report/ go here.")
 _MINUTES = flags.DEFINE_float(
-    "minutes", 12.5, "Wall-clock budget of this run for the VAE warm-up and training, in minutes "
-    "(data, evaluation, edits and edit fidelity add ~2.5 min: ~15 in all on 2 idle cores; 0: no "
-    "training, only "
+    "minutes", 16.5, "Wall-clock budget of this run for the VAE warm-up and training, in minutes "
+    "(data, evaluation, edits and edit fidelity add ~2.5 min: ~19 in all on 2 idle cores, the "
+    "time the toy model needs to beat copying the source frame at object level too (README, "
+    "learning curve); 12 fits 15 min in all; 0: no training, only "
     "evaluate the newest checkpoint and write the report).")
 _NUM_TRAIN_VIDEOS = flags.DEFINE_integer("num_train_videos", None,
                                          "Override config.synthetic.num_train_videos.")
