@@ -140,11 +140,11 @@ def default_data_config() -> ml_collections.ConfigDict:
 
 
 # ------------------------------------------------------------------------------------------------
-# Source and transform.
+# Source and batch map.
 
 
 class VideoRecordSource(video_record.VideoRecordReader):
-  """grain random-access source over ArrayRecord files of video records (one element per video).
+  """Random access to the videos of ArrayRecord files of video records, for `FramePairBatchMap`.
 
   `source[i]` is `{"video_index": i, "data": <video record bytes>}` (global video index i over
   the sorted files): one small record read through `ArrayRecordDataSource`. `decode(i, data)`
@@ -171,7 +171,6 @@ class VideoRecordSource(video_record.VideoRecordReader):
     return {"video_index": key, "data": self.read_head(key)}
 
   def __repr__(self) -> str:
-    # grain stores repr(source) in the iterator state and checks it on restore.
     return f"VideoRecordSource(paths={self._paths!r})"
 
   def _logged_read(self, fn, *args):
@@ -185,8 +184,8 @@ class VideoRecordSource(video_record.VideoRecordReader):
 
   def read_head(self, key):
     """The video record bytes of video `key` (what `source[key]["data"]` holds). A failed read
-    returns b"" and `decode` then raises its error, so the map skips and counts the video
-    instead of grain's reader failing."""
+    returns b"" and `decode` then raises its error (logged once), so reading and decoding can
+    happen at different places."""
     key = int(key)
     try:
       return self._logged_read(self.video_bytes, key)
