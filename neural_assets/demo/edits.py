@@ -35,9 +35,8 @@ def keep_largest_objects(scene: Any, max_objects: int) -> Any:
 
 
 def make_edits(scene: Any, other: Any, max_objects: int
-               ) -> dict[str, tuple[Any, Optional[Any], str]]:
-  """Every edit type on `scene`: {type: (Edit or None, its `edit_fidelity.EditCase` or None,
-  note)}, chosen exactly as the edit-fidelity benchmark chooses them (`make_cases`: objects by
+               ) -> dict[str, tuple[Optional[Any], str]]:
+  """Every edit type on `scene`: {type: (its `edit_fidelity.EditCase` or None, note)}, chosen exactly as the edit-fidelity benchmark chooses them (`make_cases`: objects by
   decreasing size, a few magnitudes, within the model's `max_objects` slots); `other` (another
   scene, or None) donates the inserted object and the swapped background."""
   cases = edit_fidelity.make_cases(scene, other, max_objects)
@@ -45,11 +44,11 @@ def make_edits(scene: Any, other: Any, max_objects: int
   for name in EDIT_TYPES:
     case = cases.get(name)
     if case is not None:
-      edits[name] = (case.edit, case, case.edit.name)
+      edits[name] = (case, case.edit.name)
     elif other is None and name in ("insert", "background swap"):
-      edits[name] = (None, None, "needs a second scene")
+      edits[name] = (None, "needs a second scene")
     else:
-      edits[name] = (None, None, "no variant the editing API accepts fits the slots")
+      edits[name] = (None, "no variant the editing API accepts fits the slots")
   return edits
 
 
@@ -97,13 +96,13 @@ def run_edits(config: ml_collections.ConfigDict, restored: Restored,
     scene = scenes[i]
     other = scenes[(i + 1) % len(scenes)] if len(scenes) > 1 else None
     edits = make_edits(scene, other, bundle.max_objects)
-    to_render = [scene] + [e if e is not None else scene for e, _, _ in edits.values()]
+    to_render = [scene] + [c.edit if c is not None else scene for c, _ in edits.values()]
     images = editing.render(bundle, scene, *to_render, seed=int(config.eval.seed))[:, 0]
     recon = images[0]
     row = [report_lib.draw_boxes(scene.image, scene.boxes_2d), recon]
-    for (name, (edit, case, note)), image in zip(edits.items(), images[1:]):
+    for (name, (case, note)), image in zip(edits.items(), images[1:]):
       notes[name].append(f"scene {i}: {note}")
-      if edit is None:
+      if case is None:
         per_type[name].append([scene.image, recon, grey])
         row.append(grey)
         continue
