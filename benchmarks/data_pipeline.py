@@ -238,7 +238,7 @@ def measure(link_dir: str, args) -> dict:
                                      "decode": round(bound.faults / num, 1)},
       "breakdown_cpu_ms_per_pair": {
           "pipeline_total": ms(pipe.cpu),
-          "read_video_record (ArrayRecordDataSource)": ms(read_cpu),
+          "read_video_record (ArrayRecordReader)": ms(read_cpu),
           "parse_video_record (video_record.decode_video)": ms(parse_cpu),
           "read_frames (2 frame records + CRC32)": ms(frames_cpu),
           "frame_decode (bound)": ms(bound.cpu),

@@ -376,8 +376,8 @@ def _select(visible, boxes, valid_3d, reason_3d, segment, starts, num_examples,
   outcome[candidate] = _COUNT_INDEX["over_max_objects"]
   outcome[keep] = _COUNT_INDEX["kept"]
   # Kept objects fill slots 0, 1, ... in object-index order.
-  kept_before = np.concatenate([[0], np.cumsum(keep)])  # [M + 1]
-  slot = kept_before[:-1] - kept_before[starts][segment]
+  kept_before = np.cumsum(keep) - keep  # [M] kept objects before each (over the batch)
+  slot = kept_before - kept_before[starts[segment]]
   counts = np.bincount(segment * len(OBJECT_COUNT_NAMES) + outcome,
                        minlength=num_examples * len(OBJECT_COUNT_NAMES))
   return keep, slot, counts.reshape(num_examples, -1).astype(np.int32)
@@ -480,7 +480,7 @@ def finish_examples(prepared, cfg: FramePairConfig):
   segment = np.repeat(np.arange(num), sizes)  # [M] example of each object
   starts = np.cumsum([0] + sizes[:-1])  # [B]
   frame_sizes = [p["_frame_size"] for p in prepared]
-  crops = {size: center_crop_box(*size, out_h, out_w) for size in frame_sizes}
+  crops = {size: center_crop_box(*size, out_h, out_w) for size in dict.fromkeys(frame_sizes)}
   # Per example: box scale and offset of the crop, and the crop's intrinsics transform.
   scale = [[h / crop[2], w / crop[3]] * 2 for (h, w), crop in crops.items()]
   offset = [[crop[0] / crop[2], crop[1] / crop[3]] * 2 for crop in crops.values()]
@@ -495,21 +495,22 @@ def finish_examples(prepared, cfg: FramePairConfig):
   visible = np.concatenate([p["_visible"] for p in prepared], axis=1)  # [2, M]
   boxes = np.concatenate([p["_boxes_2d"] for p in prepared], axis=1) * scale
   boxes -= offset
-  np.clip(boxes, 0.0, 1.0, out=boxes)
+  np.minimum(np.maximum(boxes, 0.0, out=boxes), 1.0, out=boxes)  # np.clip, without its overhead
   boxes *= visible[..., None]  # [2, M, 4]
 
   # Target 3D boxes -> (u, v, depth) in the cropped target cameras: with w2c = [R | t] and the
   # cropped intrinsics K', (u, v) = (K'[:2] @ (R p + t)) / depth and depth = R[2] @ p + t[2], so
   # one [3, 4] map per example, rows (K'[:2] @ [R | t], [R | t][2]).
-  w2c = np.stack([p["_world_to_camera"] for p in prepared]).astype(np.float64)  # [B, 2, 4, 4]
-  intrinsics = affine @ np.stack([p["_intrinsics"] for p in prepared])  # [B, 3, 3]
+  w2c = np.array([p["_world_to_camera"] for p in prepared], np.float64)  # [B, 2, 4, 4]
+  intrinsics = affine @ np.array([p["_intrinsics"] for p in prepared], np.float64)  # [B, 3, 3]
   rigid = w2c[:, 1, :3]  # [B, 3, 4] target camera
-  project = np.concatenate([intrinsics[:, :2] @ rigid, rigid[:, 2:]], axis=1)  # [B, 3, 4]
+  project = np.concatenate([intrinsics[:, :2] @ rigid, rigid[:, 2:]], axis=1)[segment]  # [M,3,4]
   corners = np.concatenate([p["_corners_world"] for p in prepared])  # [M, 8, 3]
-  uvd = corners @ np.swapaxes(project[:, :, :3], 1, 2)[segment] + project[segment, None, :, 3]
-  depth = uvd[..., 2]
+  # [M, 3, 8]: (u, v, depth) rows of the 8 corners.
+  uvd = project[:, :, :3] @ np.swapaxes(corners, 1, 2) + project[:, :, 3:]
+  depth = uvd[:, 2:]
   # As geometry.project: |depth| clamped to eps for the division (such boxes are invalid anyway).
-  uvd[..., :2] /= np.copysign(np.maximum(np.abs(depth), _PROJECT_EPS), depth)[..., None]
+  uvd[:, :2] /= np.copysign(np.maximum(np.abs(depth), _PROJECT_EPS), depth)
   valid_3d, reason_3d = _box_validity(uvd, corners, cfg)
   keep, slot, counts = _select(visible, boxes, valid_3d, reason_3d, segment, starts, num, cfg)
 
@@ -521,7 +522,7 @@ def finish_examples(prepared, cfg: FramePairConfig):
   where = (segment[keep], slot[keep])
   objects["source_boxes"][where] = boxes[0, keep]
   objects["target_boxes"][where] = boxes[1, keep]
-  objects["target_corners"][where] = uvd[keep]
+  objects["target_corners"][where] = np.swapaxes(uvd[keep], 1, 2)
   objects["slot_mask"][where] = True
   # Appearance is read only from a visible, non-empty source box (at least min_box_size): an
   # empty box would otherwise pool the feature map's border (RoIAlign clamps), not nothing.
@@ -591,18 +592,26 @@ def make_frame_pair(record: Mapping[str, Any], source_frame: int, target_frame: 
 
 
 def _box_validity(uvd, corners, cfg: FramePairConfig):
-  """`geometry.box_validity(uvd, cfg.min_depth, cfg.min_projected_size, sizes)` for [M, 8, 3]
-  corners, with `sizes` the box extents along its own axes (corner bits x=4, y=2, z=1)."""
+  """`geometry.box_validity(uvd, cfg.min_depth, cfg.min_projected_size, sizes)` for M boxes,
+  with `sizes` the box extents along its own axes (corner bits x=4, y=2, z=1).
+
+  Args:
+    uvd: [M, 3, 8] projected corners, coordinate-major ((u, v, depth) rows: the reductions over
+      the 8 corners run along contiguous memory).
+    corners: [M, 8, 3] world corners.
+  """
   edges = corners[:, [4, 2, 1]] - corners[:, :1]  # [M, 3, 3]
-  sizes = np.sqrt(np.einsum("kij,kij->ki", edges, edges))  # [M, 3]
-  degenerate = ~(np.isfinite(uvd).all(axis=(1, 2)) & (sizes > 0).all(axis=1)
-                 & np.isfinite(sizes).all(axis=1))
+  squared = np.einsum("kij,kij->ki", edges, edges)  # [M, 3]; NaN fails both comparisons.
+  # A sum over finite corners is finite (no overflow at box scales); one NaN / inf poisons it.
+  degenerate = ~(((squared > 0) & (squared < np.inf)).all(axis=1)
+                 & np.isfinite(uvd.sum(axis=(1, 2))))
   if degenerate.any():
     uvd = np.where(np.isfinite(uvd), uvd, 0.0)
-  behind = (uvd[..., 2] <= cfg.min_depth).any(axis=1)
-  low, high = uvd[..., :2].min(axis=1), uvd[..., :2].max(axis=1)  # [M, 2] (u, v)
-  off_screen = (high <= 0).any(axis=1) | (low >= 1).any(axis=1)
-  extent = (np.clip(high, 0, 1) - np.clip(low, 0, 1)).min(axis=1)
+  behind = uvd[:, 2].min(axis=1) <= cfg.min_depth
+  low, high = uvd[:, :2].min(axis=2), uvd[:, :2].max(axis=2)  # [M, 2] (u, v)
+  off_screen = np.minimum(high, 1.0 - low).min(axis=1) <= 0  # some side entirely off the image
+  # Not clipped below / above: a box entirely outside [0, 1] gets extent <= 0 either way.
+  extent = (np.minimum(high, 1.0) - np.maximum(low, 0.0)).min(axis=1)
   too_small = (extent < cfg.min_projected_size) | (extent <= 0)
   status = geometry.BoxStatus
   # First failing rule wins: apply the rules from the lowest priority up.

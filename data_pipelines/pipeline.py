@@ -14,7 +14,7 @@
       -> FramePairIterator  (get_state / set_state for orbax: the batch position; aggregates the
                              skip / filter counts)
 
-Every record is read through `ArrayRecordDataSource` (`video_record.VideoRecordReader`): a
+Every record is read through ArrayRecord's random access (`video_record.VideoRecordReader`): a
 frame pair reads exactly 3 records (the video record and its 2 frames).
 
 Throughput (benchmarks/data_pipeline.py, per CPU core, 256x256 PNG frames, batch 8; see the
@@ -147,7 +147,7 @@ class VideoRecordSource(video_record.VideoRecordReader):
   """Random access to the videos of ArrayRecord files of video records, for `FramePairBatchMap`.
 
   `source[i]` is `{"video_index": i, "data": <video record bytes>}` (global video index i over
-  the sorted files): one small record read through `ArrayRecordDataSource`. `decode(i, data)`
+  the sorted files): one small record read through `ArrayRecordReader`. `decode(i, data)`
   turns it into the video's arrays plus `frames`, whose `frames[t]` reads frame record t, so a
   frame pair reads exactly 3 records (the video record and its 2 frames), whatever the file's
   compression or file system (see `video_record`). A record that cannot be read or fails its
