@@ -192,7 +192,6 @@ class Embeddings(nn.Module):
   num_register_tokens: int = 0
   interpolate_antialias: bool = False
   dtype: Any = jnp.float32
-  position_embeddings: bool = True
 
   @nn.compact
   def __call__(self, pixels: jax.Array) -> jax.Array:
@@ -203,11 +202,8 @@ class Embeddings(nn.Module):
     side = self.image_size // p
     init = nn.initializers.truncated_normal(0.02)
     cls = self.param("cls_token", init, (1, 1, d))
-    if self.position_embeddings:
-      pos = self.param("position_embeddings", init, (1, 1 + side * side, d))
-      pos = interpolate_position_embeddings(pos[0], (h, w), self.interpolate_antialias)
-    else:
-      pos = jnp.zeros((1 + h * w, d), cls.dtype)
+    pos = self.param("position_embeddings", init, (1, 1 + side * side, d))
+    pos = interpolate_position_embeddings(pos[0], (h, w), self.interpolate_antialias)
     patches = einops.rearrange(patches, "b h w d -> b (h w) d") + pos[1:].astype(self.dtype)
     tokens = [jnp.broadcast_to((cls[0] + pos[:1]).astype(self.dtype), (b, 1, d))]
     if self.num_register_tokens:
@@ -239,9 +235,6 @@ class ViT(nn.Module):
   interpolate_antialias: bool = False
   dtype: Any = jnp.float32
   attention_impl: str = "xla"
-  # False: no position embeddings, so features say what is in a patch, not where it is (the toy
-  # config's from-scratch encoder; every DINO checkpoint has them).
-  position_embeddings: bool = True
 
   @classmethod
   def from_config(cls, config: Mapping[str, Any], **overrides) -> "ViT":
@@ -274,8 +267,7 @@ class ViT(nn.Module):
       raise ValueError(f"ViT input {pixels.shape[1:3]} is smaller than one {self.patch_size}px "
                        "patch.")
     x = Embeddings(self.hidden_size, self.patch_size, self.image_size, self.num_register_tokens,
-                   self.interpolate_antialias, self.dtype, self.position_embeddings,
-                   name="embeddings")(
+                   self.interpolate_antialias, self.dtype, name="embeddings")(
                        pixels.astype(self.dtype))
     for i in range(self.num_hidden_layers):
       x = Block(self.num_attention_heads, self.intermediate_size, self.layer_norm_eps,
