@@ -26,8 +26,9 @@ that a frame pair reads exactly 3 records through ArrayRecord's own random acces
 Files are read with `array_record`'s own random access only (`ArrayRecordReader.read` of one
 record's index range, opened with the options of grain's `ArrayRecordDataSource`), so any writer
 options ArrayRecord supports (compression, remote file systems where the build has
-them) read the same way. ArrayRecord checks its chunk hashes on every read; our CRC32s catch what
-gets past them (a bad copy of an uncompressed record), so a damaged record is always reported as
+them) read the same way. ArrayRecord checks its chunk hashes on every read (every byte flip of a
+record tried was caught, range and index reads alike); our CRC32s are a second, independent
+check of each frame and video, so a damaged record is always reported as
 `CorruptRecordError` naming the file and the record, never decoded into wrong data.
 """
 from __future__ import annotations
@@ -342,11 +343,20 @@ def _describe(error: BaseException) -> str:
   return str(error) or type(error).__name__
 
 
+def _open_reader(path: str):
+  """An ArrayRecordReader with the options ArrayRecordDataSource opens files with (no
+  read-ahead: random access)."""
+  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  return array_record_module.ArrayRecordReader(path, options=_READER_OPTIONS,
+                                               file_reader_buffer_size=_READER_BUFFER_BYTES)
+
+
 class VideoRecordReader:
   """Random access to the videos of ArrayRecord files, through `ArrayRecordReader`.
 
   Opening reads each file's index record (one read per file; a truncated or foreign file raises
-  `DataFileError` naming it); a file listed twice, or links to one file, share one reader. Then video i costs one record read, and each frame of it one more.
+  `DataFileError` naming it) and keeps it open; a file listed twice, or links to one file, share
+  one reader. Then video i costs one record read, and each frame of it one more.
   The reader pickles (grain ships it to worker processes); file handles reopen lazily.
 
   Args:
@@ -354,7 +364,6 @@ class VideoRecordReader:
   """
 
   def __init__(self, paths):
-    from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
     self._paths = [str(p) for p in paths]
     if not self._paths:
       raise ValueError("VideoRecordReader needs at least one ArrayRecord file.")
@@ -363,6 +372,7 @@ class VideoRecordReader:
     unique: dict[str, int] = {}
     self._file_of = []  # listed file -> unique file
     counts, videos_of = [], []  # per unique file: records; positions of its video records.
+    readers = []  # per unique file: its reader, kept open for the reads that follow.
     for path in self._paths:
       real = os.path.realpath(path) if "://" not in path else path
       if real in unique:
@@ -372,7 +382,7 @@ class VideoRecordReader:
       self._file_of.append(len(counts))
       reader = None
       try:
-        reader = array_record_module.ArrayRecordReader(path)
+        reader = _open_reader(path)
         num_records = reader.num_records() if reader.ok() else 0
         if not reader.ok() or num_records == 0:
           raise DataFileError(f"Data file {path} is not a readable ArrayRecord file (truncated "
@@ -383,19 +393,20 @@ class VideoRecordReader:
         raise DataFileError(f"Data file {path}: cannot read its video index (last record): "
                             f"{_describe(e)}. The file is truncated, damaged or not written by "
                             f"video_record.write_array_record; convert it again.") from e
-      finally:
+      except BaseException:
         if reader is not None:
           try:
             reader.close()
           except RuntimeError:  # A reader that failed to open reports it again on close.
             pass
+        raise
+      readers.append(reader)
       if videos and not 0 <= min(videos) <= max(videos) < num_records - 1:
         raise DataFileError(f"Data file {path}: its video index points outside the file.")
       counts.append(num_records)
       videos_of.append(videos)
-    # Record counts known: a file is opened again at its first read (`_reader`).
     self._unique_paths = [p for p, _ in sorted(unique.items(), key=lambda item: item[1])]
-    self._readers = [None] * len(self._unique_paths)
+    self._readers = readers  # None after unpickling (worker processes): reopened at first read.
     self._lock = threading.Lock()
     self._record_starts = np.cumsum([0] + counts).tolist()
     self._videos = [videos_of[u] for u in self._file_of]
@@ -436,17 +447,14 @@ class VideoRecordReader:
                                f"({_describe(e)}).") from e
 
   def _reader(self, unique: int):
-    """The ArrayRecordReader of unique file `unique`, opened at first use (thread-safe), with
-    the options ArrayRecordDataSource opens files with (no read-ahead: random access)."""
+    """The ArrayRecordReader of unique file `unique` (reopened at first use after unpickling;
+    thread-safe)."""
     reader = self._readers[unique]
     if reader is None:
       with self._lock:
         reader = self._readers[unique]
         if reader is None:
-          from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
-          reader = array_record_module.ArrayRecordReader(
-              self._unique_paths[unique], options=_READER_OPTIONS,
-              file_reader_buffer_size=_READER_BUFFER_BYTES)
+          reader = _open_reader(self._unique_paths[unique])
           self._readers[unique] = reader
     return reader
 

@@ -36,9 +36,10 @@ def keep_largest_objects(scene: Any, max_objects: int) -> Any:
 
 def make_edits(scene: Any, other: Any, max_objects: int
                ) -> dict[str, tuple[Optional[Any], str]]:
-  """Every edit type on `scene`: {type: (its `edit_fidelity.EditCase` or None, note)}, chosen exactly as the edit-fidelity benchmark chooses them (`make_cases`: objects by
-  decreasing size, a few magnitudes, within the model's `max_objects` slots); `other` (another
-  scene, or None) donates the inserted object and the swapped background."""
+  """Every edit type on `scene`: {type: (its `edit_fidelity.EditCase` or None, note)}, chosen
+  exactly as the edit-fidelity benchmark chooses them (`make_cases`: objects by decreasing size,
+  a few magnitudes, within the model's `max_objects` slots); `other` (another scene, or None)
+  donates the inserted object and the swapped background."""
   cases = edit_fidelity.make_cases(scene, other, max_objects)
   edits = {}
   for name in EDIT_TYPES:
