@@ -83,8 +83,11 @@ def get_config() -> ml_collections.ConfigDict:
                  still_prob=0.0, max_speed=0.8, camera_speed=0.1,
                  camera_distance=(7.0, 9.0)),
   ))
-  # The demo's own knobs (neural_assets/demo): VAE warm-up minutes, batch and learning rate.
-  config.demo = ml_collections.ConfigDict(dict(vae_minutes=3.0, vae_batch_size=16, vae_lr=2e-3))
+  # The demo's own knobs (neural_assets/demo): VAE warm-up minutes, batch and learning rate;
+  # cpu_devices: XLA CPU devices the host is split into for data parallelism (0 = one per core,
+  # 1 = XLA's single device; neural_assets/demo/host_devices.py).
+  config.demo = ml_collections.ConfigDict(dict(vae_minutes=3.0, vae_batch_size=16, vae_lr=2e-3,
+                                               cpu_devices=0))
 
   config.data = pipeline.default_data_config()
   config.data.update(dict(resolution=(64, 64), global_batch_size=16, eval_global_batch_size=32,

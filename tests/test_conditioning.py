@@ -476,3 +476,39 @@ def test_latent_coordinates_join_the_unet_input():
                         jnp.concatenate([latents, jnp.asarray(grid, jnp.float32)], -1), t, tokens)
   np.testing.assert_allclose(np.asarray(out), np.asarray(expected), atol=1e-5)
   assert out.shape == latents.shape
+
+
+def test_latent_coordinate_bands_match_the_pose_fourier_basis():
+  """K bands add sin / cos of pi 2^k at the pixel centres in [0, 1] (the box corners' units)."""
+  config = _model_config()
+  config.latent_coordinates = True
+  config.latent_coordinate_bands = 2
+  config.unet.in_channels = 6
+  with pytest.raises(ValueError, match="out_channels \\+ 10"):
+    jax.eval_shape(NeuralAssetsModel(config).init, jax.random.key(0), jnp.zeros((B, 8, 8, 4)),
+                   jnp.zeros((B,), jnp.int32), _batch(), jnp.zeros((B,), bool))
+  config.unet.in_channels = 14
+  model = NeuralAssetsModel(config)
+  latents = jax.random.normal(jax.random.key(1), (B, 8, 8, 4))
+  tokens = jax.random.normal(jax.random.key(2), (B, 4 * (N + 1), CONTEXT))
+  t = jnp.array([10, 500, 900])
+  params = jax.jit(model.init, static_argnames="method")(
+      jax.random.key(0), latents, t, tokens, method=model.denoise)["params"]
+  out = model.apply({"params": params}, latents, t, tokens, method=model.denoise)
+  lin = np.linspace(-1, 1, 8)
+  centre = (np.arange(8) + 0.5) / 8
+  cy, cx = np.meshgrid(centre, centre, indexing="ij")
+  ly, lx = np.meshgrid(lin, lin, indexing="ij")
+  channels = [ly, lx]
+  for fn in (np.sin, np.cos):
+    for c in (cy, cx):
+      channels += [fn(np.pi * c), fn(2 * np.pi * c)]
+  grid = np.broadcast_to(np.stack(channels, -1), (B, 8, 8, 10))
+  unet = UNet2DConditionModel(**dict(config.unet))
+  expected = unet.apply({"params": params["unet"]},
+                        jnp.concatenate([latents, jnp.asarray(grid, jnp.float32)], -1), t, tokens)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(expected), atol=1e-5)
+  config.latent_coordinates = False
+  with pytest.raises(ValueError, match="needs model.latent_coordinates"):
+    jax.eval_shape(NeuralAssetsModel(config).init, jax.random.key(0), latents, t, _batch(),
+                   jnp.zeros((B,), bool))

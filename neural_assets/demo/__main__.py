@@ -41,6 +41,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from neural_assets import cli_validation
+from neural_assets.demo import host_devices
 from neural_assets.demo.run import run_demo
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -110,8 +111,10 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if _MINUTES.value < 0:
     raise app.UsageError(f"--minutes must be >= 0, got {_MINUTES.value}.")
+  config = _CONFIG.value
+  host_devices.split_for_config(config)  # Before anything starts JAX's backends.
   results = run_demo(
-      _CONFIG.value, _WORKDIR.value, _MINUTES.value,
+      config, _WORKDIR.value, _MINUTES.value,
       data_overrides=dict(num_train_videos=_NUM_TRAIN_VIDEOS.value,
                           num_eval_videos=_NUM_EVAL_VIDEOS.value, num_frames=_NUM_FRAMES.value),
       data_workers=_DATA_WORKERS.value, num_shown=_NUM_SHOWN.value,

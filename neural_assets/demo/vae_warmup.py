@@ -33,6 +33,8 @@ def pretrain_vae(config: ml_collections.ConfigDict, out_dir: str, seconds: float
   from data_pipelines import pipeline
   from neural_assets.evaluation import image_metrics
   from neural_assets.models.vae import AutoencoderKL
+  from neural_assets.training import mesh as mesh_lib
+  from neural_assets.training import sharding as sharding_lib
   from neural_assets.training import train_step as train_step_lib
   # pylint: enable=g-import-not-at-top
   _, vae = train_step_lib.build_models(config)
@@ -64,12 +66,20 @@ def pretrain_vae(config: ml_collections.ConfigDict, out_dir: str, seconds: float
     recon = vae.apply({"params": params}, mean, method=AutoencoderKL.decode)
     return mean, train_step_lib.vae_output_to_images(recon)
 
+  # Data-parallel over every local device when they split the batch (one CPU device per core:
+  # `host_devices`), as the trainer's step; else on the default device.
+  mesh = mesh_lib.create_mesh({"data": -1})
+  shard = jax.process_count() == 1 and batch_size % mesh.size == 0
+  if shard:
+    params, opt_state = jax.device_put((params, opt_state), sharding_lib.replicated(mesh))
   train_iter = pipeline.make_train_iterator(config)
   key = jax.random.key(config.training.seed + 1)
   start, steps, mse = time.time(), 0, float("nan")
   while steps < max_steps and (steps == 0 or time.time() - start < seconds):
     batch = next(train_iter)
     images = np.concatenate([batch["source_image"], batch["target_image"]])[:batch_size]
+    if shard:
+      images = sharding_lib.shard_batch(images, mesh)
     params, opt_state, mse = step(params, opt_state, images, jax.random.fold_in(key, steps))
     steps += 1
     if steps % 50 == 0:

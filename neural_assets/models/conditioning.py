@@ -133,6 +133,16 @@ class AppearanceEncoder(nn.Module):
     return constrain_batch(nn.Dense(self.token_dim, name="projection")(tokens))
 
 
+def fourier_features(x: jax.Array, bands: int) -> jax.Array:
+  """[..., F] -> [..., F (1 + 2 K)]: x, then sin and cos of pi 2^k x for k < K (K = `bands`),
+  feature-major within each; K = 0 returns x unchanged."""
+  if not bands:
+    return x
+  freqs = jnp.pi * 2.0 ** jnp.arange(bands, dtype=x.dtype)
+  angles = einops.rearrange(x[..., None] * freqs, "... f k -> ... (f k)")
+  return jnp.concatenate([x, jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
 class PoseEncoder(nn.Module):
   """Box corners in the target camera -> pose tokens: [B, N, 8, 3] -> [B, N, T, E].
 
@@ -156,10 +166,7 @@ class PoseEncoder(nn.Module):
     MLP (as GLIGEN embeds boxes): an MLP on raw coordinates learns sharp functions of position
     slowly; 0 is the release (raw coordinates).
     """
-    if self.fourier_bands:
-      freqs = jnp.pi * 2.0 ** jnp.arange(self.fourier_bands, dtype=features.dtype)
-      angles = einops.rearrange(features[..., None] * freqs, "... f k -> ... (f k)")
-      features = jnp.concatenate([features, jnp.sin(angles), jnp.cos(angles)], axis=-1)
+    features = fourier_features(features, self.fourier_bands)
     token = self.out(nn.gelu(self.hidden(features), approximate=False))
     return einops.repeat(token, "... e -> ... t e", t=self.num_tokens)
 

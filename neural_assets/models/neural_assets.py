@@ -27,8 +27,15 @@ import jax
 import jax.numpy as jnp
 
 from neural_assets.diffusion.schedule import NoiseSchedule
-from neural_assets.models.conditioning import AssetTokenizer, sample_drop_cond
+from neural_assets.models.conditioning import AssetTokenizer, fourier_features, sample_drop_cond
 from neural_assets.models.unet import UNet2DConditionModel
+
+
+def coordinate_channels(config: Any) -> int:
+  """UNet input channels that `model.latent_coordinates` / `latent_coordinate_bands` add."""
+  if not config.get("latent_coordinates", False):
+    return 0
+  return 2 + 4 * int(config.get("latent_coordinate_bands", 0))
 
 
 class NeuralAssetsModel(nn.Module):
@@ -41,9 +48,13 @@ class NeuralAssetsModel(nn.Module):
     if cross != c.conditioning.context_dim:
       raise ValueError(f"conditioning.context_dim ({c.conditioning.context_dim}) must equal the "
                        f"UNet's cross_attention_dim ({cross}).")
-    if c.get("latent_coordinates", False) and c.unet.in_channels != c.unet.out_channels + 2:
-      raise ValueError(f"model.latent_coordinates adds 2 input channels: unet.in_channels must be "
-                       f"out_channels + 2 = {c.unet.out_channels + 2}, got {c.unet.in_channels}.")
+    extra = coordinate_channels(c)
+    if extra and c.unet.in_channels != c.unet.out_channels + extra:
+      raise ValueError(f"model.latent_coordinates adds {extra} input channels: unet.in_channels "
+                       f"must be out_channels + {extra} = {c.unet.out_channels + extra}, got "
+                       f"{c.unet.in_channels}.")
+    if c.get("latent_coordinate_bands", 0) and not c.get("latent_coordinates", False):
+      raise ValueError("model.latent_coordinate_bands needs model.latent_coordinates = True.")
     self.tokenizer = AssetTokenizer(c.conditioning, name="tokenizer")
     self.unet = UNet2DConditionModel(**dict(c.unet), name="unet")
 
@@ -69,14 +80,25 @@ class NeuralAssetsModel(nn.Module):
     the latents as 2 input channels, so cross-attention queries know where they are from the
     first block on; a small UNet otherwise learns position only from the zero padding, deep in
     its coarsest levels, and places objects from their pose tokens slowly.
+    `config.latent_coordinate_bands` K > 0 adds sin / cos of pi 2^k (k < K) of the pixel centre
+    in the pose tokens' units ((v, u) in [0, 1]; 4 K more channels): the pose MLP sees the same
+    Fourier features of the box corners (`conditioning.pose_fourier_bands`), and with both
+    sides in one basis a query-key dot product is a shift-invariant kernel of (pixel - corner),
+    the match that placing an object needs, rather than a function the UNet must build.
     """
     if self.config.get("latent_coordinates", False):
       batch, height, width, _ = latents.shape
       grid = jnp.stack(jnp.meshgrid(jnp.linspace(-1.0, 1.0, height),
                                     jnp.linspace(-1.0, 1.0, width), indexing="ij"), axis=-1)
+      bands = int(self.config.get("latent_coordinate_bands", 0))
+      if bands:
+        # Pixel centres in the pipeline's normalised image units, as the box corners.
+        centres = jnp.stack(jnp.meshgrid((jnp.arange(height) + 0.5) / height,
+                                         (jnp.arange(width) + 0.5) / width, indexing="ij"), -1)
+        grid = jnp.concatenate([grid, fourier_features(centres, bands)[..., 2:]], axis=-1)
       latents = jnp.concatenate(
-          [latents, jnp.broadcast_to(grid.astype(latents.dtype), (batch, height, width, 2))],
-          axis=-1)
+          [latents, jnp.broadcast_to(grid.astype(latents.dtype), (batch, height, width,
+                                                                  grid.shape[-1]))], axis=-1)
     return self.unet(latents, timesteps, tokens, train)
 
   def __call__(self, noisy_latents: jax.Array, timesteps: jax.Array,
