@@ -62,6 +62,14 @@ def training_config() -> ml_collections.ConfigDict:
       vae_sample_posterior=True,
       # Min-SNR-gamma loss weighting (Hang et al. 2023); 0: plain MSE (the release).
       loss_min_snr_gamma=0.0,
+      # Encode every training frame with the frozen VAE once, before the first step, and look
+      # the targets' latents up instead of encoding them at every step (small datasets only:
+      # neural_assets/training/latent_cache.py; needs vae_sample_posterior=False). The cache
+      # refuses to build beyond cache_latents_max_bytes; frames are encoded
+      # cache_latents_batch_size at a time (a multiple of the local device count).
+      cache_latents=False,
+      cache_latents_max_bytes=2 ** 31,
+      cache_latents_batch_size=64,
       # Stop with an error after this many consecutive skipped steps (0: never).
       max_consecutive_nonfinite=20,
       # Wall-clock budget of one run's training loop in seconds (0: none): the loop stops, saves

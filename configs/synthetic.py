@@ -41,7 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
   sd = sd21.get_config("base")
   unet = sd.unet
   unet.update(dict(
-      in_channels=6,  # 4 latent channels + (y, x): model.latent_coordinates.
+      in_channels=22,  # 4 latent channels + (y, x) + 4 x 4 Fourier: model.latent_coordinates.
       sample_size=16,
       down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
       up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
@@ -64,7 +64,8 @@ def get_config() -> ml_collections.ConfigDict:
                            intermediate_size=128, image_size=64, input_size=64))
   cond.update(dict(token_dim=32, context_dim=64, pose_hidden_dim=64, pose_fourier_bands=4))
   config.model = ml_collections.ConfigDict(dict(unet=unet, vae=vae, conditioning=cond,
-                                                latent_coordinates=True))
+                                                latent_coordinates=True,
+                                                latent_coordinate_bands=4))
   config.diffusion = sd.diffusion
   config.diffusion.prediction_type = "sample"  # x0: learns the conditioning far faster here.
   config.sampler = sampler.get_config()
@@ -103,7 +104,7 @@ def get_config() -> ml_collections.ConfigDict:
   # No image summaries: compiling them costs the demo's budget; the report shows samples.
   config.training.update(dict(num_train_steps=100_000, log_every_steps=50,
                               image_summary_every_steps=0, vae_sample_posterior=False,
-                              loss_min_snr_gamma=0.0))
+                              loss_min_snr_gamma=0.0, cache_latents=True))
   config.checkpoint.update(dict(every_steps=500, max_to_keep=2))
   config.eval.update(dict(every_steps=0, num_batches=1))
   config.sharding.min_size_to_shard = 0

@@ -413,6 +413,22 @@ PREPARED_KEYS = ("_frame_size", "_boxes_2d", "_visible", "_corners_world", "_wor
                  "_intrinsics")
 
 
+def decode_frames(frames, cfg: FramePairConfig) -> np.ndarray:
+  """Every frame of a video as `prepare_example` decodes a pair's: [F, H, W, 3] uint8, centre
+  crop + resize to `cfg.resolution`; raises CorruptRecordError (frames of different sizes too)."""
+  out_h, out_w = cfg.resolution
+  out = np.empty((len(frames), out_h, out_w, 3), np.uint8)
+  decode = None
+  for t in range(len(frames)):
+    image = open_image(frames[t])
+    if decode is None:
+      width, height = image.size
+      decode = (center_crop_box(height, width, out_h, out_w), cfg.resolution, cfg.resize_method,
+                cfg.jpeg_draft, (height, width))
+    out[t] = _decode_opened(image, *decode)
+  return out
+
+
 def prepare_example(record: Mapping[str, Any], source_frame: int, target_frame: int,
                     video_index: int, cfg: FramePairConfig) -> dict[str, Any]:
   """The per-example half of `make_frame_pair`: decodes the two frames, gathers the objects.

@@ -461,6 +461,11 @@ def _max_objects(config) -> int:
   return int(n)
 
 
+def frame_pair_config(config) -> frame_pairs.FramePairConfig:
+  """The FramePairConfig of an experiment config (`config.data` and its slot count)."""
+  return frame_pairs.FramePairConfig.from_config(config.data, _max_objects(config))
+
+
 def _process(process_index, process_count) -> tuple[int, int]:
   if process_index is None or process_count is None:
     import jax  # pylint: disable=g-import-not-at-top
@@ -532,9 +537,8 @@ def make_train_iterator(config, *, process_index: int | None = None,
   """
   data = config.data
   process_index, process_count = _process(process_index, process_count)
-  cfg = frame_pairs.FramePairConfig.from_config(data, _max_objects(config))
   return _make_iterator(
-      data, resolve_files(data.data_dir, data.train_files), cfg,
+      data, resolve_files(data.data_dir, data.train_files), frame_pair_config(config),
       global_batch_size=int(data.global_batch_size), shuffle=bool(data.shuffle),
       num_epochs=data.num_epochs, drop_remainder=bool(data.drop_remainder), fixed_seed=None,
       process_index=process_index, process_count=process_count)
@@ -551,7 +555,7 @@ def make_eval_iterator(config, *, process_index: int | None = None,
   """
   data = config.data
   process_index, process_count = _process(process_index, process_count)
-  cfg = frame_pairs.FramePairConfig.from_config(data, _max_objects(config))
+  cfg = frame_pair_config(config)
   min_gap = max(cfg.min_gap, int(data.get("eval_min_gap", 0)))
   # A training gap range below it (e.g. single-frame training) does not bound the eval pairs.
   max_gap = cfg.max_gap if cfg.max_gap is None or cfg.max_gap >= min_gap else None

@@ -32,6 +32,8 @@ RULES: tuple[tuple[str, str, Optional[float], Optional[float], bool], ...] = (
     ("training.max_train_seconds", _NUM, 0, None, True),
     ("training.profile_every_steps", _INT, 0, None, True),
     ("training.profile_num_steps", _INT, 1, None, True),
+    ("training.cache_latents_max_bytes", _INT, 1, None, True),
+    ("training.cache_latents_batch_size", _INT, 1, None, True),
     ("checkpoint.every_steps", _INT, 1, None, True),
     ("checkpoint.max_to_keep", _INT, 1, None, True),
     ("eval.every_steps", _INT, 0, None, True),
@@ -98,6 +100,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if wrong_type or not in_range(value, low, high, high_inclusive):
       raise ConfigError(f"config.{dotted}={value!r} is out of range: expected "
                         f"{describe_range(kind, low, high, high_inclusive)}.")
+  if _get(config, "training.cache_latents")[1] and _get(config, "training.vae_sample_posterior")[1]:
+    raise ConfigError("config.training.cache_latents=True needs "
+                      "config.training.vae_sample_posterior=False: cached latents are the "
+                      "posterior means, a fresh sample per step cannot be cached.")
   height_width = _get(config, "data.resolution")[1]
   if height_width is not None and (len(height_width) != 2 or min(height_width) < 1):
     raise ConfigError(f"config.data.resolution={tuple(height_width)} is out of range: expected "

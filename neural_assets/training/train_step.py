@@ -29,6 +29,7 @@ from neural_assets.diffusion.schedule import NoiseSchedule
 from neural_assets.models import partitioning
 from neural_assets.models.neural_assets import NeuralAssetsModel, diffusion_loss
 from neural_assets.models.vae import AutoencoderKL
+from neural_assets.training import latent_cache
 from neural_assets.training import optimizer as optimizer_lib
 from neural_assets.training import train_state as train_state_lib
 from neural_assets.training.train_state import TrainState
@@ -126,8 +127,11 @@ def make_train_step(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
   def step(state: TrainState, batch: Mapping[str, jax.Array]):
     key = train_state_lib.step_rng(state)
     vae_key, loss_key, dropout_key = jax.random.split(key, 3)
-    latents = encode_latents(vae, state.frozen_params["vae"], batch["target_image"], vae_key,
-                             sample_posterior)
+    if latent_cache.LATENTS_KEY in batch:  # `training.cache_latents`: encoded once, up front.
+      latents = batch[latent_cache.LATENTS_KEY]
+    else:
+      latents = encode_latents(vae, state.frozen_params["vae"], batch["target_image"], vae_key,
+                               sample_posterior)
 
     def loss_fn(params):
       return diffusion_loss(params, model, batch, latents, loss_key, schedule, cfg_drop_prob,

@@ -35,6 +35,7 @@ from neural_assets.models import partitioning
 from neural_assets.models.neural_assets import NeuralAssetsModel
 from neural_assets.models.vae import AutoencoderKL
 from neural_assets.training import checkpointing
+from neural_assets.training import latent_cache as latent_cache_lib
 from neural_assets.training import mesh as mesh_lib
 from neural_assets.training import optimizer as optimizer_lib
 from neural_assets.training import sharding as sharding_lib
@@ -473,6 +474,32 @@ def _write_config(config: ml_collections.ConfigDict, workdir: epath.Path) -> Non
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
 
 
+def build_latent_cache(config: ml_collections.ConfigDict, vae: AutoencoderKL,
+                       state: TrainState) -> latent_cache_lib.LatentCache:
+  """`training.cache_latents`: every training frame through the state's frozen VAE, as the step
+  encodes targets (posterior mean, scaled), on this process's devices (each process holds the
+  whole cache; `latent_cache` module docstring)."""
+  start = time.monotonic()
+  local_mesh = mesh_lib.create_mesh({"data": -1}, jax.local_devices())
+  chunk = int(config.training.cache_latents_batch_size)
+  if chunk % local_mesh.size:
+    raise ValueError(f"training.cache_latents_batch_size={chunk} must be a multiple of the "
+                     f"{local_mesh.size} local devices.")
+  vae_params = jax.device_put(
+      multihost_utils.process_allgather(state.frozen_params["vae"], tiled=True),
+      sharding_lib.replicated(local_mesh))
+  encode = jax.jit(lambda params, images: train_step_lib.encode_latents(
+      vae, params, images, jax.random.key(0), sample_posterior=False))
+  cache = latent_cache_lib.build(
+      config,
+      lambda images: encode(vae_params,
+                            jax.device_put(images, sharding_lib.batch_sharding(local_mesh))),
+      chunk, int(config.training.cache_latents_max_bytes))
+  logging.info("Latent cache: %d frames of %d videos, %.1f MiB, %.1f s.", len(cache.latents),
+               cache.num_videos, cache.latents.nbytes / 2 ** 20, time.monotonic() - start)
+  return cache
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        run_eval: bool = True) -> TrainState:
   """Trains (resuming from `workdir` if it holds a checkpoint) and evaluates periodically.
@@ -501,6 +528,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  optimizer_lib.group_sizes(setup.abstract_state.params, config.optimizer))
     train_iter = pipeline.make_train_iterator(config)
     state = restore_or_initialize(config, setup, checkpointer, train_iter)
+    latent_cache = (build_latent_cache(config, vae, state) if train_cfg.get("cache_latents")
+                    else None)
   except BaseException:
     checkpointer.close()
     raise
@@ -535,7 +564,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   try:
     while step < train_cfg.num_train_steps:
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        batch = sharding_lib.shard_batch(next(train_iter), mesh)
+        batch = next(train_iter)
+        if latent_cache is not None:
+          batch = latent_cache.add_to(batch)
+        batch = sharding_lib.shard_batch(batch, mesh)
         state, metrics = train_step(state, batch)
       step += 1
       history.append(metrics)
