@@ -1,5 +1,5 @@
 """The demo's toy Neural Assets model (`bash demo.sh`): 64x64 synthetic scenes, small enough to
-learn object control in about 15 minutes on 2 CPU cores, from scratch (no pretrained SD / DINO).
+learn object control in about 20 minutes on 2 CPU cores, from scratch (no pretrained SD / DINO).
 
 Same method and code path as the paper configs (release conditioning: every object slotted,
 learned null context, adaptive RoIAlign); what is toy-sized, and why:

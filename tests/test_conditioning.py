@@ -454,23 +454,37 @@ def test_pose_fourier_features_equal_the_numpy_definition():
   assert plain.init(jax.random.key(1), corners)["params"]["hidden"]["kernel"].shape == (12, 10)
 
 
-def test_latent_coordinates_join_the_unet_input():
+def _coordinate_channels(bands):
+  """The (y, x) grid in [-1, 1], then sin / cos of pi 2^k at pixel centres in [0, 1]: [8, 8, C]."""
+  ly, lx = np.meshgrid(np.linspace(-1, 1, 8), np.linspace(-1, 1, 8), indexing="ij")
+  cy, cx = np.meshgrid((np.arange(8) + 0.5) / 8, (np.arange(8) + 0.5) / 8, indexing="ij")
+  channels = [ly, lx]
+  for fn in (np.sin, np.cos):
+    for c in (cy, cx):
+      channels += [fn(np.pi * 2 ** k * c) for k in range(bands)]
+  return np.stack(channels, -1)
+
+
+@pytest.mark.parametrize("bands", [0, 2])
+def test_latent_coordinates_join_the_unet_input(bands):
+  """(y, x) and, with K bands, their Fourier features in the box corners' units (4 K more)."""
   config = _model_config()
   config.latent_coordinates = True
-  with pytest.raises(ValueError, match="in_channels must be out_channels \\+ 2"):
+  config.latent_coordinate_bands = bands
+  extra = 2 + 4 * bands
+  with pytest.raises(ValueError, match=f"in_channels must be out_channels \\+ {extra}"):
     jax.eval_shape(NeuralAssetsModel(config).init, jax.random.key(0), jnp.zeros((B, 8, 8, 4)),
                    jnp.zeros((B,), jnp.int32), _batch(), jnp.zeros((B,), bool))
-  config.unet.in_channels = 6
+  config.unet.in_channels = 4 + extra
   model = NeuralAssetsModel(config)
   latents = jax.random.normal(jax.random.key(1), (B, 8, 8, 4))
   tokens = jax.random.normal(jax.random.key(2), (B, 4 * (N + 1), CONTEXT))
   t = jnp.array([10, 500, 900])
   params = jax.jit(model.init, static_argnames="method")(
       jax.random.key(0), latents, t, tokens, method=model.denoise)["params"]
-  assert params["unet"]["conv_in"]["kernel"].shape[-2:] == (6, 16)
+  assert params["unet"]["conv_in"]["kernel"].shape[-2:] == (4 + extra, 16)
   out = model.apply({"params": params}, latents, t, tokens, method=model.denoise)
-  y = np.broadcast_to(np.linspace(-1, 1, 8)[:, None], (8, 8))
-  grid = np.broadcast_to(np.stack([y, y.T], -1), (B, 8, 8, 2))
+  grid = np.broadcast_to(_coordinate_channels(bands), (B, 8, 8, extra))
   unet = UNet2DConditionModel(**dict(config.unet))
   expected = unet.apply({"params": params["unet"]},
                         jnp.concatenate([latents, jnp.asarray(grid, jnp.float32)], -1), t, tokens)
@@ -478,37 +492,11 @@ def test_latent_coordinates_join_the_unet_input():
   assert out.shape == latents.shape
 
 
-def test_latent_coordinate_bands_match_the_pose_fourier_basis():
-  """K bands add sin / cos of pi 2^k at the pixel centres in [0, 1] (the box corners' units)."""
+def test_latent_coordinate_bands_need_the_coordinates():
   config = _model_config()
-  config.latent_coordinates = True
   config.latent_coordinate_bands = 2
-  config.unet.in_channels = 6
-  with pytest.raises(ValueError, match="out_channels \\+ 10"):
-    jax.eval_shape(NeuralAssetsModel(config).init, jax.random.key(0), jnp.zeros((B, 8, 8, 4)),
-                   jnp.zeros((B,), jnp.int32), _batch(), jnp.zeros((B,), bool))
   config.unet.in_channels = 14
-  model = NeuralAssetsModel(config)
-  latents = jax.random.normal(jax.random.key(1), (B, 8, 8, 4))
-  tokens = jax.random.normal(jax.random.key(2), (B, 4 * (N + 1), CONTEXT))
-  t = jnp.array([10, 500, 900])
-  params = jax.jit(model.init, static_argnames="method")(
-      jax.random.key(0), latents, t, tokens, method=model.denoise)["params"]
-  out = model.apply({"params": params}, latents, t, tokens, method=model.denoise)
-  lin = np.linspace(-1, 1, 8)
-  centre = (np.arange(8) + 0.5) / 8
-  cy, cx = np.meshgrid(centre, centre, indexing="ij")
-  ly, lx = np.meshgrid(lin, lin, indexing="ij")
-  channels = [ly, lx]
-  for fn in (np.sin, np.cos):
-    for c in (cy, cx):
-      channels += [fn(np.pi * c), fn(2 * np.pi * c)]
-  grid = np.broadcast_to(np.stack(channels, -1), (B, 8, 8, 10))
-  unet = UNet2DConditionModel(**dict(config.unet))
-  expected = unet.apply({"params": params["unet"]},
-                        jnp.concatenate([latents, jnp.asarray(grid, jnp.float32)], -1), t, tokens)
-  np.testing.assert_allclose(np.asarray(out), np.asarray(expected), atol=1e-5)
-  config.latent_coordinates = False
+  latents, t = jnp.zeros((B, 8, 8, 4)), jnp.zeros((B,), jnp.int32)
   with pytest.raises(ValueError, match="needs model.latent_coordinates"):
     jax.eval_shape(NeuralAssetsModel(config).init, jax.random.key(0), latents, t, _batch(),
                    jnp.zeros((B,), bool))

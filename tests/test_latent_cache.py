@@ -1,8 +1,4 @@
 """training.latent_cache: the cached latents are the step's own encoding of the pipeline's targets."""
-import os
-import subprocess
-import sys
-
 import jax
 import numpy as np
 import pytest
@@ -15,19 +11,13 @@ from neural_assets.training import mesh as mesh_lib
 from neural_assets.training import sharding as sharding_lib
 from neural_assets.training import train_step as train_step_lib
 from neural_assets.training import trainer
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import video_fixtures
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
   out = tmp_path_factory.mktemp("synthetic")
-  for split, videos, seed in (("train", 5, 0), ("eval", 2, 1)):
-    subprocess.run([sys.executable, "-m", "data_pipelines.synthetic", f"--out_dir={out}",
-                    f"--num_videos={videos}", "--resolution=32", "--num_frames=3",
-                    f"--seed={seed}", f"--split={split}"],
-                   cwd=ROOT, check=True, capture_output=True, timeout=120,
-                   env={**os.environ, "PYTHONPATH": ROOT})
+  video_fixtures.render_synthetic_splits(out, (("train", 5, 0), ("eval", 2, 1)), 32, 3)
   config = smoke.get_config()
   config.data.data_dir = str(out)
   config.training.vae_sample_posterior = False

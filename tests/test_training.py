@@ -17,6 +17,8 @@ import time
 import numpy as np
 import pytest
 
+from tests import video_fixtures
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE_DIR = os.path.join(tempfile.gettempdir(), "neural_assets_test_xla_cache")
 
@@ -50,11 +52,7 @@ def _steps(workdir):
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   out = tmp_path_factory.mktemp("synthetic")
-  for split, videos, seed in (("train", 8, 0), ("eval", 4, 1)):
-    subprocess.run([sys.executable, "-m", "data_pipelines.synthetic", f"--out_dir={out}",
-                    f"--num_videos={videos}", "--resolution=32", "--num_frames=4",
-                    f"--seed={seed}", f"--split={split}"],
-                   cwd=ROOT, env=_env(), check=True, capture_output=True, timeout=120)
+  video_fixtures.render_synthetic_splits(out, (("train", 8, 0), ("eval", 4, 1)), 32, 4, _env())
   return str(out)
 
 

@@ -8,6 +8,9 @@ its own colour (later objects over earlier ones), so pixel content and boxes can
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
@@ -91,3 +94,14 @@ def make_video_record(num_frames: int = 6, height: int = 48, width: int = 64,
       "instance_ids": np.arange(num_objects, dtype=np.int32),
       "category": np.full((num_objects,), -1, np.int32),
   }
+
+
+def render_synthetic_splits(out_dir, splits, resolution: int, num_frames: int, env=None) -> None:
+  """Renders `data_pipelines.synthetic` splits into out_dir: splits = ((name, videos, seed), ...)."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = env or {**os.environ, "PYTHONPATH": root}
+  for split, videos, seed in splits:
+    subprocess.run([sys.executable, "-m", "data_pipelines.synthetic", f"--out_dir={out_dir}",
+                    f"--num_videos={videos}", f"--resolution={resolution}",
+                    f"--num_frames={num_frames}", f"--seed={seed}", f"--split={split}"],
+                   cwd=root, env=env, check=True, capture_output=True, timeout=120)

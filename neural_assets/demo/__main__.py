@@ -54,9 +54,9 @@ _WORKDIR = flags.DEFINE_string("workdir", "./workdir/demo",
                                "Demo directory: data/, train/, report/ go here.")
 _MINUTES = flags.DEFINE_float(
     "minutes", 16.5, "Wall-clock budget of this run for the VAE warm-up and training, in minutes "
-    "(data, evaluation, edits and edit fidelity add ~2.5 min: ~19 in all on 2 idle cores, the "
-    "time the toy model needs to beat copying the source frame at object level too (README, "
-    "learning curve); 12 fits 15 min in all; 0: no training, only "
+    "(data, latent cache, evaluation, edits and edit fidelity add ~3 min: ~20 in all on 2 cores, "
+    "the time the toy model needs to beat copying the source frame at object level too (README, "
+    "learning curve); 12.5 fits 15 min in all; 0: no training, only "
     "evaluate the newest checkpoint and write the report).")
 _NUM_TRAIN_VIDEOS = flags.DEFINE_integer("num_train_videos", None,
                                          "Override config.synthetic.num_train_videos.")
