@@ -129,8 +129,14 @@ def bench_full_step(config, mesh, batch_size: int, steps: int) -> dict:
   return result
 
 
+def _bare_unet_fields(config) -> dict:
+  """The config's UNet as SD has it: the latents in, no extra input channels
+  (`model.latent_coordinates` adds them in front of the UNet, not inside it)."""
+  return dict(config.model.unet, in_channels=config.model.unet.out_channels)
+
+
 def bench_unet_jax(config, batch_size: int, steps: int) -> dict:
-  unet = UNet2DConditionModel(**dict(config.model.unet))
+  unet = UNet2DConditionModel(**_bare_unet_fields(config))
   _, vae = train_step_lib.build_models(config)
   shape = trainer.latent_shape(config, vae, batch_size)
   context = ((config.model.conditioning.max_objects + 1) * 4, config.model.unet.cross_attention_dim)
@@ -176,7 +182,7 @@ def bench_unet_torch(config, batch_size: int, steps: int, latent: list[int]) -> 
   import diffusers  # pylint: disable=g-import-not-at-top
   known = set(inspect.signature(diffusers.UNet2DConditionModel.__init__).parameters)
   fields = {k: (list(v) if isinstance(v, tuple) else v)
-            for k, v in dict(config.model.unet).items() if k in known}
+            for k, v in _bare_unet_fields(config).items() if k in known}
   torch.manual_seed(0)
   unet = diffusers.UNet2DConditionModel(**fields).float().train()
   optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
