@@ -4,7 +4,7 @@
 #   bash demo.sh [WORKDIR] [flags of neural_assets.demo, e.g. --minutes=5]
 #
 # Creates ./.venv if missing, installs this package (once per setup.py change), renders a small
-# synthetic dataset, trains configs/synthetic.py for a bounded time (~20 minutes in all by default; re-running
+# synthetic dataset, trains configs/synthetic.py for a bounded time (~15 minutes in all by default; re-running
 # resumes), evaluates it against the copy-source-frame baseline, runs the edits and writes
 # WORKDIR/report/index.html. WORKDIR defaults to ./workdir/demo in this repository.
 set -euo pipefail

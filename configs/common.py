@@ -62,6 +62,9 @@ def training_config() -> ml_collections.ConfigDict:
       vae_sample_posterior=True,
       # Min-SNR-gamma loss weighting (Hang et al. 2023); 0: plain MSE (the release).
       loss_min_snr_gamma=0.0,
+      # Extra loss weight of the latent pixels inside slotted objects' target boxes (weight
+      # 1 + this there, 1 elsewhere); 0: plain MSE (the release).
+      loss_object_weight=0.0,
       # Encode every training frame with the frozen VAE once, before the first step, and look
       # the targets' latents up instead of encoding them at every step (small datasets only:
       # neural_assets/training/latent_cache.py; needs vae_sample_posterior=False). The cache

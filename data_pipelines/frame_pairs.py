@@ -455,7 +455,7 @@ def prepare_example(record: Mapping[str, Any], source_frame: int, target_frame: 
   source_image = _decode_opened(source, *decode)
   target_image = (source_image if target_frame == source_frame
                   else _decode_opened(open_image(frames[target_frame]), *decode))
-  pair = [source_frame, target_frame]
+  pair = np.array((source_frame, target_frame))
   return {
       "source_image": source_image,
       "target_image": target_image,
@@ -463,10 +463,10 @@ def prepare_example(record: Mapping[str, Any], source_frame: int, target_frame: 
       "source_frame": np.int32(source_frame),
       "target_frame": np.int32(target_frame),
       "_frame_size": (height, width),
-      "_boxes_2d": record["boxes_2d"][pair],
-      "_visible": record["visible"][pair],
+      "_boxes_2d": record["boxes_2d"].take(pair, axis=0),
+      "_visible": record["visible"].take(pair, axis=0),
       "_corners_world": record["box_corners_world"][target_frame],
-      "_world_to_camera": record["world_to_camera"][pair],
+      "_world_to_camera": record["world_to_camera"].take(pair, axis=0),
       "_intrinsics": record["intrinsics"][target_frame],
   }
 

@@ -33,6 +33,8 @@ RULES: tuple[tuple[str, str, Optional[float], Optional[float], bool], ...] = (
     ("training.profile_every_steps", _INT, 0, None, True),
     ("training.profile_num_steps", _INT, 1, None, True),
     ("training.cache_latents_max_bytes", _INT, 1, None, True),
+    ("training.loss_min_snr_gamma", _NUM, 0, None, True),
+    ("training.loss_object_weight", _NUM, 0, None, True),
     ("training.cache_latents_batch_size", _INT, 1, None, True),
     ("checkpoint.every_steps", _INT, 1, None, True),
     ("checkpoint.max_to_keep", _INT, 1, None, True),

@@ -13,4 +13,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # The beam extra too, so that tests/test_beam_convert.py (Beam vs CLI conversion) runs.
 .venv/bin/python -m pip install -q -e ".[test,beam]"
+# glibc malloc with transparent huge pages: XLA CPU steps fault in far fewer pages
+# (neural_assets/demo/malloc_hugepages.py); ignored where glibc or the kernel lacks them.
+export GLIBC_TUNABLES="${GLIBC_TUNABLES:-glibc.malloc.hugetlb=1}"
 .venv/bin/python -m pytest -q -n 2 --durations=15 tests "$@"

@@ -382,6 +382,40 @@ def test_diffusion_loss_math(prediction_type):
   assert float(a) == float(b) and float(a) != float(c)
 
 
+def test_diffusion_loss_object_weight():
+  """Pixels whose centre is inside a slotted target box weigh 1 + w; padding slots weigh 1."""
+  schedule = NoiseSchedule.from_config(_model_config().diffusion)
+  model = _StandInModel()
+  batch = dict(_batch())
+  # Latents 8 x 8: example 0 box rows 0-3, cols 2-7 (pixel centres (i + 0.5) / 8); example 1 a
+  # box in a padding slot (must not count); example 2 two overlapping boxes (counted once).
+  boxes = np.zeros((B, N, 4), np.float32)
+  boxes[0, 0] = [0.0, 0.25, 0.5, 1.0]
+  boxes[1, 0] = [0.0, 0.0, 1.0, 1.0]
+  boxes[2, 0] = [0.5, 0.5, 1.0, 1.0]
+  boxes[2, 1] = [0.5, 0.0, 1.0, 0.75]
+  slot_mask = np.array([[True, False, False], [False, True, True], [True, True, False]])
+  batch.update(target_boxes=jnp.asarray(boxes), slot_mask=jnp.asarray(slot_mask))
+  inside = np.zeros((B, 8, 8), bool)
+  inside[0, :4, 2:] = True
+  inside[2, 4:, :] = True
+  latents = jax.random.normal(jax.random.key(1), (B, 8, 8, 4))
+  noise = jax.random.normal(jax.random.key(2), latents.shape)
+  t = jnp.array([3, 500, 990])
+  drop = jnp.array([False, False, True])
+  params = {"scale": jnp.float32(0.7)}
+  args = (params, model, batch, latents, jax.random.key(4), schedule, 0.1)
+  kwargs = dict(noise=noise, timesteps=t, drop_cond=drop)
+  weighted, _ = diffusion_loss(*args, object_weight=3.0, **kwargs)
+  out = model.apply({"params": params}, schedule.add_noise(latents, noise, t), t, batch, drop)
+  squared = np.asarray((out - noise) ** 2)
+  want = np.mean(squared * (1.0 + 3.0 * inside)[..., None])
+  np.testing.assert_allclose(float(weighted), want, rtol=1e-6)
+  plain, _ = diffusion_loss(*args, **kwargs)
+  np.testing.assert_allclose(float(plain), np.mean(squared), rtol=1e-6)
+  assert float(weighted) > float(plain) * 1.1
+
+
 def _random_params(shapes, key):
   """Random values for a parameter-shape tree, without compiling `init` (slow on CPU)."""
   flat = traverse_util.flatten_dict(shapes)

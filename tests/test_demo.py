@@ -152,3 +152,55 @@ def test_demo_numbers_are_checked_at_parse_time(tmp_path):
   assert "--minutes must be a finite number >= 0" in result.stderr, result.stderr[-2000:]
   assert "Traceback" not in result.stderr
   assert not os.path.exists(tmp_path / "w")
+
+
+def test_conditioning_errors_equal_the_per_variant_definition():
+  """The token-swap errors (buckets in a loop, the 3 token variants as one batch) equal the
+  definition computed one bucket and one variant at a time."""
+  import jax
+  import jax.numpy as jnp
+  from neural_assets.demo import evaluation
+  from neural_assets.diffusion.schedule import NoiseSchedule
+  from neural_assets.models.neural_assets import NeuralAssetsModel
+  from neural_assets.training import train_step as train_step_lib
+
+  config = smoke.get_config()
+  model, vae = train_step_lib.build_models(config)
+  rng = np.random.default_rng(0)
+  size, slots = 3, config.model.conditioning.max_objects
+  corners = rng.uniform(0.1, 0.9, size=(size, slots, 2, 2))
+  batch = dict(
+      source_image=rng.integers(0, 256, (size, 32, 32, 3), dtype=np.uint8),
+      target_image=rng.integers(0, 256, (size, 32, 32, 3), dtype=np.uint8),
+      source_boxes=np.concatenate([corners.min(2), corners.max(2)], -1).astype(np.float32),
+      target_corners=rng.uniform(0, 1, (size, slots, 8, 3)).astype(np.float32),
+      slot_mask=rng.uniform(size=(size, slots)) < 0.7,
+      relative_pose=np.tile(np.eye(4, dtype=np.float32), (size, 1, 1)))
+  batch = {k: jnp.asarray(v) for k, v in batch.items()}
+  latents = jnp.zeros((size, 8, 8, 4))
+  params = jax.jit(model.init)(jax.random.key(0), latents, jnp.zeros((size,), jnp.int32), batch,
+                               jnp.zeros((size,), bool))["params"]
+  vae_params = jax.jit(vae.init)(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))["params"]
+  key = jax.random.key(7)
+  error_fn = evaluation.make_conditioning_error_fn(config, model, vae)
+  got = np.asarray(error_fn(params, vae_params, batch, key))
+
+  schedule = NoiseSchedule.from_config(config.diffusion)
+  edges = error_fn.bucket_edges
+  latents = train_step_lib.encode_latents(vae, vae_params, batch["target_image"], key, False)
+  cond, null = model.apply({"params": params}, batch,
+                           method=NeuralAssetsModel.tokenize_cond_and_null)
+  denoise = jax.jit(lambda x, t, c: model.apply({"params": params}, x, t, c,
+                                                method=NeuralAssetsModel.denoise))
+  want = np.zeros((len(edges) - 1, 3))
+  for i in range(len(edges) - 1):
+    t_key, n_key = jax.random.split(jax.random.fold_in(key, i))
+    t = jax.random.randint(t_key, (size,), int(edges[i]), int(edges[i + 1]), jnp.int32)
+    noise = jax.random.normal(n_key, latents.shape, jnp.float32)
+    noisy = schedule.add_noise(latents, noise, t)
+    target = schedule.training_target(latents, noise, t)
+    for j, tokens in enumerate((cond, jnp.roll(cond, 1, axis=0), null)):
+      want[i, j] = float(jnp.mean(jnp.square(denoise(noisy, t, tokens) - target)))
+  assert got.shape == (4, 3)
+  np.testing.assert_allclose(got, want, rtol=2e-4)
+  assert np.all(got[:, 0] != got[:, 1])  # The swapped tokens change the prediction.

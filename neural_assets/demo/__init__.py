@@ -6,6 +6,8 @@
   evaluation  model vs copy-source baseline vs VAE ceiling; token-swap denoising errors
   edits       every edit type on held-out scenes
   run         `run_demo`: all of it and the report
+  host_devices      one XLA CPU device per core (set before JAX starts)
+  malloc_hugepages  transparent huge pages for malloc (re-executes the process)
   __main__    the command line
 
 The public names are re-exported here.

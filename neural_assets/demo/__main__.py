@@ -42,6 +42,7 @@ from ml_collections import config_flags
 
 from neural_assets import cli_validation
 from neural_assets.demo import host_devices
+from neural_assets.demo import malloc_hugepages
 from neural_assets.demo.run import run_demo
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -53,11 +54,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", "./workdir/demo",
                                "Demo directory: data/, train/, report/ go here.")
 _MINUTES = flags.DEFINE_float(
-    "minutes", 16.5, "Wall-clock budget of this run for the VAE warm-up and training, in minutes "
-    "(data, latent cache, evaluation, edits and edit fidelity add ~3 min: ~20 in all on 2 cores, "
-    "the time the toy model needs to beat copying the source frame at object level too (README, "
-    "learning curve); 12.5 fits 15 min in all; 0: no training, only "
-    "evaluate the newest checkpoint and write the report).")
+    "minutes", 12.0, "Wall-clock budget of this run for the VAE warm-up and training, in minutes "
+    "(data, latent cache, evaluation, edits and edit fidelity add ~3 min: ~15 in all on 2 cores; "
+    "0: no training, only evaluate the newest checkpoint and write the report).")
 _NUM_TRAIN_VIDEOS = flags.DEFINE_integer("num_train_videos", None,
                                          "Override config.synthetic.num_train_videos.")
 _NUM_EVAL_VIDEOS = flags.DEFINE_integer("num_eval_videos", None,
@@ -112,7 +111,9 @@ def main(argv):
   if _MINUTES.value < 0:
     raise app.UsageError(f"--minutes must be >= 0, got {_MINUTES.value}.")
   config = _CONFIG.value
-  host_devices.split_for_config(config)  # Before anything starts JAX's backends.
+  # Both before anything starts JAX's backends; the first may restart this process.
+  malloc_hugepages.reexec_with_hugepages(config.get("demo", {}).get("malloc_hugepages", False))
+  host_devices.split_for_config(config)
   results = run_demo(
       config, _WORKDIR.value, _MINUTES.value,
       data_overrides=dict(num_train_videos=_NUM_TRAIN_VIDEOS.value,

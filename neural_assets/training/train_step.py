@@ -123,6 +123,7 @@ def make_train_step(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
   ema_decay = float(config.optimizer.ema_decay)
   sample_posterior = bool(config.training.vae_sample_posterior)
   min_snr_gamma = float(config.training.get("loss_min_snr_gamma", 0.0))
+  object_weight = float(config.training.get("loss_object_weight", 0.0))
 
   def step(state: TrainState, batch: Mapping[str, jax.Array]):
     key = train_state_lib.step_rng(state)
@@ -136,7 +137,7 @@ def make_train_step(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
     def loss_fn(params):
       return diffusion_loss(params, model, batch, latents, loss_key, schedule, cfg_drop_prob,
                             train=True, rngs={"dropout": dropout_key},
-                            min_snr_gamma=min_snr_gamma)
+                            min_snr_gamma=min_snr_gamma, object_weight=object_weight)
 
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     trainable = _trainable_mask(grads, config)
