@@ -75,8 +75,9 @@ def training_config() -> ml_collections.ConfigDict:
       cache_latents_batch_size=64,
       # Stop with an error after this many consecutive skipped steps (0: never).
       max_consecutive_nonfinite=20,
-      # Wall-clock budget of one run's training loop in seconds (0: none): the loop stops, saves
-      # a checkpoint and returns (evaluation included when due), as on SIGTERM.
+      # Wall-clock budget of one run of train_and_evaluate in seconds, its set-up (models,
+      # restore, latent cache) and compilation included (0: none): the loop stops, saves a
+      # checkpoint and returns (evaluation included when due), as on SIGTERM.
       max_train_seconds=0.0,
       log_every_steps=50,
       image_summary_every_steps=1000,

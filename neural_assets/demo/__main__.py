@@ -10,7 +10,7 @@ Steps (each skipped when its output already exists, so re-running resumes):
      `--vae_minutes` (part of the budget; once per workdir): the paper starts from SD's trained
      VAE, and a random frozen VAE decodes every sample to noise.
   2. WORKDIR/train: `trainer.train_and_evaluate` for the rest of `--minutes` of wall-clock
-     (`config.training.max_train_seconds`; a SIGTERM backstop makes the trainer save and stop if
+     (`config.training.max_train_seconds`, set-up and compilation included; a SIGTERM backstop makes the trainer save and stop if
      it overruns), resuming from the newest checkpoint. A tqdm bar shows time, step and loss.
   3. Evaluation of the newest checkpoint on the eval split with the trainer's `evaluate` (DDIM +
      guidance through the Evaluator, image and object level), and of the copy-source-frame

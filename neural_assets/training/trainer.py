@@ -506,6 +506,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   Returns the final state (on every process).
   """
+  run_start = time.monotonic()  # `training.max_train_seconds` counts from here (set-up too).
   workdir = epath.Path(workdir)
   config_checks.check_config(config)
   check_data_dir(config)
@@ -560,7 +561,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   watcher = checkpointing.PreemptionWatcher().install()
   history, consecutive_nonfinite = [], 0
   logging.info("Training from step %d to %d.", step, train_cfg.num_train_steps)
-  train_start = time.monotonic()
   try:
     while step < train_cfg.num_train_steps:
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
@@ -596,7 +596,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         writer.write_images(step, {"train/source_target_vaerecon_x0": images})
 
       if (train_cfg.max_train_seconds and
-          time.monotonic() - train_start > train_cfg.max_train_seconds):
+          time.monotonic() - run_start > train_cfg.max_train_seconds):
         # Through the watcher, so that all processes stop at the same step.
         watcher.request_stop()
       stop = watcher.should_stop()
