@@ -127,7 +127,6 @@ def main():
   from neural_assets.demo import data as demo_data
   from neural_assets.demo import evaluation as demo_eval
   from neural_assets.demo import host_devices
-  from neural_assets.demo import malloc_hugepages
   from neural_assets.demo import vae_warmup
   from neural_assets.diffusion.ddim import DDIMSampler
   from neural_assets.training import mesh as mesh_lib
@@ -137,9 +136,7 @@ def main():
 
   t_start = time.time()
   config = load_config(args.config, args.set)
-  # As the demo, before anything starts JAX's backends (the first may restart this process).
-  malloc_hugepages.reexec_with_hugepages(config.get("demo", {}).get("malloc_hugepages", False))
-  host_devices.split_for_config(config)
+  host_devices.prepare_process(config)  # May restart this process; before JAX starts.
   workdir = os.path.abspath(args.workdir)
   config.data.data_dir = os.path.join(workdir, "data")
   spec = demo_data.data_spec(config)

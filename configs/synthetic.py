@@ -30,9 +30,10 @@ learned null context, adaptive RoIAlign); what is toy-sized, and why:
 - speed, because examples seen are what the budget buys: the frozen VAE's latents of all 4,096
   training frames are computed once (`training.cache_latents`, ~10 s) instead of at every step,
   and the demo splits the host into one XLA CPU device per core (`demo.cpu_devices`,
-  data-parallel), and malloc gets transparent huge pages (`demo.malloc_hugepages`; XLA's per-step
-  temporaries otherwise fault in ~60k fresh pages per step): ~215 ms per step instead of ~315
-  on 2 cores.
+  data-parallel): ~255 ms per step instead of ~315 on 2 cores; and malloc gets transparent huge
+  pages (`demo.malloc_hugepages`; XLA's per-step temporaries otherwise fault in ~60k fresh pages
+  per step): 244 ms instead of 282 for the step that encodes its targets
+  (`benchmarks/train_step.py`, 2 devices, with and without the tunable).
 
   python -m neural_assets.demo --workdir=/tmp/na_demo            # data, VAE, training, report
   python benchmarks/learning_curve.py --minutes 10                # the curve of this config

@@ -42,7 +42,6 @@ from ml_collections import config_flags
 
 from neural_assets import cli_validation
 from neural_assets.demo import host_devices
-from neural_assets.demo import malloc_hugepages
 from neural_assets.demo.run import run_demo
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -111,9 +110,7 @@ def main(argv):
   if _MINUTES.value < 0:
     raise app.UsageError(f"--minutes must be >= 0, got {_MINUTES.value}.")
   config = _CONFIG.value
-  # Both before anything starts JAX's backends; the first may restart this process.
-  malloc_hugepages.reexec_with_hugepages(config.get("demo", {}).get("malloc_hugepages", False))
-  host_devices.split_for_config(config)
+  host_devices.prepare_process(config)  # May restart this process; before JAX starts.
   results = run_demo(
       config, _WORKDIR.value, _MINUTES.value,
       data_overrides=dict(num_train_videos=_NUM_TRAIN_VIDEOS.value,

@@ -79,3 +79,12 @@ def split_for_config(config) -> int:
   return split_host_devices(
       (config.data.global_batch_size, config.data.eval_global_batch_size,
        demo.get("vae_batch_size", 8)), int(demo.get("cpu_devices", 0)))
+
+
+def prepare_process(config) -> int:
+  """The demo's process set-up, first thing (before anything starts JAX's backends): restart
+  with huge-page malloc when `config.demo.malloc_hugepages` (`malloc_hugepages`), then
+  `split_for_config`; returns the device count."""
+  from neural_assets.demo import malloc_hugepages  # pylint: disable=g-import-not-at-top
+  malloc_hugepages.reexec_with_hugepages(config.get("demo", {}).get("malloc_hugepages", False))
+  return split_for_config(config)
