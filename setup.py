@@ -21,6 +21,8 @@ INSTALL_REQUIRES = [
     "scipy",
     "safetensors>=0.4",
     "pillow",
+    # libpng decoding of 8-bit RGB PNG frames straight into the batch (data_pipelines/frame_pairs).
+    "imagecodecs",
     "matplotlib",
     "tqdm",
 ]

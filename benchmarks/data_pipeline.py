@@ -16,9 +16,10 @@ For each variant, `--repeats` runs, each:
      training loop drops them (a benchmark keeping them all would put every batch on fresh
      memory);
   2. the decode bound: decoding exactly the frames the pipeline used (the two frames of each pair,
-     one when source == target) from memory with the same decoder (`frame_pairs.open_image`,
-     Pillow -> RGB array). Pipeline and bound alternate in chunks of `--chunk_batches` batches so
-     that both see the same machine load;
+     one when source == target) from memory with the same decoder (`frame_pairs.decode_frame`
+     at the frame's size: libpng for the 8-bit RGB PNGs, Pillow for JPEG) into a fresh array.
+     Pipeline and bound alternate in chunks of `--chunk_batches` batches so that both see the
+     same machine load;
   3. a per-pair cost breakdown of the pipeline's stages, timed separately on the same pairs.
 The run with the median ratio is reported (all ratios are listed). Rates are pairs per
 CPU-second of this process (= per core); wall-clock rates are listed for reference (noisy on a
@@ -105,11 +106,13 @@ def _make_data(data_dir: str, args) -> dict[str, str]:
   return links
 
 
-def _bare_decode(data: bytes, jpeg_draft_size=None) -> np.ndarray:
-  """The pipeline's decoder without the resize: Pillow, opened as the pipeline opens frames
-  (`frame_pairs.open_image`), JPEG draft as the pipeline -> RGB array."""
+def _bare_decode(data: bytes, frame_size: tuple[int, int], jpeg_draft_size=None) -> np.ndarray:
+  """The pipeline's decoder without the resize: `frame_pairs.decode_frame` at the frame's own
+  size (PNG: libpng into a fresh array), JPEG: Pillow with the pipeline's draft -> RGB array."""
+  if bytes(data[:4]) == b"\x89PNG":
+    return frame_pairs.decode_frame(data, None, frame_size)
   image = frame_pairs.open_image(data)
-  if jpeg_draft_size is not None and image.format == "JPEG":
+  if jpeg_draft_size is not None:
     image.draft("RGB", jpeg_draft_size)
   if image.mode != "RGB":
     image = image.convert("RGB")
@@ -121,12 +124,6 @@ def _cpu(fn, *args):
   start = time.process_time()
   out = fn(*args)
   return out, time.process_time() - start
-
-
-def _pair_frames(record, source_frame: int, target_frame: int) -> list:
-  """The encoded frames a pair uses (read and checksummed)."""
-  frames = (source_frame,) if source_frame == target_frame else (source_frame, target_frame)
-  return [record["frames"][f] for f in frames]
 
 
 def _faults() -> int:
@@ -170,7 +167,7 @@ def measure(link_dir: str, args) -> dict:
   # the same machine load. Batches are dropped as a training loop drops them (keeping them all
   # would make every batch land on fresh memory).
   pipe, bound = _Meter(), _Meter()
-  used, draft = [], None
+  used, draft, frame_size = [], None, None
   for start in range(0, num_batches, args.chunk_batches):
     chunk = []
     with pipe:
@@ -183,14 +180,16 @@ def measure(link_dir: str, args) -> dict:
     for v, s, t in pairs:
       record = source.read_record(v)
       jobs.extend(bytes(record["frames"][f]) for f in ((s,) if s == t else (s, t)))
+    if frame_size is None:
+      frame_size = frame_pairs.image_size(jobs[0])
     if pair_cfg.jpeg_draft and draft is None:
-      height, width = frame_pairs.image_size(jobs[0])
+      height, width = frame_size
       crop = frame_pairs.center_crop_box(height, width, args.resolution, args.resolution)
       draft = (math.ceil(args.resolution * width / crop[3]),
                math.ceil(args.resolution * height / crop[2]))
     with bound:
       for frame in jobs:
-        _bare_decode(frame, draft)
+        _bare_decode(frame, frame_size, draft)
     used.extend(pairs)
   num = len(used)
   num_frames = sum(1 if s == t else 2 for _, s, t in used)
@@ -201,24 +200,26 @@ def measure(link_dir: str, args) -> dict:
   frame_bytes, read_bytes, record_bytes = 0, 0, 0
   video_sizes = {}
   prepared = []
+  slots = np.empty((2, args.resolution, args.resolution, 3), np.uint8)  # As the batch's slots.
   for v, s, t in used:
     head, cpu = _cpu(source.read_head, v)
     read_cpu += cpu
     record, cpu = _cpu(source.decode, v, head)
     parse_cpu += cpu
-    frames, cpu = _cpu(_pair_frames, record, s, t)
+    frames, cpu = _cpu(frame_pairs.read_pair_frames, record, s, t)
     frames_cpu += cpu
-    example, cpu = _cpu(frame_pairs.prepare_example, record, s, t, v, pair_cfg)
+    example, cpu = _cpu(frame_pairs.prepare_example, record, s, t, v, pair_cfg, slots, frames)
     prepare_cpu += cpu
+    del example["source_image"], example["target_image"]
     prepared.append(example)
     if len(prepared) == args.batch_size:
       objects_cpu += _cpu(frame_pairs.finish_examples, prepared, pair_cfg)[1]
       prepared = []
-    frame_bytes += sum(len(f) for f in frames)
+    frame_bytes += sum(len(f) for f in frames[:1 if s == t else 2])
     if v not in video_sizes:  # The video record + all its frames' images.
       video_sizes[v] = len(head) + sum(len(f) for f in record["frames"])
     record_bytes += video_sizes[v]
-    read_bytes += len(head) + sum(len(f) for f in frames)
+    read_bytes += len(head) + sum(len(f) for f in frames[:1 if s == t else 2])
 
   def ms(seconds):
     return round(1e3 * seconds / num, 3)
@@ -243,9 +244,9 @@ def measure(link_dir: str, args) -> dict:
           "read_frames (2 frame records + CRC32)": ms(frames_cpu),
           "frame_decode (bound)": ms(bound.cpu),
           "prepare_example (minus decode and frame reads)":
-              ms(max(prepare_cpu - bound.cpu - frames_cpu, 0.0)),
+              ms(max(prepare_cpu - bound.cpu, 0.0)),
           "finish_examples (object logic, per batch)": ms(objects_cpu),
-          "grain + batching (rest)": ms(max(pipe.cpu - read_cpu - parse_cpu - prepare_cpu
+          "grain + batching (rest)": ms(max(pipe.cpu - read_cpu - parse_cpu - frames_cpu - prepare_cpu
                                             - objects_cpu, 0.0)),
       },
       "stats": iterator.stats,

@@ -211,9 +211,9 @@ class VideoRecordSource(video_record.VideoRecordReader):
 class BatchBuffers:
   """Reusable [2, B, H, W, 3] uint8 arrays the batch map decodes the images into.
 
-  Each batch's two images per example are copied into the next free array right after
-  decoding (while they are in cache), and the batch's `source_image` / `target_image` are views
-  of it. An array is reused once nothing references it (CPython reference counts: a batch still
+  Each example's two frames are decoded straight into their slots of the next free array
+  (`frame_pairs.prepare_example(out=...)`; frames that need Pillow are copied in right after
+  decoding, while in cache), and the batch's `source_image` / `target_image` are views of it. An array is reused once nothing references it (CPython reference counts: a batch still
   held by the caller, or anything built on its buffer, is never overwritten), which also saves a
   page fault per 4 KiB of every fresh multi-MiB array under glibc's default allocator policy.
   Thread-safe (batches may be prepared by grain's read threads).
@@ -256,10 +256,10 @@ class FramePairBatchMap:
 
   One grain element is one batch (`MapDataset.batch` of video indices, then
   `map_with_index(this)`), so grain's per-element cost is paid once per batch. Per example it
-  reads and decodes the video record, samples the pair, reads and decodes its two frames into
-  `BatchBuffers` (`frame_pairs.prepare_example`); the object logic then runs vectorised over the
-  batch (`frame_pairs.finish_examples`). A corrupt record is replaced by the next video (see
-  the module docstring).
+  reads and decodes the video record, samples the pair and reads its two frame records; then it
+  decodes every example's two frames into `BatchBuffers` (`frame_pairs.prepare_example`); the
+  object logic then runs vectorised over the batch (`frame_pairs.finish_examples`). A corrupt
+  record (or undecodable frame) is replaced by the next video (see the module docstring).
 
   Randomness: training draws from one generator per batch, seeded by (seed, process index,
   batch index), so a batch's content depends neither on the worker or thread count nor on where
@@ -285,9 +285,18 @@ class FramePairBatchMap:
     self._fixed_seed = fixed_seed
     self._buffers = BatchBuffers(batch_size, tuple(cfg.resolution) + (3,))
 
-  def _example(self, key: int, rng) -> dict[str, Any]:
+  def _skip(self, skipped: int, key: int, error: Exception) -> int:
+    """One more corrupt record in a row; raises once there are too many."""
+    skipped += 1
+    if skipped > self._max_skip_retries:
+      raise RuntimeError(f"{skipped} corrupt video records in a row (last: record {key}: "
+                         f"{error}); check the data files.") from error
+    return skipped
+
+  def _read_example(self, key: int, rng, skipped: int = 0) -> tuple:
+    """Reads video `key` (or the next readable one), samples its pair and reads the pair's two
+    frame records: (key, record, source_frame, target_frame, encoded frames, skipped)."""
     cfg = self._cfg
-    skipped = 0
     while True:
       if self._fixed_seed is not None:
         rng = np.random.default_rng([self._fixed_seed, key])
@@ -295,27 +304,34 @@ class FramePairBatchMap:
         record = self._source.read_record(key)
         source_frame, target_frame = frame_pairs.sample_frame_pair(
             len(record["frames"]), cfg.min_gap, cfg.max_gap, cfg.swap_prob, rng)
-        example = frame_pairs.prepare_example(record, source_frame, target_frame, key, cfg)
-        break
+        encoded = frame_pairs.read_pair_frames(record, source_frame, target_frame)
+        return key, record, source_frame, target_frame, encoded, skipped
       except video_record.CorruptRecordError as e:
-        skipped += 1
-        if skipped > self._max_skip_retries:
-          raise RuntimeError(f"{skipped} corrupt video records in a row (last: record {key}: "
-                             f"{e}); check the data files.") from e
+        skipped = self._skip(skipped, key, e)
         key = (key + 1) % len(self._source)
-    example[_SKIPPED_KEY] = skipped
-    return example
 
   def __call__(self, index: int, keys) -> dict[str, np.ndarray]:
     rng = None if self._fixed_seed is not None else np.random.default_rng(
         self._seed + (int(index),))
     num = len(keys)
     images = self._buffers.take()[:, :num]
+    # Two phases: every example's records are read first, then all frames are decoded back to
+    # back (~3% faster per pair than alternating: Python and the decoder each stay in cache).
+    jobs = [self._read_example(int(key), rng) for key in keys]
     examples = []
-    for slot, key in enumerate(keys):
-      example = self._example(int(key), rng)
-      images[0, slot] = example.pop("source_image")
-      images[1, slot] = example.pop("target_image")
+    for slot, job in enumerate(jobs):
+      while True:
+        key, record, source_frame, target_frame, encoded, skipped = job
+        try:
+          example = frame_pairs.prepare_example(
+              record, source_frame, target_frame, key, self._cfg,
+              out=(images[0, slot], images[1, slot]), encoded=encoded)
+          break
+        except video_record.CorruptRecordError as e:  # An undecodable frame: the next video.
+          job = self._read_example((key + 1) % len(self._source), rng,
+                                   self._skip(skipped, key, e))
+      del example["source_image"], example["target_image"]  # Views of `images`.
+      example[_SKIPPED_KEY] = skipped
       examples.append(example)
     batch, counts = frame_pairs.finish_examples(examples, self._cfg)
     batch["source_image"], batch["target_image"] = images[0], images[1]

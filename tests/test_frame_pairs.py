@@ -1,5 +1,12 @@
 """Tests of data_pipelines.frame_pairs on synthetic videos with known geometry."""
+import io
+import struct
+import zlib
+
+import imagecodecs
 import numpy as np
+from PIL import Image
+from PIL import PngImagePlugin
 import pytest
 
 from data_pipelines import frame_pairs as fp
@@ -189,6 +196,91 @@ def test_jpeg_frames_and_draft_decode():
     diff = np.abs(out["target_image"].astype(int) - ref["target_image"].astype(int))
     assert diff.mean() < 6, (draft, diff.mean())
     np.testing.assert_allclose(out["target_corners"], ref["target_corners"])
+
+
+def _png(array, **save_kw) -> bytes:
+  buffer = io.BytesIO()
+  Image.fromarray(array).save(buffer, format="PNG", **save_kw)
+  return buffer.getvalue()
+
+
+def _png_rgb16(array16) -> bytes:
+  """A 16-bit RGB PNG (Pillow cannot write one): IHDR bit depth 16, colour type 2."""
+  def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+  height, width, _ = array16.shape
+  rows = b"".join(b"\x00" + array16[y].astype(">u2").tobytes() for y in range(height))
+  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+          + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def _png_kinds():
+  rng = np.random.default_rng(0)
+  rgb = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
+  gamma = PngImagePlugin.PngInfo()
+  gamma.add(b"gAMA", (45455).to_bytes(4, "big"))
+  return {
+      "rgb": _png(rgb),
+      "rgb_gamma": _png(rgb, pnginfo=gamma),
+      "rgb_transparency": _png(rgb, transparency=(1, 2, 3)),
+      "rgba": _png(np.dstack([rgb, rgb[..., :1]])),
+      "gray": _png(rgb[..., 0]),
+      "palette": _png(np.asarray(Image.fromarray(rgb).convert("P").convert("RGB"))),
+      "rgb16": _png_rgb16(rgb.astype(np.uint16) * 257 + 3),
+  }
+
+
+@pytest.mark.parametrize("kind", sorted(_png_kinds()))
+def test_full_size_png_decode_equals_pillow(kind):
+  """8-bit RGB PNGs take libpng (imagecodecs) straight into `out`; every other kind falls back
+  to Pillow; either way the pixels are Pillow's RGB conversion."""
+  data = _png_kinds()[kind]
+  want = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+  got = fp.decode_frame(memoryview(data), None, (24, 40))
+  np.testing.assert_array_equal(got, want)
+  out = np.full((24, 40, 3), 7, np.uint8)
+  assert fp.decode_frame(data, None, (24, 40), out=out) is out
+  np.testing.assert_array_equal(out, want)
+  # A resize goes through Pillow whatever the kind.
+  resized = fp.decode_frame(data, (0.0, 0.0, 24.0, 40.0), (12, 20), "bilinear")
+  np.testing.assert_array_equal(resized, np.asarray(
+      Image.open(io.BytesIO(data)).convert("RGB").resize((20, 12), Image.BILINEAR)))
+
+
+def test_fast_png_path_is_libpng_for_8bit_rgb(monkeypatch):
+  calls = []
+  decode = imagecodecs.png_decode
+  monkeypatch.setattr(imagecodecs, "png_decode", lambda *a, **k: calls.append(1) or decode(*a, **k))
+  kinds = _png_kinds()
+  fp.decode_frame(kinds["rgb"], None, (24, 40))
+  assert calls == [1]
+  fp.decode_frame(kinds["rgb"], (0.0, 0.0, 24.0, 40.0), (12, 20))  # resized: Pillow
+  fp.decode_frame(kinds["gray"], None, (24, 40))  # not RGB: Pillow
+  assert calls == [1]
+
+
+def test_damaged_png_is_a_corrupt_record_on_the_libpng_path():
+  data = bytearray(_png_kinds()["rgb"])
+  data[len(data) // 2] ^= 0xFF  # Inside IDAT: libpng's CRC / zlib check fails.
+  with pytest.raises(CorruptRecordError, match="cannot be decoded"):
+    fp.decode_frame(bytes(data), None, (24, 40))
+  with pytest.raises(CorruptRecordError):
+    fp.decode_frame(_png_kinds()["rgb"][:-40], None, (24, 40))  # truncated
+
+
+def test_prepare_example_decodes_into_given_slots():
+  record = video_fixtures.make_video_record(num_frames=3, height=32, width=32)
+  cfg = _cfg(resolution=(32, 32))
+  for source, target in ((0, 2), (1, 1)):
+    want = fp.prepare_example(record, source, target, 0, cfg)
+    slots = np.zeros((2, 32, 32, 3), np.uint8)
+    out = (slots[0], slots[1])
+    got = fp.prepare_example(record, source, target, 0, cfg, out=out,
+                             encoded=fp.read_pair_frames(record, source, target))
+    assert got["source_image"] is out[0] and got["target_image"] is out[1]
+    np.testing.assert_array_equal(slots[0], want["source_image"])
+    np.testing.assert_array_equal(slots[1], want["target_image"])
+    assert want["source_image"].any()
 
 
 def test_bad_frames_raise_corrupt_record_error():
