@@ -23,6 +23,8 @@ INSTALL_REQUIRES = [
     "pillow",
     # libpng decoding of 8-bit RGB PNG frames straight into the batch (data_pipelines/frame_pairs).
     "imagecodecs",
+    # zlib's CRC-32 with SIMD for the record checksums (data_pipelines/video_record).
+    "zlib-ng",
     "matplotlib",
     "tqdm",
 ]

@@ -472,47 +472,34 @@ def read_pair_frames(record: Mapping[str, Any], source_frame: int, target_frame:
   return source, (source if target_frame == source_frame else frames[target_frame])
 
 
-def prepare_example(record: Mapping[str, Any], source_frame: int, target_frame: int,
-                    video_index: int, cfg: FramePairConfig,
-                    out: tuple[np.ndarray, np.ndarray] | None = None,
-                    encoded: tuple[Any, Any] | None = None) -> dict[str, Any]:
-  """The per-example half of `make_frame_pair`: decodes the two frames, gathers the objects.
+def open_example(record: Mapping[str, Any], source_frame: int, target_frame: int,
+                 video_index: int, cfg: FramePairConfig,
+                 encoded: tuple[Any, Any] | None = None) -> dict[str, Any]:
+  """The first half of `prepare_example`: everything but the pixels (frames opened, headers
+  parsed; `decode_example` decodes them).
 
   Args:
     record, source_frame, target_frame, video_index, cfg: as `make_frame_pair`.
-    out: optional (source, target) [H, W, 3] uint8 C-contiguous arrays the frames are decoded
-      into (the pipeline passes its batch buffers' slots, saving a copy per frame).
     encoded: the pair's encoded frames if already read (`read_pair_frames`); else read here.
 
   Returns:
-    The example's images (`out` when given) and indices (as in `make_frame_pair`) plus
-    `PREPARED_KEYS`: frame (height, width), the source and target [2, K, 4] boxes and [2, K]
-    visibility, the target [K, 8, 3] world corners, the [2, 4, 4] cameras and the target
-    [3, 3] intrinsics. Batch them with `finish_examples`.
+    The example's indices (as in `make_frame_pair`), `PREPARED_KEYS`: frame (height, width),
+    the source and target [2, K, 4] boxes and [2, K] visibility, the target [K, 8, 3] world
+    corners, the [2, 4, 4] cameras and the target [3, 3] intrinsics; and `_frames`, what
+    `decode_example` needs.
 
   Raises:
-    CorruptRecordError: a frame cannot be decoded, or frames differ in size.
+    CorruptRecordError: a frame is not a PNG / JPEG image.
   """
   source_data, target_data = (encoded if encoded is not None
                               else read_pair_frames(record, source_frame, target_frame))
-  out_h, out_w = cfg.resolution
-  source_out, target_out = out if out is not None else (None, None)
   source = open_image(source_data)
   width, height = source.size
-  decode = (center_crop_box(height, width, out_h, out_w), cfg.resolution, cfg.resize_method,
+  target = None if target_frame == source_frame else open_image(target_data)
+  decode = (center_crop_box(height, width, *cfg.resolution), cfg.resolution, cfg.resize_method,
             cfg.jpeg_draft, (height, width))
-  source_image = _decode_opened(source, source_data, *decode, out=source_out)
-  if target_frame == source_frame:
-    target_image = source_image
-    if target_out is not None:
-      target_out[...] = source_image
-      target_image = target_out
-  else:
-    target_image = _decode_opened(open_image(target_data), target_data, *decode, out=target_out)
   pair = np.array((source_frame, target_frame))
   return {
-      "source_image": source_image,
-      "target_image": target_image,
       "video_index": np.int32(video_index),
       "source_frame": np.int32(source_frame),
       "target_frame": np.int32(target_frame),
@@ -522,7 +509,54 @@ def prepare_example(record: Mapping[str, Any], source_frame: int, target_frame: 
       "_corners_world": record["box_corners_world"][target_frame],
       "_world_to_camera": record["world_to_camera"].take(pair, axis=0),
       "_intrinsics": record["intrinsics"][target_frame],
+      "_frames": ((source, source_data), (target, target_data), decode),
   }
+
+
+def decode_example(opened: Mapping[str, Any],
+                   out: tuple[np.ndarray, np.ndarray] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """The second half of `prepare_example`: the [H, W, 3] uint8 (source, target) images of an
+  `open_example` result, decoded into `out` (two C-contiguous arrays) when given.
+
+  Raises:
+    CorruptRecordError: a frame cannot be decoded, or the frames differ in size.
+  """
+  (source, source_data), (target, target_data), decode = opened["_frames"]
+  source_out, target_out = out if out is not None else (None, None)
+  source_image = _decode_opened(source, source_data, *decode, out=source_out)
+  if target is not None:
+    return source_image, _decode_opened(target, target_data, *decode, out=target_out)
+  if target_out is None:
+    return source_image, source_image
+  target_out[...] = source_image
+  return source_image, target_out
+
+
+def prepare_example(record: Mapping[str, Any], source_frame: int, target_frame: int,
+                    video_index: int, cfg: FramePairConfig,
+                    out: tuple[np.ndarray, np.ndarray] | None = None,
+                    encoded: tuple[Any, Any] | None = None) -> dict[str, Any]:
+  """The per-example half of `make_frame_pair`: decodes the two frames, gathers the objects
+  (`open_example`, then `decode_example`).
+
+  Args:
+    record, source_frame, target_frame, video_index, cfg: as `make_frame_pair`.
+    out: optional (source, target) [H, W, 3] uint8 C-contiguous arrays the frames are decoded
+      into.
+    encoded: the pair's encoded frames if already read (`read_pair_frames`); else read here.
+
+  Returns:
+    `open_example`'s dict (without `_frames`) plus `source_image` and `target_image` (`out` when
+    given). Batch them with `finish_examples`.
+
+  Raises:
+    CorruptRecordError: a frame cannot be decoded, or frames differ in size.
+  """
+  example = open_example(record, source_frame, target_frame, video_index, cfg, encoded)
+  example["source_image"], example["target_image"] = decode_example(example, out)
+  del example["_frames"]
+  return example
 
 
 def finish_examples(prepared, cfg: FramePairConfig):

@@ -38,11 +38,12 @@ import json
 import math
 import os
 import threading
-import zlib
 from collections.abc import Sequence
 from typing import Any, Iterable, Iterator
 
 import numpy as np
+# zlib's CRC-32 (the same values as the standard library's) with SIMD: ~10x faster on records.
+from zlib_ng import zlib_ng
 
 ARRAY_FIELDS = {
     # name: (dtype, shape with symbolic dims)
@@ -110,7 +111,7 @@ _CRC_PREFIX = len(FRAME_MAGIC) + 4
 def encode_frame(image) -> bytes:
   """One frame record: magic, CRC32 of the encoded image, the image bytes."""
   image = bytes(image)
-  return b"".join([FRAME_MAGIC, zlib.crc32(image).to_bytes(4, "little"), image])
+  return b"".join([FRAME_MAGIC, zlib_ng.crc32(image).to_bytes(4, "little"), image])
 
 
 def decode_frame(data) -> memoryview:
@@ -119,7 +120,7 @@ def decode_frame(data) -> memoryview:
   if len(view) < _CRC_PREFIX or view[:len(FRAME_MAGIC)] != FRAME_MAGIC:
     raise CorruptRecordError("Not a frame record (bad magic bytes).")
   image = view[_CRC_PREFIX:]
-  if zlib.crc32(image) != int.from_bytes(view[len(FRAME_MAGIC):_CRC_PREFIX], "little"):
+  if zlib_ng.crc32(image) != int.from_bytes(view[len(FRAME_MAGIC):_CRC_PREFIX], "little"):
     raise CorruptRecordError("Frame fails its checksum (corrupted bytes).")
   return image
 
@@ -139,7 +140,7 @@ def encode_video(record: dict[str, Any], first_frame: int) -> bytes:
   body = b"".join([num_frames.to_bytes(4, "little"), int(first_frame).to_bytes(4, "little"),
                    len(video_id).to_bytes(2, "little"), video_id, header_bytes, *blobs])
   return b"".join([VIDEO_MAGIC, len(header_bytes).to_bytes(4, "little"),
-                   zlib.crc32(body).to_bytes(4, "little"), body])
+                   zlib_ng.crc32(body).to_bytes(4, "little"), body])
 
 
 def encode_records(record: dict[str, Any], position: int) -> list[bytes]:
@@ -175,8 +176,8 @@ def decode_video(data, layouts: dict | None = None, check_values: bool = True
   size = len(head)
   if size < _FIXED_SIZE or head[:len(VIDEO_MAGIC)] != VIDEO_MAGIC:
     raise CorruptRecordError("Not a video record (bad magic bytes).")
-  if zlib.crc32(head[_PREFIX_SIZE:]) != int.from_bytes(head[len(VIDEO_MAGIC) + 4:_PREFIX_SIZE],
-                                                      "little"):
+  stored_crc = int.from_bytes(head[len(VIDEO_MAGIC) + 4:_PREFIX_SIZE], "little")
+  if zlib_ng.crc32(head[_PREFIX_SIZE:]) != stored_crc:
     raise CorruptRecordError("Video record checksum mismatch (corrupted bytes).")
   try:
     header_len = int.from_bytes(head[len(VIDEO_MAGIC):len(VIDEO_MAGIC) + 4], "little")
@@ -200,9 +201,9 @@ def decode_video(data, layouts: dict | None = None, check_values: bool = True
     if size != body_end:
       raise CorruptRecordError(f"Video record is {size} bytes, its header says {body_end} "
                                f"(truncated or padded).")
-    record = {name: np.frombuffer(head, dtype=dtype, count=count,
-                                  offset=header_end + offset).reshape(shape)
-              for name, (dtype, shape, offset, _, count) in layout.items()}
+    # Read-only views of `data` (the size was checked against the layout above).
+    record = {name: np.ndarray(shape, dtype, head, header_end + offset)
+              for name, (dtype, shape, offset, _, _) in layout.items()}
     if check_values:
       _check_finite(head, header_end, layout, record)
     record["video_id"] = bytes(head[_FIXED_SIZE:id_end])
@@ -220,7 +221,7 @@ def encode_index(video_positions: Sequence[int]) -> bytes:
   """The index record (last of a file): the positions of the file's video records."""
   body = json.dumps({"videos": [int(p) for p in video_positions]},
                     separators=(",", ":")).encode()
-  return b"".join([INDEX_MAGIC, zlib.crc32(body).to_bytes(4, "little"), body])
+  return b"".join([INDEX_MAGIC, zlib_ng.crc32(body).to_bytes(4, "little"), body])
 
 
 def decode_index(data) -> list[int]:
@@ -229,7 +230,7 @@ def decode_index(data) -> list[int]:
   if len(view) < _CRC_PREFIX or view[:len(INDEX_MAGIC)] != INDEX_MAGIC:
     raise CorruptRecordError("The last record is not a video-record index (bad magic bytes).")
   body = view[_CRC_PREFIX:]
-  if zlib.crc32(body) != int.from_bytes(view[len(INDEX_MAGIC):_CRC_PREFIX], "little"):
+  if zlib_ng.crc32(body) != int.from_bytes(view[len(INDEX_MAGIC):_CRC_PREFIX], "little"):
     raise CorruptRecordError("Video-record index fails its checksum (corrupted bytes).")
   try:
     return [int(p) for p in json.loads(bytes(body))["videos"]]

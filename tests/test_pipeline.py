@@ -205,6 +205,26 @@ def test_corrupt_records_are_skipped_and_counted(data_dir):
   assert total == sum(_record(i)["instance_ids"].shape[0] for i in indices)
 
 
+def test_frames_that_fail_to_decode_are_replaced_with_their_objects(tmp_path):
+  """A video whose frame headers parse but whose pixels do not decode (truncated PNGs) fails in
+  the decode phase, after the batch's object logic ran: the next video replaces it, images and
+  objects alike. Full-size frames, so the libpng path decodes them."""
+  records = [_record(i) for i in range(4)]
+  records[1] = dict(records[1], frames=[bytes(f)[:-60] for f in records[1]["frames"]])
+  video_record.write_array_record(str(tmp_path / "train-00000.array_record"), records)
+  config = _config(str(tmp_path), resolution=(24, 32), num_epochs=1, shuffle=False)
+  iterator = pipeline.make_train_iterator(config, process_index=0, process_count=1)
+  (batch,) = list(iterator)
+  assert batch["video_index"].tolist() == [0, 2, 2, 3]
+  assert iterator.stats["skipped_records"] == 1
+  cfg = pipeline.frame_pair_config(config)
+  for slot, video in enumerate(batch["video_index"]):
+    want, _ = frame_pairs.make_frame_pair(records[video], int(batch["source_frame"][slot]),
+                                          int(batch["target_frame"][slot]), int(video), cfg)
+    for key, value in want.items():
+      np.testing.assert_array_equal(batch[key][slot], value, err_msg=f"{key} of slot {slot}")
+
+
 def test_eval_iterator_fixed_pairs_without_swap(data_dir):
   config = _config(data_dir, swap_prob=0.5)
   first = list(pipeline.make_eval_iterator(config, process_index=0, process_count=1))
