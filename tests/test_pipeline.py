@@ -100,6 +100,30 @@ def _check_shapes(batch, size=BATCH, res=16):
     assert batch[key].shape == shape and batch[key].dtype == dtype, key
 
 
+def test_video_order_epochs_are_permutations_and_batches_run_across_them():
+  import pickle  # pylint: disable=g-import-not-at-top
+  order = pipeline.VideoOrder(10, 17, batch_size=3, seed=5, shuffle=True, num_epochs=3,
+                              drop_remainder=False)
+  assert len(order) == 7  # 21 positions: 6 full batches and a final one of 3.
+  flat = [k for i in range(len(order)) for k in order(i)]
+  assert [len(order(i)) for i in range(7)] == [3] * 7
+  epochs = [flat[i:i + 7] for i in range(0, 21, 7)]
+  for epoch in epochs:
+    assert sorted(epoch) == list(range(10, 17))
+  assert epochs[0] != epochs[1] != epochs[2]
+  assert pickle.loads(pickle.dumps(order))(4) == order(4) == flat[12:15]  # Crosses epochs 1-2.
+  again = pipeline.VideoOrder(10, 17, 3, 5, True, 3, False)
+  assert [again(i) for i in reversed(range(7))] == [order(i) for i in reversed(range(7))]
+  other = pipeline.VideoOrder(10, 17, 3, 6, True, 3, False)
+  assert [other(i) for i in range(7)] != [order(i) for i in range(7)]
+  plain = pipeline.VideoOrder(0, 5, 2, 5, False, 1, drop_remainder=False)
+  assert [plain(i) for i in range(len(plain))] == [[0, 1], [2, 3], [4]]
+  assert len(pipeline.VideoOrder(0, 5, 2, 5, False, 1, drop_remainder=True)) == 2
+  forever = pipeline.VideoOrder(0, 5, 2, 5, True, None, True)
+  assert len(forever) > 10**15 and sorted(forever(10**12 * 5) + forever(10**12 * 5 + 1)
+                                          + forever(10**12 * 5 + 2)[:1]) == list(range(5))
+
+
 def test_batches_deterministic_given_seed_and_differ_across_seeds(data_dir):
   first = _take(pipeline.make_train_iterator(_config(data_dir)), 4)  # JAX process 0 of 1.
   again = _take(pipeline.make_train_iterator(_config(data_dir), process_index=0,
