@@ -19,7 +19,8 @@ For each variant, `--repeats` runs, each:
      one when source == target) from memory with the same decoder (`frame_pairs.decode_frame`
      at the frame's size: libpng for the 8-bit RGB PNGs, Pillow for JPEG) into a fresh array.
      Pipeline and bound alternate in chunks of `--chunk_batches` batches so that both see the
-     same machine load;
+     same machine load. For reference, Pillow's decode of the same frames is timed too (the
+     decoder the pipeline used before libpng; not the bound);
   3. a per-pair cost breakdown of the pipeline's stages, timed separately on the same pairs.
 The run with the median ratio is reported (all ratios are listed). Rates are pairs per
 CPU-second of this process (= per core); wall-clock rates are listed for reference (noisy on a
@@ -119,6 +120,14 @@ def _bare_decode(data: bytes, frame_size: tuple[int, int], jpeg_draft_size=None)
   return np.asarray(image)
 
 
+def _pillow_decode(data: bytes, jpeg_draft_size=None) -> np.ndarray:
+  """Pillow's decode of a frame to an RGB array (JPEG draft as the pipeline), for reference."""
+  image = frame_pairs.open_image(data)
+  if jpeg_draft_size is not None and image.format == "JPEG":
+    image.draft("RGB", jpeg_draft_size)
+  return np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
+
+
 def _cpu(fn, *args):
   """(fn(*args), CPU seconds of this process it took)."""
   start = time.process_time()
@@ -166,7 +175,7 @@ def measure(link_dir: str, args) -> dict:
   # The pipeline and the bound alternate in chunks of `chunk_batches` batches, so that both see
   # the same machine load. Batches are dropped as a training loop drops them (keeping them all
   # would make every batch land on fresh memory).
-  pipe, bound = _Meter(), _Meter()
+  pipe, bound, pillow = _Meter(), _Meter(), _Meter()
   used, draft, frame_size = [], None, None
   for start in range(0, num_batches, args.chunk_batches):
     chunk = []
@@ -190,6 +199,9 @@ def measure(link_dir: str, args) -> dict:
     with bound:
       for frame in jobs:
         _bare_decode(frame, frame_size, draft)
+    with pillow:  # Reference only: Pillow's decode of the same frames (not the pipeline's path).
+      for frame in jobs:
+        _pillow_decode(frame, draft)
     used.extend(pairs)
   num = len(used)
   num_frames = sum(1 if s == t else 2 for _, s, t in used)
@@ -233,6 +245,7 @@ def measure(link_dir: str, args) -> dict:
       "frames_decoded": num_frames,
       "pipeline_pairs_per_s_per_core": num / pipe.cpu,
       "decode_pairs_per_s_per_core": num / bound.cpu,
+      "pillow_decode_pairs_per_s_per_core": num / pillow.cpu,
       "pipeline_pairs_per_s_wall": num / pipe.wall,
       "decode_pairs_per_s_wall": num / bound.wall,
       "minor_page_faults_per_pair": {"pipeline": round(pipe.faults / num, 1),
@@ -307,7 +320,8 @@ def main(argv=None):
           f"({args.image_format}, {median['mean_encoded_frame_kib']:.0f} KiB/frame): pipeline "
           f"{median['pipeline_pairs_per_s_per_core']:.1f}, decode bound "
           f"{median['decode_pairs_per_s_per_core']:.1f} -> {100 * median['ratio_per_core']:.1f}% "
-          f"of the bound (median of {len(runs)} runs: {median['ratio_per_core_all_runs']}; "
+          f"of the bound (Pillow's decode alone: "
+          f"{median['pillow_decode_pairs_per_s_per_core']:.1f}; median of {len(runs)} runs: {median['ratio_per_core_all_runs']}; "
           f"wall: {median['pipeline_pairs_per_s_wall']:.1f} vs "
           f"{median['decode_pairs_per_s_wall']:.1f})")
     print("    ms/pair: " + ", ".join(f"{k} {v}" for k, v in
