@@ -196,12 +196,14 @@ def measure(link_dir: str, args) -> dict:
       crop = frame_pairs.center_crop_box(height, width, args.resolution, args.resolution)
       draft = (math.ceil(args.resolution * width / crop[3]),
                math.ceil(args.resolution * height / crop[2]))
+    # Reference only, before the bound so that the pipeline's next chunk follows the bound as
+    # without it: Pillow's decode of the same frames (not the pipeline's path).
+    with pillow:
+      for frame in jobs:
+        _pillow_decode(frame, draft)
     with bound:
       for frame in jobs:
         _bare_decode(frame, frame_size, draft)
-    with pillow:  # Reference only: Pillow's decode of the same frames (not the pipeline's path).
-      for frame in jobs:
-        _pillow_decode(frame, draft)
     used.extend(pairs)
   num = len(used)
   num_frames = sum(1 if s == t else 2 for _, s, t in used)

@@ -296,24 +296,40 @@ def _decode_png_rgb8(data, out: np.ndarray | None) -> np.ndarray | None:
     return None
 
 
-def _decode_opened(image: Image.Image, data, crop, out_size, resize_method, jpeg_draft,
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _whole_rgb8_png(image: Image.Image, crop, out_size) -> bool:
+  """The frame is an 8-bit RGB PNG (as Pillow reads its header) needing no crop or resize."""
+  full_w, full_h = image.size
+  out_h, out_w = out_size
+  y0, x0, crop_h, crop_w = crop if crop is not None else (0.0, 0.0, full_h, full_w)
+  return ((full_h, full_w) == (out_h, out_w) and (y0, x0, crop_h, crop_w) == (0, 0, out_h, out_w)
+          and image.format == "PNG" and image.mode == "RGB" and "transparency" not in image.info)
+
+
+def _decode_opened(image: Image.Image | None, data, crop, out_size, resize_method, jpeg_draft,
                    expect_size, out: np.ndarray | None = None) -> np.ndarray:
-  """`decode_frame` of an opened image (`data`: its encoded bytes)."""
+  """`decode_frame` of an opened image (`data`: its encoded bytes). `image` None: not opened yet,
+  a frame of a video whose other frame is an 8-bit RGB PNG of `expect_size` = `out_size`:
+  libpng is tried first and Pillow reads the header only if libpng refuses the frame."""
   out_h, out_w = out_size
   try:
-    full_w, full_h = image.size
-    if expect_size is not None and (full_h, full_w) != tuple(expect_size):
-      raise CorruptRecordError(f"Frame is {full_h}x{full_w}, other frames are "
-                               f"{expect_size[0]}x{expect_size[1]}.")
-    y0, x0, crop_h, crop_w = crop if crop is not None else (0.0, 0.0, full_h, full_w)
-    whole = (full_w, full_h) == (out_w, out_h) and (y0, x0, crop_h, crop_w) == (0, 0, out_h, out_w)
-    if (whole and image.format == "PNG" and image.mode == "RGB"
-        and "transparency" not in image.info):
+    if image is None and bytes(data[:len(_PNG_SIGNATURE)]) != _PNG_SIGNATURE:
+      image = open_image(data)  # Not a PNG (a JPEG, or not an image): Pillow.
+    if image is None or _whole_rgb8_png(image, crop, out_size):
       if out is None:
         out = np.empty((out_h, out_w, 3), np.uint8)
       pixels = _decode_png_rgb8(data, out)
       if pixels is not None:
         return pixels
+      if image is None:
+        image = open_image(data)
+    full_w, full_h = image.size
+    if expect_size is not None and (full_h, full_w) != tuple(expect_size):
+      raise CorruptRecordError(f"Frame is {full_h}x{full_w}, other frames are "
+                               f"{expect_size[0]}x{expect_size[1]}.")
+    y0, x0, crop_h, crop_w = crop if crop is not None else (0.0, 0.0, full_h, full_w)
     if jpeg_draft and image.format == "JPEG":
       # Draft keeps every side >= the requested size, so the decoded crop still covers out_size.
       image.draft("RGB", (math.ceil(out_w * full_w / crop_w), math.ceil(out_h * full_h / crop_h)))
@@ -495,9 +511,11 @@ def open_example(record: Mapping[str, Any], source_frame: int, target_frame: int
                               else read_pair_frames(record, source_frame, target_frame))
   source = open_image(source_data)
   width, height = source.size
-  target = None if target_frame == source_frame else open_image(target_data)
   decode = (center_crop_box(height, width, *cfg.resolution), cfg.resolution, cfg.resize_method,
             cfg.jpeg_draft, (height, width))
+  target = None  # Same frame, or opened at decode time (libpng first: see `_decode_opened`).
+  if target_frame != source_frame and not _whole_rgb8_png(source, decode[0], cfg.resolution):
+    target = open_image(target_data)
   pair = np.array((source_frame, target_frame))
   return {
       "video_index": np.int32(video_index),
@@ -525,7 +543,7 @@ def decode_example(opened: Mapping[str, Any],
   (source, source_data), (target, target_data), decode = opened["_frames"]
   source_out, target_out = out if out is not None else (None, None)
   source_image = _decode_opened(source, source_data, *decode, out=source_out)
-  if target is not None:
+  if opened["source_frame"] != opened["target_frame"]:
     return source_image, _decode_opened(target, target_data, *decode, out=target_out)
   if target_out is None:
     return source_image, source_image

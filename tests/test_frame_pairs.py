@@ -259,6 +259,31 @@ def test_fast_png_path_is_libpng_for_8bit_rgb(monkeypatch):
   assert calls == [1]
 
 
+def test_target_frames_of_another_kind_decode_as_pillow():
+  """With an 8-bit RGB PNG source at the training size, the target frame's header is only read
+  when libpng refuses it: every other kind still decodes as Pillow, and a frame of another size
+  is still a corrupt record."""
+  rng = np.random.default_rng(1)
+  rgb = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
+  jpeg = io.BytesIO()
+  Image.fromarray(rgb).save(jpeg, format="JPEG")
+  kinds = dict(_png_kinds(), jpeg=jpeg.getvalue())
+  cfg = _cfg(resolution=(24, 40))
+  for kind, data in kinds.items():
+    record = video_fixtures.make_video_record(num_frames=2, height=24, width=40)
+    record["frames"][1] = data
+    example = fp.prepare_example(record, 0, 1, 0, cfg)
+    want = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    np.testing.assert_array_equal(example["target_image"], want, err_msg=kind)
+  record = video_fixtures.make_video_record(num_frames=2, height=24, width=40)
+  record["frames"][1] = _png(rgb[:20])
+  with pytest.raises(CorruptRecordError, match="other frames"):
+    fp.prepare_example(record, 0, 1, 0, cfg)
+  record["frames"][1] = b"not an image"
+  with pytest.raises(CorruptRecordError):
+    fp.prepare_example(record, 0, 1, 0, cfg)
+
+
 def test_damaged_png_is_a_corrupt_record_on_the_libpng_path():
   data = bytearray(_png_kinds()["rgb"])
   data[len(data) // 2] ^= 0xFF  # Inside IDAT: libpng's CRC / zlib check fails.
