@@ -261,8 +261,8 @@ def measure(link_dir: str, args) -> dict:
           "prepare_example (minus decode and frame reads)":
               ms(max(prepare_cpu - bound.cpu, 0.0)),
           "finish_examples (object logic, per batch)": ms(objects_cpu),
-          "grain + batching (rest)": ms(max(pipe.cpu - read_cpu - parse_cpu - frames_cpu - prepare_cpu
-                                            - objects_cpu, 0.0)),
+          "grain + batching (rest)": ms(max(pipe.cpu - read_cpu - parse_cpu - frames_cpu
+                                            - prepare_cpu - objects_cpu, 0.0)),
       },
       "stats": iterator.stats,
   }
@@ -323,7 +323,8 @@ def main(argv=None):
           f"{median['pipeline_pairs_per_s_per_core']:.1f}, decode bound "
           f"{median['decode_pairs_per_s_per_core']:.1f} -> {100 * median['ratio_per_core']:.1f}% "
           f"of the bound (Pillow's decode alone: "
-          f"{median['pillow_decode_pairs_per_s_per_core']:.1f}; median of {len(runs)} runs: {median['ratio_per_core_all_runs']}; "
+          f"{median['pillow_decode_pairs_per_s_per_core']:.1f}; median of {len(runs)} runs: "
+          f"{median['ratio_per_core_all_runs']}; "
           f"wall: {median['pipeline_pairs_per_s_wall']:.1f} vs "
           f"{median['decode_pairs_per_s_wall']:.1f})")
     print("    ms/pair: " + ", ".join(f"{k} {v}" for k, v in

@@ -1,9 +1,10 @@
 """Frame-pair sampler: one decoded video record -> one frame-pair training example.
 
-Pure logic (numpy + Pillow / libpng, no grain, no JAX arrays); `data_pipelines.pipeline` wraps it in a
-grain pipeline. `make_frame_pair` = `prepare_example` (per example: the two frames decoded, the
-objects' arrays gathered) + `finish_examples` (the object logic, vectorised over a whole batch:
-the pipeline calls it once per batch). Given a video record (schema in
+Pure logic (numpy + Pillow / libpng, no grain, no JAX arrays); `data_pipelines.pipeline` wraps
+it in a grain pipeline. `make_frame_pair` = `prepare_example` (per example: the two frames
+decoded, the objects' arrays gathered; itself `open_example` + `decode_example`, which the
+pipeline calls in separate phases) + `finish_examples` (the object logic, vectorised over a
+whole batch: the pipeline calls it once per batch). Given a video record (schema in
 `data_pipelines.video_record`) it
 
 1. picks a (source, target) frame pair: gap uniform in [min_gap, min(max_gap, T - 1)] (0 allowed:

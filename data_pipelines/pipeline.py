@@ -322,7 +322,7 @@ class VideoOrder:
 class FramePairBatchMap:
   """(batch index, the batch's video indices) -> a batch of frame-pair examples.
 
-  One grain element is one batch (`MapDataset.batch` of video indices, then
+  One grain element is one batch (the batch's video indices from `VideoOrder`, then
   `map_with_index(this)`), so grain's per-element cost is paid once per batch. Per example it
   reads and decodes the video record, samples the pair, reads its two frame records and parses
   their headers (`frame_pairs.open_example`); the object logic runs vectorised over the batch

@@ -210,8 +210,9 @@ def _png_rgb16(array16) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
   height, width, _ = array16.shape
   rows = b"".join(b"\x00" + array16[y].astype(">u2").tobytes() for y in range(height))
-  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
-          + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+  header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+          + chunk(b"IEND", b""))
 
 
 def _png_kinds():
