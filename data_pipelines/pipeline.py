@@ -382,6 +382,63 @@ class FramePairBatchMap:
         skipped = self._skip(skipped, key, e)
         key = (key + 1) % len(self._source)
 
+  def _open_examples(self, keys, rng) -> list[dict[str, Any]]:
+    """`_open_example` for a batch, one stage at a time over its examples (read the video
+    records, parse them, sample the pairs, read the frame records, parse the frame headers:
+    ~2% faster per pair than example by example). A video record that fails to read or parse
+    is replaced by the next video in place; an example failing at a later stage is redone from
+    the next video by `_open_example` once the stages are through."""
+    cfg, source, num_videos = self._cfg, self._source, len(self._source)
+    keys = [int(key) for key in keys]
+    skipped = [0] * len(keys)
+    heads = [source.read_head(key) for key in keys]
+    records = []
+    for slot, head in enumerate(heads):
+      while True:
+        try:
+          records.append(source.decode(keys[slot], head))
+          break
+        except video_record.CorruptRecordError as e:
+          skipped[slot] = self._skip(skipped[slot], keys[slot], e)
+          keys[slot] = (keys[slot] + 1) % num_videos
+          head = source.read_head(keys[slot])
+    failed = {}  # slot -> the error of a later stage.
+
+    def stage(fn, *inputs):
+      out = []
+      for slot, args in enumerate(zip(*inputs)):
+        if slot in failed:
+          out.append(None)
+          continue
+        try:
+          out.append(fn(slot, *args))
+        except video_record.CorruptRecordError as e:
+          failed[slot] = e
+          out.append(None)
+      return out
+
+    def sample(slot, record):
+      if self._fixed_seed is not None:
+        generator = np.random.default_rng([self._fixed_seed, keys[slot]])
+      else:
+        generator = rng
+      return frame_pairs.sample_frame_pair(len(record["frames"]), cfg.min_gap, cfg.max_gap,
+                                           cfg.swap_prob, generator)
+
+    pairs = stage(sample, records)
+    encoded = stage(lambda _, record, pair: frame_pairs.read_pair_frames(record, *pair),
+                    records, pairs)
+    examples = stage(lambda slot, record, pair, frames: frame_pairs.open_example(
+        record, *pair, keys[slot], cfg, frames), records, pairs, encoded)
+    for slot, example in enumerate(examples):
+      if slot in failed:
+        examples[slot] = self._open_example(
+            (keys[slot] + 1) % num_videos, rng,
+            self._skip(skipped[slot], keys[slot], failed[slot]))
+      else:
+        example[_SKIPPED_KEY] = skipped[slot]
+    return examples
+
   def __call__(self, index: int, keys) -> dict[str, np.ndarray]:
     rng = None if self._fixed_seed is not None else np.random.default_rng(
         self._seed + (int(index),))
@@ -389,7 +446,7 @@ class FramePairBatchMap:
     # Phases: every example's records are read and its frames opened, the object logic runs,
     # then all frames are decoded back to back (~5% faster per pair than example by example:
     # the Python parts and the decoder each stay in cache).
-    examples = [self._open_example(int(key), rng) for key in keys]
+    examples = self._open_examples(keys, rng)
     batch, counts = frame_pairs.finish_examples(examples, self._cfg)
     replaced = False
     for slot in range(len(examples)):

@@ -249,6 +249,22 @@ def test_frames_that_fail_to_decode_are_replaced_with_their_objects(tmp_path):
       np.testing.assert_array_equal(batch[key][slot], value, err_msg=f"{key} of slot {slot}")
 
 
+def test_videos_too_short_for_the_gap_are_skipped(tmp_path):
+  """A record failing at the pair-sampling stage (fewer frames than min_gap needs) is replaced
+  by the next video, in training and in evaluation."""
+  records = [_record(i) for i in range(4)]
+  records[1] = video_fixtures.make_video_record(num_frames=2, height=24, width=32)
+  video_record.write_array_record(str(tmp_path / "train-00000.array_record"), records)
+  video_record.write_array_record(str(tmp_path / "eval-00000.array_record"), records)
+  config = _config(str(tmp_path), min_gap=2, num_epochs=1, shuffle=False)
+  for make in (pipeline.make_train_iterator, pipeline.make_eval_iterator):
+    iterator = make(config, process_index=0, process_count=1)
+    (batch,) = list(iterator)
+    assert batch["video_index"].tolist() == [0, 2, 2, 3], make.__name__
+    assert iterator.stats["skipped_records"] == 1
+    assert np.all(np.abs(batch["target_frame"] - batch["source_frame"]) >= 2)
+
+
 def test_eval_iterator_fixed_pairs_without_swap(data_dir):
   config = _config(data_dir, swap_prob=0.5)
   first = list(pipeline.make_eval_iterator(config, process_index=0, process_count=1))
