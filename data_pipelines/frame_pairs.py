@@ -599,9 +599,9 @@ def finish_examples(prepared, cfg: FramePairConfig):
   """
   num, n = len(prepared), cfg.max_objects
   out_h, out_w = cfg.resolution
-  sizes = [len(p["_corners_world"]) for p in prepared]
+  sizes = np.array([len(p["_corners_world"]) for p in prepared])
   segment = np.repeat(np.arange(num), sizes)  # [M] example of each object
-  starts = np.cumsum([0] + sizes[:-1])  # [B]
+  starts = np.cumsum(sizes) - sizes  # [B]
   frame_sizes = [p["_frame_size"] for p in prepared]
   crops = {size: center_crop_box(*size, out_h, out_w) for size in dict.fromkeys(frame_sizes)}
   # Per example: box scale and offset of the crop, and the crop's intrinsics transform.
@@ -724,7 +724,7 @@ def _box_validity(uvd, corners, cfg: FramePairConfig):
     corners: [M, 8, 3] world corners.
   """
   edges = corners[:, [4, 2, 1]] - corners[:, :1]  # [M, 3, 3]
-  squared = np.einsum("kij,kij->ki", edges, edges)  # [M, 3]; NaN fails both comparisons.
+  squared = (edges * edges).sum(axis=2)  # [M, 3]; NaN fails both comparisons.
   # A sum over finite corners is finite (no overflow at box scales); one NaN / inf poisons it.
   degenerate = ~(((squared > 0) & (squared < np.inf)).all(axis=1)
                  & np.isfinite(uvd.sum(axis=(1, 2))))
