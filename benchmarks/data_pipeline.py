@@ -107,25 +107,20 @@ def _make_data(data_dir: str, args) -> dict[str, str]:
   return links
 
 
-def _bare_decode(data: bytes, frame_size: tuple[int, int], jpeg_draft_size=None) -> np.ndarray:
-  """The pipeline's decoder without the resize: `frame_pairs.decode_frame` at the frame's own
-  size (PNG: libpng into a fresh array), JPEG: Pillow with the pipeline's draft -> RGB array."""
-  if bytes(data[:4]) == b"\x89PNG":
-    return frame_pairs.decode_frame(data, None, frame_size)
-  image = frame_pairs.open_image(data)
-  if jpeg_draft_size is not None:
-    image.draft("RGB", jpeg_draft_size)
-  if image.mode != "RGB":
-    image = image.convert("RGB")
-  return np.asarray(image)
-
-
 def _pillow_decode(data: bytes, jpeg_draft_size=None) -> np.ndarray:
-  """Pillow's decode of a frame to an RGB array (JPEG draft as the pipeline), for reference."""
+  """Pillow's decode of a frame to an RGB array, JPEG draft as the pipeline."""
   image = frame_pairs.open_image(data)
   if jpeg_draft_size is not None and image.format == "JPEG":
     image.draft("RGB", jpeg_draft_size)
   return np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
+
+
+def _bare_decode(data: bytes, frame_size: tuple[int, int], jpeg_draft_size=None) -> np.ndarray:
+  """The pipeline's decoder without the resize: `frame_pairs.decode_frame` at the frame's own
+  size for PNG (libpng into a fresh array), Pillow with the pipeline's draft for JPEG."""
+  if bytes(data[:4]) == b"\x89PNG":
+    return frame_pairs.decode_frame(data, None, frame_size)
+  return _pillow_decode(data, jpeg_draft_size)
 
 
 def _cpu(fn, *args):

@@ -203,7 +203,7 @@ def decode_video(data, layouts: dict | None = None, check_values: bool = True
                                f"(truncated or padded).")
     # Read-only views of `data` (the size was checked against the layout above).
     record = {name: np.ndarray(shape, dtype, head, header_end + offset)
-              for name, (dtype, shape, offset, _, _) in layout.items()}
+              for name, (dtype, shape, offset, _) in layout.items()}
     if check_values:
       _check_finite(head, header_end, layout, record)
     record["video_id"] = bytes(head[_FIXED_SIZE:id_end])
@@ -244,7 +244,7 @@ _FLOAT_FIELDS = [name for name, dtype in _DTYPES.items() if dtype.kind == "f"]
 
 def _array_layout(arrays: dict[str, Any], num_frames: int) -> dict[str, tuple]:
   """Checks the header's array entries against the schema (what `validate` checks of a record,
-  from the header alone); returns {name: (dtype, shape, offset, nbytes, count)} in ARRAY_FIELDS
+  from the header alone); returns {name: (dtype, shape, offset, nbytes)} in ARRAY_FIELDS
   order."""
   if arrays.keys() != ARRAY_FIELDS.keys():
     raise CorruptRecordError(f"Video record has arrays {sorted(arrays)}, want "
@@ -263,14 +263,14 @@ def _array_layout(arrays: dict[str, Any], num_frames: int) -> dict[str, tuple]:
       raise CorruptRecordError(f"Video record field {name} has dtype {dtype_str}, want "
                                f"{dtype.str}.")
     count = math.prod(want)
-    layout[name] = (dtype, tuple(want), int(offset), count * dtype.itemsize, count)
+    layout[name] = (dtype, tuple(want), int(offset), count * dtype.itemsize)
   return layout
 
 
 def _check_finite(buffer, base: int, layout, record):
   """Raises CorruptRecordError if a float array holds NaN / inf (one pass when, as
   `encode_video` lays them out, the float arrays are adjacent and of one dtype)."""
-  floats = [layout[name][:4] for name in _FLOAT_FIELDS]
+  floats = [layout[name] for name in _FLOAT_FIELDS]
   start = min(offset for _, _, offset, _ in floats)
   stop = max(offset + nbytes for _, _, offset, nbytes in floats)
   dtype = floats[0][0]
