@@ -25,6 +25,8 @@ INSTALL_REQUIRES = [
     "imagecodecs",
     # zlib's CRC-32 with SIMD for the record checksums (data_pipelines/video_record).
     "zlib-ng",
+    # The compiled per-batch object logic (data_pipelines/object_logic).
+    "numba",
     "matplotlib",
     "tqdm",
 ]

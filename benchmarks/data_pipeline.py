@@ -6,8 +6,8 @@ Generates its own input: procedural MOVi-E-like videos from `data_pipelines.synt
   * "noisy": the same frames with Gaussian pixel noise (std `--noise_std`), which brings the PNGs
     to ~100-130 KiB, the size of textured / photographic frames such as the real MOVi-E renders.
 The file is presented to grain as >= `--min_records` records (symlinks to it; default 9750, the
-size of MOVi-E's training split), because grain's per-element index shuffle costs more on small
-datasets (~30 us at 1k records, ~14 us at 10k).
+size of MOVi-E's training split), so that the reads and the shuffled order span a dataset of
+that size (file handles, one permutation of 9750 videos per epoch).
 
 For each variant, `--repeats` runs, each:
   1. the full pipeline (`pipeline.make_train_iterator`, shuffle on, worker_count=0, no read-ahead

@@ -1,11 +1,11 @@
 """Frame-pair sampler: one decoded video record -> one frame-pair training example.
 
-Pure logic (numpy + Pillow / libpng, no grain, no JAX arrays); `data_pipelines.pipeline` wraps
-it in a grain pipeline. `make_frame_pair` = `prepare_example` (per example: the two frames
+Pure logic (numpy + Pillow / libpng + numba, no grain, no JAX arrays); `data_pipelines.pipeline`
+wraps it in a grain pipeline. `make_frame_pair` = `prepare_example` (per example: the two frames
 decoded, the objects' arrays gathered; itself `open_example` + `decode_example`, which the
-pipeline calls in separate phases) + `finish_examples` (the object logic, vectorised over a
-whole batch: the pipeline calls it once per batch). Given a video record (schema in
-`data_pipelines.video_record`) it
+pipeline calls in separate phases) + `finish_examples` (the object logic over a whole batch, one
+compiled loop in `data_pipelines.object_logic`: the pipeline calls it once per batch). Given a
+video record (schema in `data_pipelines.video_record`) it
 
 1. picks a (source, target) frame pair: gap uniform in [min_gap, min(max_gap, T - 1)] (0 allowed:
    source == target), start uniform among the frames that fit the gap, then the order is swapped
@@ -58,23 +58,12 @@ import imagecodecs
 import numpy as np
 from PIL import Image
 
+from data_pipelines import object_logic
 from data_pipelines.video_record import CorruptRecordError
 from neural_assets import geometry
 
-# Per-object outcome counters, in the order the rules are applied. "kept" counts objects that got
-# a slot; every other entry counts objects dropped by that rule (first failing rule only).
-OBJECT_COUNT_NAMES = (
-    "kept",
-    "not_visible_source",
-    "not_visible_target",
-    "cropped_out_source",
-    "cropped_out_target",
-    "small_box_source",
-    "small_box_target",
-    *(f"invalid_3d_{s.name.lower()}" for s in geometry.BoxStatus if s != geometry.BoxStatus.OK),
-    "over_max_objects",
-)
-_COUNT_INDEX = {name: i for i, name in enumerate(OBJECT_COUNT_NAMES)}
+# Per-object outcome counters ("kept" and each drop rule, in the order the rules are applied).
+OBJECT_COUNT_NAMES = object_logic.OBJECT_COUNT_NAMES
 
 _RESAMPLING = {
     "area": Image.Resampling.BOX,  # Exact area averaging when downsampling (the release's).
@@ -85,7 +74,6 @@ _RESAMPLING = {
 }
 
 FRAME_FORMATS = ("PNG", "JPEG")  # Pillow format names of the video-record frames.
-_PROJECT_EPS = 1e-6  # geometry.project's default eps.
 
 EXAMPLE_KEYS = ("source_image", "target_image", "source_boxes", "target_boxes", "target_corners",
                 "slot_mask", "appearance_mask", "relative_pose", "video_index", "source_frame",
@@ -366,70 +354,6 @@ def image_size(data: bytes) -> tuple[int, int]:
 # Object selection.
 
 
-# Count index of each `BoxStatus` code when the box is invalid (-1 for OK: no rule fails).
-_REASON_COUNT = np.full(max(int(b) for b in geometry.BoxStatus) + 1, -1, np.int64)
-for _status in geometry.BoxStatus:
-  if _status != geometry.BoxStatus.OK:
-    _REASON_COUNT[int(_status)] = _COUNT_INDEX[f"invalid_3d_{_status.name.lower()}"]
-# The 2D rules, in order, are rows 0-5 of the failure matrix below and count indices 1-6.
-_FIRST_2D_RULE = _COUNT_INDEX["not_visible_source"]
-assert [OBJECT_COUNT_NAMES[_FIRST_2D_RULE + i] for i in range(6)] == [
-    "not_visible_source", "not_visible_target", "cropped_out_source", "cropped_out_target",
-    "small_box_source", "small_box_target"]
-
-
-def _select(visible, boxes, valid_3d, reason_3d, segment, starts, num_examples,
-            cfg: FramePairConfig):
-  """`select_objects` for the objects of several examples at once (flattened).
-
-  Args:
-    visible: [2, M] bool, (source, target) visibility of all M objects.
-    boxes: [2, M, 4] cropped normalised boxes.
-    valid_3d: [M] bool; reason_3d: [M] int `BoxStatus`.
-    segment: [M] example index of each object (non-decreasing); starts: [B] first object of each.
-    num_examples: B.
-    cfg: thresholds.
-
-  Returns:
-    keep: [M] bool, the object gets a slot; slot: [M] its slot (valid where keep);
-    counts: [B, len(OBJECT_COUNT_NAMES)] int32.
-  """
-  sides = boxes[..., 2:] - boxes[..., :2]  # [2, M, 2] height, width
-  shortest = sides.min(axis=-1)  # [2, M]; a rule on "height or width" is a rule on the shorter.
-  # Rows: the 2D rules in OBJECT_COUNT_NAMES order; an object's outcome is its first failing rule.
-  failed = np.empty((6,) + visible.shape[1:], bool)
-  if cfg.keep_all_objects:
-    failed[:] = False  # The release slots every object, seen or not.
-    # Only a degenerate 3D box (no pose to give) drops an object.
-    valid_3d = valid_3d | (reason_3d != int(geometry.BoxStatus.DEGENERATE))
-  else:
-    np.logical_and(cfg.visible_in_both, ~visible[0], out=failed[0])
-    np.logical_not(visible[1], out=failed[1])
-    np.logical_and(visible[0], shortest[0] <= 0, out=failed[2])
-    np.less_equal(shortest[1], 0, out=failed[3])
-    np.logical_and(visible[0], shortest[0] < cfg.min_box_size, out=failed[4])
-    np.less(shortest[1], cfg.min_box_size, out=failed[5])
-  code = np.where(valid_3d | (reason_3d < 0) | (reason_3d >= len(_REASON_COUNT)), 0, reason_3d)
-  outcome = np.where(failed.any(axis=0), failed.argmax(axis=0) + _FIRST_2D_RULE,
-                     _REASON_COUNT[code])
-  candidate = outcome < 0
-  # Per example, largest first (max of the two frames' areas; a source box only counts where
-  # visible); ties keep lower indices first (lexsort is stable). Non-candidates sort last.
-  area = np.maximum(sides[0, :, 0] * sides[0, :, 1] * visible[0], sides[1, :, 0] * sides[1, :, 1])
-  order = np.lexsort((np.where(candidate, -area, np.inf), segment))
-  rank = np.empty(len(order), np.int64)
-  rank[order] = np.arange(len(order)) - starts[segment[order]]
-  keep = candidate & (rank < cfg.max_objects)
-  outcome[candidate] = _COUNT_INDEX["over_max_objects"]
-  outcome[keep] = _COUNT_INDEX["kept"]
-  # Kept objects fill slots 0, 1, ... in object-index order.
-  kept_before = np.cumsum(keep) - keep  # [M] kept objects before each (over the batch)
-  slot = kept_before - kept_before[starts[segment]]
-  counts = np.bincount(segment * len(OBJECT_COUNT_NAMES) + outcome,
-                       minlength=num_examples * len(OBJECT_COUNT_NAMES))
-  return keep, slot, counts.reshape(num_examples, -1).astype(np.int32)
-
-
 def select_objects(visible_src, visible_tgt, boxes_src, boxes_tgt, valid_3d, reason_3d,
                    cfg: FramePairConfig):
   """Chooses the objects that get a slot.
@@ -445,11 +369,16 @@ def select_objects(visible_src, visible_tgt, boxes_src, boxes_tgt, valid_3d, rea
     counts: [len(OBJECT_COUNT_NAMES)] int32, one outcome per object.
   """
   visible = np.stack([visible_src, visible_tgt]).astype(bool)
-  num = visible.shape[1]
-  keep, _, counts = _select(visible, np.stack([boxes_src, boxes_tgt]),
-                            np.asarray(valid_3d, bool), np.asarray(reason_3d),
-                            np.zeros(num, np.int64), np.zeros(1, np.int64), 1, cfg)
-  return np.flatnonzero(keep), counts[0]
+  status = np.where(np.asarray(valid_3d, bool), int(geometry.BoxStatus.OK),
+                    np.asarray(reason_3d, np.int64))
+  if not np.isin(status, [int(s) for s in geometry.BoxStatus]).all():
+    raise ValueError(f"reason_3d holds codes that are not BoxStatus values: {reason_3d}.")
+  boxes = np.stack([boxes_src, boxes_tgt]).astype(np.float64)
+  outcome, slot = object_logic.select(
+      visible, boxes, status, np.array([0, visible.shape[1]]), cfg.max_objects,
+      cfg.keep_all_objects, cfg.visible_in_both, cfg.min_box_size)
+  counts = np.bincount(outcome, minlength=len(OBJECT_COUNT_NAMES)).astype(np.int32)
+  return np.flatnonzero(slot >= 0), counts
 
 
 # ------------------------------------------------------------------------------------------------
@@ -582,8 +511,8 @@ def finish_examples(prepared, cfg: FramePairConfig):
   """The object half of `make_frame_pair`, for a batch of `prepare_example` outputs at once.
 
   Crops the boxes and intrinsics, projects the target 3D boxes, filters and selects the objects
-  and computes the relative poses, vectorised over all objects of the batch (a few dozen numpy
-  calls per batch instead of per example). It computes what `crop_boxes`, `crop_intrinsics`,
+  and computes the relative poses in one compiled loop over all objects of the batch
+  (`object_logic.batch_objects`). It computes what `crop_boxes`, `crop_intrinsics`,
   `geometry.project_box`, `geometry.box_validity`, `select_objects` and
   `geometry.relative_pose` define (the tests check it against them), in float64, cast to
   float32 on output.
@@ -594,75 +523,34 @@ def finish_examples(prepared, cfg: FramePairConfig):
 
   Returns:
     (objects, counts): objects = {source_boxes [B, N, 4], target_boxes [B, N, 4],
-    target_corners [B, N, 8, 3], slot_mask [B, N], relative_pose [B, 4, 4]}; counts =
+    target_corners [B, N, 8, 3], slot_mask [B, N], appearance_mask [B, N], relative_pose
+    [B, 4, 4]} (+ background_mask [B, H, W] with `paint_all_source_objects`); counts =
     [B, len(OBJECT_COUNT_NAMES)] int32 per-object outcome counts.
   """
-  num, n = len(prepared), cfg.max_objects
-  out_h, out_w = cfg.resolution
-  sizes = np.array([len(p["_corners_world"]) for p in prepared])
-  segment = np.repeat(np.arange(num), sizes)  # [M] example of each object
-  starts = np.cumsum(sizes) - sizes  # [B]
-  frame_sizes = [p["_frame_size"] for p in prepared]
-  crops = {size: center_crop_box(*size, out_h, out_w) for size in dict.fromkeys(frame_sizes)}
-  # Per example: box scale and offset of the crop, and the crop's intrinsics transform.
-  scale = [[h / crop[2], w / crop[3]] * 2 for (h, w), crop in crops.items()]
-  offset = [[crop[0] / crop[2], crop[1] / crop[3]] * 2 for crop in crops.values()]
-  affine = [_crop_affine(crop, h, w) for (h, w), crop in crops.items()]
-  if len(crops) == 1:  # One frame size (the usual case): broadcast instead of gathering.
-    scale, offset, affine = np.array(scale[0]), np.array(offset[0]), affine[0]
-  else:
-    which = [list(crops).index(size) for size in frame_sizes]
-    scale, offset = np.array(scale)[which][segment], np.array(offset)[which][segment]
-    affine = np.stack(affine)[which]
-
-  visible = np.concatenate([p["_visible"] for p in prepared], axis=1)  # [2, M]
-  boxes = np.concatenate([p["_boxes_2d"] for p in prepared], axis=1) * scale
-  boxes -= offset
-  np.minimum(np.maximum(boxes, 0.0, out=boxes), 1.0, out=boxes)  # np.clip, without its overhead
-  boxes *= visible[..., None]  # [2, M, 4]
-
-  # Target 3D boxes -> (u, v, depth) in the cropped target cameras: with w2c = [R | t] and the
-  # cropped intrinsics K', (u, v) = (K'[:2] @ (R p + t)) / depth and depth = R[2] @ p + t[2], so
-  # one [3, 4] map per example, rows (K'[:2] @ [R | t], [R | t][2]).
-  w2c = np.array([p["_world_to_camera"] for p in prepared], np.float64)  # [B, 2, 4, 4]
-  intrinsics = affine @ np.array([p["_intrinsics"] for p in prepared], np.float64)  # [B, 3, 3]
-  rigid = w2c[:, 1, :3]  # [B, 3, 4] target camera
-  project = np.concatenate([intrinsics[:, :2] @ rigid, rigid[:, 2:]], axis=1)[segment]  # [M,3,4]
-  corners = np.concatenate([p["_corners_world"] for p in prepared])  # [M, 8, 3]
-  # [M, 3, 8]: (u, v, depth) rows of the 8 corners.
-  uvd = project[:, :, :3] @ np.swapaxes(corners, 1, 2) + project[:, :, 3:]
-  depth = uvd[:, 2:]
-  # As geometry.project: |depth| clamped to eps for the division (such boxes are invalid anyway).
-  uvd[:, :2] /= np.copysign(np.maximum(np.abs(depth), _PROJECT_EPS), depth)
-  valid_3d, reason_3d = _box_validity(uvd, corners, cfg)
-  keep, slot, counts = _select(visible, boxes, valid_3d, reason_3d, segment, starts, num, cfg)
-
-  objects = {"source_boxes": np.zeros((num, n, 4), np.float32),
-             "target_boxes": np.zeros((num, n, 4), np.float32),
-             "target_corners": np.zeros((num, n, 8, 3), np.float32),
-             "slot_mask": np.zeros((num, n), bool),
-             "appearance_mask": np.zeros((num, n), bool)}
-  where = (segment[keep], slot[keep])
-  objects["source_boxes"][where] = boxes[0, keep]
-  objects["target_boxes"][where] = boxes[1, keep]
-  objects["target_corners"][where] = np.swapaxes(uvd[keep], 1, 2)
-  objects["slot_mask"][where] = True
-  # Appearance is read only from a visible, non-empty source box (at least min_box_size): an
-  # empty box would otherwise pool the feature map's border (RoIAlign clamps), not nothing.
-  sides_src = boxes[0, :, 2:] - boxes[0, :, :2]
-  has_appearance = visible[0] & (sides_src.min(axis=-1) > 0)
-  has_appearance &= sides_src.min(axis=-1) >= cfg.min_box_size
-  objects["appearance_mask"][where] = has_appearance[keep]
+  num = len(prepared)
+  sizes = [len(p["_corners_world"]) for p in prepared]
+  starts = np.zeros(num + 1, np.int64)
+  np.cumsum(sizes, out=starts[1:])
+  crops = {}
+  for p in prepared:
+    if p["_frame_size"] not in crops:
+      crops[p["_frame_size"]] = center_crop_box(*p["_frame_size"], *cfg.resolution)
+  frames = np.array([p["_frame_size"] + crops[p["_frame_size"]] for p in prepared], np.float64)
+  boxes_2d = np.concatenate([p["_boxes_2d"] for p in prepared], axis=1, dtype=np.float64)
+  visible = np.concatenate([p["_visible"] for p in prepared], axis=1, dtype=bool)
+  corners = np.concatenate([p["_corners_world"] for p in prepared], dtype=np.float64)
+  cameras = np.array([p["_world_to_camera"] for p in prepared], np.float64)
+  intrinsics = np.array([p["_intrinsics"] for p in prepared], np.float64)
+  (boxes, source_boxes, target_boxes, target_corners, slot_mask, appearance_mask, relative_pose,
+   counts) = object_logic.batch_objects(
+       starts, frames, boxes_2d, visible, corners, cameras, intrinsics, cfg.max_objects, cfg.keep_all_objects, cfg.visible_in_both, cfg.min_box_size,
+       cfg.min_depth, cfg.min_projected_size)
+  objects = {"source_boxes": source_boxes, "target_boxes": target_boxes,
+             "target_corners": target_corners, "slot_mask": slot_mask,
+             "appearance_mask": appearance_mask, "relative_pose": relative_pose}
   if cfg.paint_all_source_objects:
-    objects["background_mask"] = source_objects_mask(boxes[0], visible[0], segment, num,
-                                                     cfg.resolution)
-  # Source camera -> target camera: w2c_tgt @ inv(w2c_src), the inverse of a rigid transform.
-  rotation_t = np.swapaxes(w2c[:, 0, :3, :3], 1, 2)
-  source_to_world = np.zeros((num, 4, 4))
-  source_to_world[:, :3, :3] = rotation_t
-  source_to_world[:, :3, 3] = -(rotation_t @ w2c[:, 0, :3, 3, None])[..., 0]
-  source_to_world[:, 3, 3] = 1.0
-  objects["relative_pose"] = (w2c[:, 1] @ source_to_world).astype(np.float32)
+    objects["background_mask"] = source_objects_mask(
+        boxes[0], visible[0], np.repeat(np.arange(num), sizes), num, cfg.resolution)
   return objects, counts
 
 
@@ -712,37 +600,6 @@ def make_frame_pair(record: Mapping[str, Any], source_frame: int, target_frame: 
   example = {key: prepared[key] for key in EXAMPLE_KEYS if key in prepared}
   example.update({key: value[0] for key, value in objects.items()})
   return example, counts[0]
-
-
-def _box_validity(uvd, corners, cfg: FramePairConfig):
-  """`geometry.box_validity(uvd, cfg.min_depth, cfg.min_projected_size, sizes)` for M boxes,
-  with `sizes` the box extents along its own axes (corner bits x=4, y=2, z=1).
-
-  Args:
-    uvd: [M, 3, 8] projected corners, coordinate-major ((u, v, depth) rows: the reductions over
-      the 8 corners run along contiguous memory).
-    corners: [M, 8, 3] world corners.
-  """
-  edges = corners[:, [4, 2, 1]] - corners[:, :1]  # [M, 3, 3]
-  squared = (edges * edges).sum(axis=2)  # [M, 3]; NaN fails both comparisons.
-  # A sum over finite corners is finite (no overflow at box scales); one NaN / inf poisons it.
-  degenerate = ~(((squared > 0) & (squared < np.inf)).all(axis=1)
-                 & np.isfinite(uvd.sum(axis=(1, 2))))
-  if degenerate.any():
-    uvd = np.where(np.isfinite(uvd), uvd, 0.0)
-  behind = uvd[:, 2].min(axis=1) <= cfg.min_depth
-  low, high = uvd[:, :2].min(axis=2), uvd[:, :2].max(axis=2)  # [M, 2] (u, v)
-  off_screen = np.minimum(high, 1.0 - low).min(axis=1) <= 0  # some side entirely off the image
-  # Not clipped below / above: a box entirely outside [0, 1] gets extent <= 0 either way.
-  extent = (np.minimum(high, 1.0) - np.maximum(low, 0.0)).min(axis=1)
-  too_small = (extent < cfg.min_projected_size) | (extent <= 0)
-  status = geometry.BoxStatus
-  # First failing rule wins: apply the rules from the lowest priority up.
-  reason = np.where(too_small, np.int32(status.TOO_SMALL), np.int32(status.OK))
-  reason[off_screen] = status.OFF_SCREEN
-  reason[behind] = status.BEHIND_CAMERA
-  reason[degenerate] = status.DEGENERATE
-  return reason == int(status.OK), reason
 
 
 def sample_example(record: Mapping[str, Any], video_index: int, rng: np.random.Generator,

@@ -8,7 +8,7 @@
       .map_with_index(FramePairBatchMap)               (one grain element = one batch: per
                              example, read and decode its video record, pick the pair, read its
                              2 frame records (`frame_pairs.open_example`); the object logic
-                             vectorised over the batch (`frame_pairs.finish_examples`); then
+                             compiled, over the batch (`frame_pairs.finish_examples`); then
                              all frames decoded into the batch's image arrays
                              (`frame_pairs.decode_example`))
       .to_iter_dataset(ReadOptions)  [.mp_prefetch(worker_count)]
@@ -325,8 +325,8 @@ class FramePairBatchMap:
   One grain element is one batch (the batch's video indices from `VideoOrder`, then
   `map_with_index(this)`), so grain's per-element cost is paid once per batch. Per example it
   reads and decodes the video record, samples the pair, reads its two frame records and parses
-  their headers (`frame_pairs.open_example`); the object logic runs vectorised over the batch
-  (`frame_pairs.finish_examples`); then every example's two frames are decoded into
+  their headers (`frame_pairs.open_example`); the object logic runs once over the batch
+  (`frame_pairs.finish_examples`, one compiled loop); then every example's two frames are decoded into
   `BatchBuffers` (`frame_pairs.decode_example`). A corrupt record (or undecodable frame) is
   replaced by the next video (see the module docstring).
 

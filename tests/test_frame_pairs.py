@@ -468,3 +468,30 @@ def test_batched_object_logic_equals_per_example():
     for key, value in objects.items():
       np.testing.assert_array_equal(value[i], example[key], err_msg=key)
   assert counts[1].sum() == 0 and not objects["slot_mask"][1].any()
+
+
+def test_select_objects_largest_first_ties_to_lower_index():
+  # Areas 0.04, 0.09, 0.04, 0.09, 0.16 (3D box behind the camera), 0.01 (invisible in source).
+  sides = np.array([0.2, 0.3, 0.2, 0.3, 0.4, 0.1])
+  boxes = np.stack([np.zeros(6), np.zeros(6), sides, sides], -1)
+  visible_src = np.array([True, True, True, True, True, False])
+  status = geometry.BoxStatus
+  reason = np.array([status.OK] * 4 + [status.BEHIND_CAMERA, status.OK], np.int32)
+  valid = reason == status.OK
+  for max_objects, kept in ((2, [1, 3]), (3, [0, 1, 3]), (4, [0, 1, 2, 3])):
+    keep, counts = fp.select_objects(visible_src, np.ones(6, bool), boxes, boxes, valid, reason,
+                                     _cfg(max_objects=max_objects))
+    assert keep.tolist() == kept
+    assert _counts(counts) == dict(
+        {name: 0 for name in fp.OBJECT_COUNT_NAMES}, kept=len(kept),
+        over_max_objects=4 - len(kept), invalid_3d_behind_camera=1, not_visible_source=1)
+  # keep_all_objects: every non-degenerate object, the invisible and the invalid one too.
+  reason[2] = status.DEGENERATE
+  keep, counts = fp.select_objects(visible_src, np.ones(6, bool), boxes, boxes,
+                                   reason == status.OK, reason,
+                                   _cfg(max_objects=6, keep_all_objects=True))
+  assert keep.tolist() == [0, 1, 3, 4, 5]
+  assert _counts(counts)["invalid_3d_degenerate"] == 1 and _counts(counts)["kept"] == 5
+  with pytest.raises(ValueError, match="not BoxStatus"):
+    fp.select_objects(visible_src, np.ones(6, bool), boxes, boxes, np.zeros(6, bool),
+                      np.full(6, 9), _cfg())
