@@ -16,8 +16,9 @@ For each variant, `--repeats` runs, each:
      training loop drops them (a benchmark keeping them all would put every batch on fresh
      memory);
   2. the decode bound: decoding exactly the frames the pipeline used (the two frames of each pair,
-     one when source == target) from memory with the same decoder (`frame_pairs.decode_frame`
-     at the frame's size: libpng for the 8-bit RGB PNGs, Pillow for JPEG) into a fresh array.
+     one when source == target) from memory with the pipeline's decoder called bare: libpng
+     (`imagecodecs.png_decode(data)`, nothing else: no header parse, no wrapper) for PNG,
+     Pillow with the pipeline's draft for JPEG, into a fresh array.
      Pipeline and bound alternate in chunks of `--chunk_batches` batches so that both see the
      same machine load. For reference, Pillow's decode of the same frames is timed too (the
      decoder the pipeline used before libpng; not the bound);
@@ -44,6 +45,7 @@ import sys
 import tempfile
 import time
 
+import imagecodecs
 import ml_collections
 import numpy as np
 from PIL import Image
@@ -115,11 +117,11 @@ def _pillow_decode(data: bytes, jpeg_draft_size=None) -> np.ndarray:
   return np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
 
 
-def _bare_decode(data: bytes, frame_size: tuple[int, int], jpeg_draft_size=None) -> np.ndarray:
-  """The pipeline's decoder without the resize: `frame_pairs.decode_frame` at the frame's own
-  size for PNG (libpng into a fresh array), Pillow with the pipeline's draft for JPEG."""
+def _bare_decode(data: bytes, jpeg_draft_size=None) -> np.ndarray:
+  """The pipeline's decoder, bare and without the resize: libpng alone for PNG (into a fresh
+  array), Pillow with the pipeline's draft for JPEG."""
   if bytes(data[:4]) == b"\x89PNG":
-    return frame_pairs.decode_frame(data, None, frame_size)
+    return imagecodecs.png_decode(data)
   return _pillow_decode(data, jpeg_draft_size)
 
 
@@ -198,7 +200,7 @@ def measure(link_dir: str, args) -> dict:
         _pillow_decode(frame, draft)
     with bound:
       for frame in jobs:
-        _bare_decode(frame, frame_size, draft)
+        _bare_decode(frame, draft)
     used.extend(pairs)
   num = len(used)
   num_frames = sum(1 if s == t else 2 for _, s, t in used)

@@ -52,6 +52,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import struct
 from typing import Any, Mapping
 
 import imagecodecs
@@ -286,6 +287,21 @@ def _decode_png_rgb8(data, out: np.ndarray | None) -> np.ndarray | None:
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# A PNG's signature and header chunk: length (13), type, width, height (big-endian).
+_PNG_HEAD = struct.Struct(f">{len(_PNG_SIGNATURE)}sI4sII")
+
+
+def _png_size(data) -> tuple[int, int] | None:
+  """(height, width) of a PNG from its IHDR chunk; None if `data` does not start like a PNG
+  (Pillow then reads the header and names what is wrong). The chunk's CRC is checked by libpng
+  when the frame is decoded."""
+  if len(data) < _PNG_HEAD.size:
+    return None
+  signature, length, kind, width, height = _PNG_HEAD.unpack_from(data)
+  if (signature != _PNG_SIGNATURE or length != 13 or kind != b"IHDR" or not 0 < width < 2**31
+      or not 0 < height < 2**31):
+    return None
+  return height, width
 
 
 def _whole_rgb8_png(image: Image.Image, crop, out_size) -> bool:
@@ -300,8 +316,9 @@ def _whole_rgb8_png(image: Image.Image, crop, out_size) -> bool:
 def _decode_opened(image: Image.Image | None, data, crop, out_size, resize_method, jpeg_draft,
                    expect_size, out: np.ndarray | None = None) -> np.ndarray:
   """`decode_frame` of an opened image (`data`: its encoded bytes). `image` None: not opened yet,
-  a frame of a video whose other frame is an 8-bit RGB PNG of `expect_size` = `out_size`:
-  libpng is tried first and Pillow reads the header only if libpng refuses the frame."""
+  a frame of a video whose frames are PNGs of `expect_size` = `out_size` (as the source frame's
+  IHDR says; the crop is then the whole frame): libpng is tried first and Pillow reads the
+  header only if libpng refuses the frame (another kind of PNG, another size, not a PNG)."""
   out_h, out_w = out_size
   try:
     if image is None and bytes(data[:len(_PNG_SIGNATURE)]) != _PNG_SIGNATURE:
@@ -439,12 +456,19 @@ def open_example(record: Mapping[str, Any], source_frame: int, target_frame: int
   """
   source_data, target_data = (encoded if encoded is not None
                               else read_pair_frames(record, source_frame, target_frame))
-  source = open_image(source_data)
-  width, height = source.size
+  # A PNG at the training size is sized from its IHDR chunk and decoded by libpng first (Pillow
+  # only if libpng refuses it); other frames are opened by Pillow (they need a crop / resize).
+  size = _png_size(source_data)
+  if size is not None and size == tuple(cfg.resolution):
+    source, (height, width) = None, size
+  else:
+    source = open_image(source_data)
+    width, height = source.size
   decode = (center_crop_box(height, width, *cfg.resolution), cfg.resolution, cfg.resize_method,
             cfg.jpeg_draft, (height, width))
   target = None  # Same frame, or opened at decode time (libpng first: see `_decode_opened`).
-  if target_frame != source_frame and not _whole_rgb8_png(source, decode[0], cfg.resolution):
+  if (target_frame != source_frame and source is not None
+      and not _whole_rgb8_png(source, decode[0], cfg.resolution)):
     target = open_image(target_data)
   pair = np.array((source_frame, target_frame))
   return {

@@ -260,10 +260,10 @@ def test_fast_png_path_is_libpng_for_8bit_rgb(monkeypatch):
   assert calls == [1]
 
 
-def test_target_frames_of_another_kind_decode_as_pillow():
-  """With an 8-bit RGB PNG source at the training size, the target frame's header is only read
-  when libpng refuses it: every other kind still decodes as Pillow, and a frame of another size
-  is still a corrupt record."""
+def test_frames_of_another_kind_decode_as_pillow(monkeypatch):
+  """PNG frames at the training size are sized from their IHDR and go to libpng first; Pillow
+  reads a header only when libpng refuses the frame: every other kind, as source or target,
+  still decodes as Pillow, and a frame of another size is still a corrupt record."""
   rng = np.random.default_rng(1)
   rgb = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
   jpeg = io.BytesIO()
@@ -273,9 +273,25 @@ def test_target_frames_of_another_kind_decode_as_pillow():
   for kind, data in kinds.items():
     record = video_fixtures.make_video_record(num_frames=2, height=24, width=40)
     record["frames"][1] = data
-    example = fp.prepare_example(record, 0, 1, 0, cfg)
     want = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    np.testing.assert_array_equal(example["target_image"], want, err_msg=kind)
+    for source, target in ((0, 1), (1, 0), (1, 1)):
+      example = fp.prepare_example(record, source, target, 0, cfg)
+      images = {source: example["source_image"], target: example["target_image"]}
+      np.testing.assert_array_equal(images[1], want, err_msg=f"{kind} {source} {target}")
+      assert example["_frame_size"] == (24, 40)
+  opened = []
+  open_image = fp.open_image
+  monkeypatch.setattr(fp, "open_image", lambda data: opened.append(1) or open_image(data))
+  record = video_fixtures.make_video_record(num_frames=2, height=24, width=40)
+  fp.prepare_example(record, 0, 1, 0, cfg)
+  assert not opened  # 8-bit RGB PNGs at the training size: no Pillow at all.
+  monkeypatch.undo()
+  for bad_size in (0, 2**31):  # An IHDR no PNG can have: Pillow names the error.
+    bad = bytearray(_png(rgb))
+    bad[16:20] = bad_size.to_bytes(4, "big")
+    record["frames"][1] = bytes(bad)
+    with pytest.raises(CorruptRecordError):
+      fp.prepare_example(record, 1, 0, 0, cfg)
   record = video_fixtures.make_video_record(num_frames=2, height=24, width=40)
   record["frames"][1] = _png(rgb[:20])
   with pytest.raises(CorruptRecordError, match="other frames"):
