@@ -553,8 +553,6 @@ def finish_examples(prepared, cfg: FramePairConfig):
   """
   num = len(prepared)
   sizes = [len(p["_corners_world"]) for p in prepared]
-  starts = np.zeros(num + 1, np.int64)
-  np.cumsum(sizes, out=starts[1:])
   crops = {}
   for p in prepared:
     if p["_frame_size"] not in crops:
@@ -567,7 +565,7 @@ def finish_examples(prepared, cfg: FramePairConfig):
   intrinsics = np.array([p["_intrinsics"] for p in prepared], np.float64)
   (boxes, source_boxes, target_boxes, target_corners, slot_mask, appearance_mask, relative_pose,
    counts) = object_logic.batch_objects(
-       starts, frames, boxes_2d, visible, corners, cameras, intrinsics, cfg.max_objects, cfg.keep_all_objects, cfg.visible_in_both, cfg.min_box_size,
+       np.array(sizes, np.int64), frames, boxes_2d, visible, corners, cameras, intrinsics, cfg.max_objects, cfg.keep_all_objects, cfg.visible_in_both, cfg.min_box_size,
        cfg.min_depth, cfg.min_projected_size)
   objects = {"source_boxes": source_boxes, "target_boxes": target_boxes,
              "target_corners": target_corners, "slot_mask": slot_mask,

@@ -155,14 +155,14 @@ def select(visible, boxes, status, starts, max_objects, keep_all_objects, visibl
 
 
 @numba.njit(cache=True)
-def batch_objects(starts, frames, boxes_2d, visible, corners, world_to_camera, intrinsics,
+def batch_objects(sizes, frames, boxes_2d, visible, corners, world_to_camera, intrinsics,
                   max_objects, keep_all_objects, visible_in_both, min_box_size, min_depth,
                   min_projected_size):
   """Crops the boxes, projects the target 3D boxes, validates and selects the objects of a batch
   and computes the relative camera poses.
 
   Args:
-    starts: [B + 1] int64, the objects of example b are starts[b]:starts[b + 1] (M in all).
+    sizes: [B] int64 objects per example; example b's objects follow example b - 1's (M in all).
     frames: [B, 6] float64 per example: frame height, width and its centre crop (y0, x0, crop
       height, crop width) in pixels (`frame_pairs.center_crop_box`).
     boxes_2d: [2, M, 4] float64 (source, target) normalised boxes of the full frame.
@@ -178,7 +178,9 @@ def batch_objects(starts, frames, boxes_2d, visible, corners, world_to_camera, i
     slot_mask, appearance_mask: [B, N] bool; relative_pose: [B, 4, 4] float32;
     counts: [B, len(OBJECT_COUNT_NAMES)] int32.
   """
-  num_examples, num = starts.shape[0] - 1, corners.shape[0]
+  num_examples, num = sizes.shape[0], corners.shape[0]
+  starts = np.zeros(num_examples + 1, np.int64)
+  starts[1:] = np.cumsum(sizes)
   boxes = np.empty((2, num, 4))
   status = np.empty(num, np.int64)
   uvd = np.empty((num, 8, 3))
