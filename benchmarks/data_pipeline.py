@@ -302,6 +302,8 @@ def main(argv=None):
       "num_videos": args.num_videos,
       "num_frames": args.num_frames,
       "records_presented": -(-args.min_records // args.num_videos) * args.num_videos,
+      "decode_bound": ("libpng alone: imagecodecs.png_decode(data)" if args.image_format == "png"
+                       else "Pillow, with the pipeline's JPEG draft"),
       "record_format": _format_tag(args.options),
       "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus "
                  "(shared; per-core rates use this process's CPU time)",

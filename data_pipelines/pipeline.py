@@ -20,9 +20,10 @@ frame pair reads exactly 3 records (the video record and its 2 frames).
 
 Throughput (benchmarks/data_pipeline.py, per CPU core, 256x256 PNG frames, batch 8; see the
 README for the figures and the machine load): one grain element per batch (not per example)
-pays grain's per-element cost once per batch; 8-bit RGB PNG frames at the training size are
-decoded by libpng straight into the batch; what remains beyond the bare decode rate is the 3
-record reads, the video-record parse, Pillow's header parse and the object logic.
+pays grain's per-element cost once per batch; PNG frames at the training size are sized from
+their IHDR chunk and decoded by libpng straight into the batch; what remains beyond the bare
+decode rate is the 3 record reads, the video-record parse, writing the pixels into the batch,
+the object logic (compiled) and grain.
 
 Determinism: the batches are a function of (files, config.data, process layout): batch k holds
 the videos of positions [kB, (k+1)B) of the shuffled order and draws its pairs from a generator
