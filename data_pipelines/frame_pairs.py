@@ -565,8 +565,9 @@ def finish_examples(prepared, cfg: FramePairConfig):
   intrinsics = np.array([p["_intrinsics"] for p in prepared], np.float64)
   (boxes, source_boxes, target_boxes, target_corners, slot_mask, appearance_mask, relative_pose,
    counts) = object_logic.batch_objects(
-       np.array(sizes, np.int64), frames, boxes_2d, visible, corners, cameras, intrinsics, cfg.max_objects, cfg.keep_all_objects, cfg.visible_in_both, cfg.min_box_size,
-       cfg.min_depth, cfg.min_projected_size)
+       np.array(sizes, np.int64), frames, boxes_2d, visible, corners, cameras, intrinsics,
+       cfg.max_objects, cfg.keep_all_objects, cfg.visible_in_both, cfg.min_box_size,
+       cfg.min_depth, cfg.min_projected_size, geometry.PROJECT_EPS)
   objects = {"source_boxes": source_boxes, "target_boxes": target_boxes,
              "target_corners": target_corners, "slot_mask": slot_mask,
              "appearance_mask": appearance_mask, "relative_pose": relative_pose}

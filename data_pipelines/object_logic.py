@@ -50,9 +50,6 @@ if ([(s.name, int(s)) for s in geometry.BoxStatus]
     != tuple(f"invalid_3d_{s.name.lower()}" for s in geometry.BoxStatus if s)):
   raise ImportError("object_logic's codes disagree with geometry.BoxStatus: update both.")
 
-PROJECT_EPS = 1e-6  # geometry.project's default eps: |depth| is clamped to it for the division.
-
-
 @numba.njit(cache=True)
 def box_status(uvd, corners, min_depth, min_projected_size):
   """`geometry.box_validity` of one box: its `BoxStatus` code.
@@ -157,7 +154,7 @@ def select(visible, boxes, status, starts, max_objects, keep_all_objects, visibl
 @numba.njit(cache=True)
 def batch_objects(sizes, frames, boxes_2d, visible, corners, world_to_camera, intrinsics,
                   max_objects, keep_all_objects, visible_in_both, min_box_size, min_depth,
-                  min_projected_size):
+                  min_projected_size, project_eps):
   """Crops the boxes, projects the target 3D boxes, validates and selects the objects of a batch
   and computes the relative camera poses.
 
@@ -171,6 +168,8 @@ def batch_objects(sizes, frames, boxes_2d, visible, corners, world_to_camera, in
     world_to_camera: [B, 2, 4, 4] float64 (source, target) cameras.
     intrinsics: [B, 3, 3] float64 normalised target intrinsics of the full frame.
     max_objects .. min_projected_size: `FramePairConfig`'s.
+    project_eps: smallest |depth| in the projection's division (`geometry.PROJECT_EPS`; an
+      argument, not a global, so that numba's cache of this file never holds a stale value).
 
   Returns:
     boxes: [2, M, 4] float64 cropped boxes (zeros where not visible);
@@ -213,7 +212,7 @@ def batch_objects(sizes, frames, boxes_2d, visible, corners, world_to_camera, in
           uvd[m, j, r] = (project[r, 0] * corners[m, j, 0] + project[r, 1] * corners[m, j, 1]
                           + project[r, 2] * corners[m, j, 2]) + project[r, 3]
         depth = uvd[m, j, 2]
-        divisor = np.copysign(max(abs(depth), PROJECT_EPS), depth)
+        divisor = np.copysign(max(abs(depth), project_eps), depth)
         uvd[m, j, 0] /= divisor
         uvd[m, j, 1] /= divisor
       status[m] = box_status(uvd[m], corners[m], min_depth, min_projected_size)

@@ -38,11 +38,12 @@ and the record: ArrayRecord's chunk hash or our CRC32 failed, bad schema, an und
 or a video too short for `min_gap`) is skipped (and logged, the first times): the element is
 built from the next video instead (video_index says which was used), up to `max_skip_retries`
 in a row. A data file that cannot be opened (truncated, not video records) stops iterator
-creation with `video_record.DataFileError` naming it. Shapes and batch sizes never change. Each element carries how many
-records it skipped and its per-object filter outcomes; `FramePairIterator` pops both from every
-batch and sums them, so `iterator.stats` is exact over everything this host consumed (whatever
-the worker count: the counts travel with the data through the worker processes) and is saved and
-restored with the iterator state. Sum `stats` over hosts for a global figure.
+creation with `video_record.DataFileError` naming it. Shapes and batch sizes never change.
+Each element carries how many records it skipped and its per-object filter outcomes;
+`FramePairIterator` pops both from every batch and sums them, so `iterator.stats` is exact over
+everything this host consumed (whatever the worker count: the counts travel with the data through
+the worker processes) and is saved and restored with the iterator state. Sum `stats` over hosts for
+a global figure.
 
 Config (`config.data`, an ml_collections ConfigDict; `default_data_config()` holds the defaults):
   data_dir            directory (or gs:// path) holding the ArrayRecord files.
@@ -366,14 +367,15 @@ class FramePairBatchMap:
   `map_with_index(this)`), so grain's per-element cost is paid once per batch. Per example it
   reads and decodes the video record, samples the pair, reads its two frame records and parses
   their headers (`frame_pairs.open_example`); the object logic runs once over the batch
-  (`frame_pairs.finish_examples`, one compiled loop); then every example's two frames are decoded into
-  `BatchBuffers` (`frame_pairs.decode_example`). A corrupt record (or undecodable frame) is
-  replaced by the next video (see the module docstring).
+  (`frame_pairs.finish_examples`, one compiled loop); then every example's two frames are
+  decoded into `BatchBuffers` (`frame_pairs.decode_example`). A corrupt record (or
+  undecodable frame) is replaced by the next video (see the module docstring).
 
   Randomness: training draws from one generator per batch (`BatchGenerators`: a Philox stream
   keyed by (seed, process index) at the batch index's counter), so a batch's content depends
-  neither on the worker or thread count nor on where a run was resumed. Evaluation (`fixed_seed` set) seeds each example by (fixed_seed, video
-  index): a video always gets the same pair.
+  neither on the worker or thread count nor on where a run was resumed. Evaluation
+  (`fixed_seed` set) seeds each example by (fixed_seed, video index): a video always gets the
+  same pair.
 
   Args:
     source: the VideoRecordSource.

@@ -339,7 +339,10 @@ def box_corners(center, size, rotation):
   return xp.einsum("...ij,...kj->...ki", rotation, local) + center[..., None, :]
 
 
-def project(points_cam, intrinsics, eps=1e-6):
+PROJECT_EPS = 1e-6  # `project`'s default smallest |depth| in the division.
+
+
+def project(points_cam, intrinsics, eps=PROJECT_EPS):
   """Pinhole projection of camera-frame points (OpenCV frame).
 
   Points at (or behind) the camera plane get a finite but meaningless (u, v) (the depth is
