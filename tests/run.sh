@@ -13,6 +13,10 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # The beam extra too, so that tests/test_beam_convert.py (Beam vs CLI conversion) runs.
 .venv/bin/python -m pip install -q -e ".[test,beam]"
+# The PyTorch LPIPS reference of tests/test_lpips.py (its v0.1 linear layers and code). Without
+# its dependencies: it asks for torchvision, which would replace the pinned CPU torch with a CUDA
+# build; the test hands it the trunk instead.
+.venv/bin/python -m pip install -q --no-deps lpips==0.1.4
 # glibc malloc with transparent huge pages: XLA CPU steps fault in far fewer pages
 # (neural_assets/demo/malloc_hugepages.py); ignored where glibc or the kernel lacks them.
 export GLIBC_TUNABLES="${GLIBC_TUNABLES:-glibc.malloc.hugetlb=1}"
