@@ -2,9 +2,13 @@
 
 Each video: a textured ground plane (z = 0, world z up as in Kubric), K objects of different
 shapes (box, sphere, cylinder; non-uniform sizes make cuboids, ellipsoids and discs), colours and
-textures (solid, checker, stripes); resting objects slide and spin about +z, "dynamic" objects
-float and tumble about random axes; the camera moves on a straight line while looking at a point
-near the origin (as in MOVi-E). Every pixel ray is intersected analytically with every primitive
+textures (solid, checker, stripes, or a marked front); resting objects slide and spin about +z,
+"dynamic" objects float and tumble about random axes; the camera moves on a straight line while
+looking at a point near the origin (as in MOVi-E). The 3D-motion knobs (off by default; the toy
+3D world of configs/synthetic_3d.py turns them on) elongate objects along their marked axis,
+vary sizes across objects, set a minimum spin, slide objects towards / away from the camera and
+dolly the camera between two distances, so that orientation, size and depth change visibly
+within a video. Every pixel ray is intersected analytically with every primitive
 (in the primitive's unit space), shaded with a directional light plus ambient, and the renderer
 also returns the distance to the camera centre (Kubric's `depth`), the instance ids, world normals
 and object coordinates.
@@ -37,7 +41,10 @@ from neural_assets import cli_validation
 from neural_assets import geometry
 
 SHAPES = ("box", "sphere", "cylinder")
-PATTERNS = ("solid", "checker", "stripes")
+# "front": a marked face. The object's front end (own +x beyond `front_fraction` of its
+# half-extent) has the second colour, set to the first one's far corner of the RGB cube: the
+# object's heading is visible from any view, so a yaw changes its pixels even for a round shape.
+PATTERNS = ("solid", "checker", "stripes", "front")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,10 +77,21 @@ class SceneConfig:
   far: float = 100.0  # depth of rays that hit nothing (sky).
   min_separation: float = 0.2  # gap between spawned object footprints.
   # Variety knobs (the defaults keep the MOVi-E-like mix; the demo's toy config simplifies):
-  patterns: tuple[str, ...] = PATTERNS  # object textures drawn from these.
+  patterns: tuple[str, ...] = ("solid", "checker", "stripes")  # object textures drawn from these.
   ground_pattern: str = "checker"  # "checker" (two colours) or "solid" (one colour).
   still_prob: float = 0.4  # chance that a resting object does not slide.
   min_color: float = 0.1  # object colour channels are uniform in [min_color, 1].
+  # 3D-motion knobs (configs/synthetic_3d.py; the defaults are off and draw nothing, so the
+  # default stream of scenes is unchanged):
+  front_fraction: float = 0.4  # "front" pattern: marked where own x > this * half-extent.
+  aspect_range: tuple[float, float] = (1.0, 1.0)  # own x extent times U(range): elongation.
+  scale_range: tuple[float, float] = (1.0, 1.0)  # per-object size factor, log-uniform.
+  min_spin: float = 0.0  # spin speeds are +-U(min_spin, max_spin) per frame.
+  depth_speed: float = 0.0  # resting objects also slide +-U(0, this) per frame towards the camera.
+  # Camera dolly: (near, far) distances to the look-at point; the camera starts at one and ends
+  # at the other (approach or recede, chance 1/2), apparent sizes changing by ~far / near.
+  # None: `camera_distance` for the whole video.
+  dolly_distance: tuple[float, float] | None = None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -101,6 +119,11 @@ def sample_scene(rng: np.random.Generator, config: SceneConfig) -> dict[str, Any
   sizes[round_sphere] = sizes[round_sphere, :1]
   cylinders = shapes == SHAPES.index("cylinder")
   sizes[cylinders, 1] = sizes[cylinders, 0]  # circular cross-section.
+  # The 3D knobs' draws come from their own stream (`_motion_rng`): with the knobs off (their
+  # defaults: factors 1, speed 0) every scene is bit-identical to the generator without them.
+  extra = _motion_rng(rng, config, num_objects)
+  sizes[:, 0] *= extra["aspect"]
+  sizes *= extra["scale"][:, None]
   dynamic = rng.random(num_objects) < config.dynamic_prob
   radius = 0.5 * np.linalg.norm(sizes, axis=-1)  # bounding-sphere radius.
   # Non-overlapping footprints by rejection sampling (falls back to overlap after many tries).
@@ -123,6 +146,9 @@ def sample_scene(rng: np.random.Generator, config: SceneConfig) -> dict[str, Any
   axes[dynamic] = random_axes[dynamic] / np.linalg.norm(random_axes[dynamic], axis=-1,
                                                         keepdims=True)
   spins = rng.uniform(-config.max_spin, config.max_spin, num_objects)
+  if config.min_spin > 0:  # |spin| from [0, max] mapped onto [min, max], sign kept.
+    spins = np.sign(spins) * (config.min_spin + np.abs(spins) / config.max_spin
+                              * (config.max_spin - config.min_spin))
   yaw0 = rng.uniform(0, 2 * np.pi, num_objects)
   tilt = np.where(dynamic[:, None, None],
                   geometry.quaternion_to_matrix(_random_unit_quaternions(rng, num_objects)),
@@ -131,6 +157,8 @@ def sample_scene(rng: np.random.Generator, config: SceneConfig) -> dict[str, Any
   colors = rng.uniform(config.min_color, 1.0, (num_objects, 2, 3))
   allowed = np.array([PATTERNS.index(p) for p in config.patterns])
   patterns = allowed[rng.integers(0, len(allowed), num_objects)]
+  front = patterns == PATTERNS.index("front")
+  colors[front, 1] = np.where(colors[front, 0] > 0.5, 0.0, 1.0)  # the most distant colour.
   # Camera: start on a shell, move on a straight line, always look near the origin.
   azimuth = rng.uniform(0, 2 * np.pi)
   elevation = rng.uniform(*config.camera_elevation)
@@ -144,10 +172,36 @@ def sample_scene(rng: np.random.Generator, config: SceneConfig) -> dict[str, Any
                      0.0)
   ground = rng.uniform(0.2, 0.8, (2, 3))
   sky = rng.uniform(0.5, 0.95, 3)
+  # Depth motion: resting objects slide along the camera's horizontal viewing direction.
+  toward = target[:2] - cam_start[:2]
+  toward /= max(np.linalg.norm(toward), 1e-9)
+  velocities[~dynamic, :2] += extra["depth_speed"][~dynamic, None] * toward
+  dolly = None
+  if config.dolly_distance is not None:
+    near, far = config.dolly_distance
+    dolly = (near, far) if extra["approach"] else (far, near)
   return dict(shapes=shapes, sizes=sizes, dynamic=dynamic, centers=centers,
               velocities=velocities, axes=axes, spins=spins, base_rotations=base_rotations,
               colors=colors, patterns=patterns, cam_start=cam_start, cam_velocity=cam_velocity,
-              target=target, ground=ground, sky=sky)
+              target=target, ground=ground, sky=sky, dolly=dolly,
+              num_frames=config.num_frames)
+
+
+def _motion_rng(rng: np.random.Generator, config: SceneConfig, num_objects: int
+                ) -> dict[str, np.ndarray]:
+  """The 3D knobs' random values, from a child stream spawned from `rng` (spawning draws nothing
+  from `rng`, so its draws are the same with and without the knobs).
+
+  Returns:
+    aspect [K], scale [K] (size factors), depth_speed [K] (signed, per frame), approach: bool.
+  """
+  child = rng.spawn(1)[0]
+  aspect = child.uniform(*config.aspect_range, num_objects)
+  lo, hi = np.log(config.scale_range[0]), np.log(config.scale_range[1])
+  scale = np.exp(child.uniform(lo, hi, num_objects))
+  depth_speed = child.uniform(-config.depth_speed, config.depth_speed, num_objects)
+  return dict(aspect=aspect, scale=scale, depth_speed=depth_speed,
+              approach=bool(child.random() < 0.5))
 
 
 def _random_unit_quaternions(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -172,6 +226,11 @@ def scene_at(scene: dict[str, Any], frame: int) -> dict[str, np.ndarray]:
   rotations = np.einsum("kij,kjl->kil", _axis_angle(scene["axes"], frame * scene["spins"]),
                         scene["base_rotations"])
   cam_pos = scene["cam_start"] + frame * scene["cam_velocity"]
+  if scene.get("dolly") is not None:  # The distance to the look-at point, linear in time.
+    start, end = scene["dolly"]
+    distance = start + (end - start) * frame / max(scene["num_frames"] - 1, 1)
+    offset = cam_pos - scene["target"]
+    cam_pos = scene["target"] + offset * (distance / np.linalg.norm(offset))
   cam_pos[2] = max(cam_pos[2], 1.0)  # never below the ground.
   cam_to_world = geometry.pose_matrix(_look_at_opencv(cam_pos, scene["target"]), cam_pos)
   return dict(centers=centers, rotations=rotations, cam_to_world=cam_to_world)
@@ -269,11 +328,14 @@ def _intersect_unit(shape: str, o: np.ndarray, d: np.ndarray, eps: float = 1e-6)
   return t, normal
 
 
-def _pattern(pattern: str, p_local: np.ndarray, frequency: float) -> np.ndarray:
+def _pattern(pattern: str, p_local: np.ndarray, frequency: float,
+             front_fraction: float) -> np.ndarray:
   """[N, 3] unit-space points -> [N] bool selecting the second texture colour."""
-  cells = np.floor(p_local * frequency).astype(np.int64)
   if pattern == "solid":
     return np.zeros(p_local.shape[0], bool)
+  if pattern == "front":
+    return p_local[:, 0] > front_fraction
+  cells = np.floor(p_local * frequency).astype(np.int64)
   if pattern == "checker":
     return (cells.sum(axis=-1) % 2) == 1
   if pattern == "stripes":
@@ -331,7 +393,8 @@ def render_frame(scene: dict[str, Any], poses: dict[str, np.ndarray], intrinsics
     n_w = _matvec(rot, n_c[closer] / half)
     normals[idx] = n_w / np.linalg.norm(n_w, axis=-1, keepdims=True)
     p_l = o_l + t_c[closer, None] * d_l[closer]
-    second = _pattern(PATTERNS[scene["patterns"][k]], p_l, config.texture_frequency)
+    second = _pattern(PATTERNS[scene["patterns"][k]], p_l, config.texture_frequency,
+                      config.front_fraction)
     colors[idx] = scene["colors"][k][second.astype(np.int64)]
     obj_coords[idx] = np.clip((p_l + 1) / 2, 0, 1)
   light = np.asarray(config.light_direction, np.float64)
@@ -468,6 +531,24 @@ def _quantize(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
   return np.clip((x - lo) * scale + 0.5, 0, 65535).astype(np.uint16)
 
 
+def _check_motion_knobs(config: SceneConfig) -> None:
+  """Raises ValueError naming a 3D-motion knob out of its range."""
+  problems = []
+  for name in ("aspect_range", "scale_range"):
+    lo, hi = getattr(config, name)
+    if not 0 < lo <= hi:
+      problems.append(f"{name} must be 0 < lo <= hi, got {(lo, hi)}")
+  if not 0 <= config.min_spin <= config.max_spin:
+    problems.append(f"need 0 <= min_spin <= max_spin, got {config.min_spin}, {config.max_spin}")
+  if config.depth_speed < 0:
+    problems.append(f"depth_speed must be >= 0, got {config.depth_speed}")
+  if config.dolly_distance is not None and not 0 < config.dolly_distance[0] <= \
+      config.dolly_distance[1]:
+    problems.append(f"dolly_distance must be 0 < near <= far, got {config.dolly_distance}")
+  if problems:
+    raise ValueError("SceneConfig: " + "; ".join(problems) + ".")
+
+
 def generate_example(seed: int, index: int, config: SceneConfig = SceneConfig()) -> dict[str, Any]:
   """Renders video `index` of the stream `seed` in the decoded MOVi-E layout (deterministic).
 
@@ -487,6 +568,7 @@ def generate_example(seed: int, index: int, config: SceneConfig = SceneConfig())
                      f"{config.ground_pattern!r}).")
   if config.max_objects > 254:
     raise ValueError("At most 254 objects fit the uint8 segmentation.")
+  _check_motion_knobs(config)
   rng = np.random.default_rng([seed, index])
   scene = sample_scene(rng, config)
   t_frames, h, w = config.num_frames, config.height, config.width

@@ -1,4 +1,8 @@
-"""Synthetic MOVi-E-schema generator: ray casting, determinism, masks vs 3D boxes, reader parity."""
+"""Synthetic MOVi-E-schema generator: ray casting, determinism, masks vs 3D boxes, reader parity; the toy
+3D world's depth, rotation and size variation."""
+import dataclasses
+import importlib
+
 import numpy as np
 import pytest
 
@@ -139,3 +143,140 @@ def test_cli_help_documents_every_flag_with_its_default_and_refuses_bad_counts(c
       synthetic_cli.main(["--out_dir", "/nonexistent/never_written", *argv])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------
+# The toy 3D world (configs/synthetic_3d.py) and the demo's world (configs/synthetic.py).
+
+# Measured at 64 px on videos 0-23 of seed 0 (the figures the assertions leave room under):
+# 3D world: apparent size max / min within a video median 2.51x, 90% of the 62 objects >= 2x
+# (range 1.63-7.0x); a video's rotation changes median 72% (10th percentile 47%) of an object's
+# pixels; object sizes (cube root of the box volume) 90th / 10th percentile 2.25x, largest /
+# smallest within a scene median 1.44x. Demo world (configs/synthetic.py): size ratio median
+# 1.24x; rotation changes median 65% (10th percentile 35%); sizes 1.83x / 1.34x.
+MIN_SIZE_RATIO = 2.0  # apparent size max / min within a video ...
+MIN_FRACTION_2X = 0.75  # ... reached by at least this fraction of the objects.
+MIN_ROTATION_CHANGE = 0.3  # changed fraction of an object's pixels, first -> last rotation.
+DIFF_THRESHOLD = 0.1  # a pixel changed: max over RGB of |difference| in [0, 1] above this
+# (edit_fidelity's default localisation threshold).
+NUM_VIDEOS = 24
+
+
+def _world(name: str, resolution: int = 64) -> synthetic.SceneConfig:
+  """The SceneConfig a demo config's data are rendered with (as neural_assets.demo renders)."""
+  from neural_assets.evaluation import edit_fidelity  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(f"configs.{name}").get_config()
+  config.data.resolution = (resolution, resolution)
+  return edit_fidelity.scene_config_for(config)
+
+
+def _apparent_size_ratios(seed: int, index: int, config: synthetic.SceneConfig) -> list[float]:
+  """Per object visible in >= 2 frames: max / min over those frames of its apparent size
+  (bounding-sphere radius / camera depth of its centre: its image size under a pinhole)."""
+  example = synthetic.generate_example(seed, index, config)
+  visible = example["instances"]["visibility"] > 0  # [K, T]
+  depth = np.stack([
+      geometry.transform_points(geometry.invert_pose(s.cam_to_world), s.centers)[:, 2]
+      for s in (synthetic.state_at(seed, index, f, config) for f in range(config.num_frames))],
+                   axis=1)  # [K, T]
+  assert (depth > 0).all()  # Every object stays in front of the camera.
+  # The radius is constant in a video, so the size ratio is the inverse depth ratio.
+  return [float(d.max() / d.min()) for d, v in zip(depth, visible) if v.sum() >= 2
+          for d in [d[v]]]
+
+
+def _rotation_changes(seed: int, index: int, config: synthetic.SceneConfig,
+                      min_pixels: int = 30) -> list[float]:
+  """Per object with >= min_pixels visible: the fraction of its pixels (union of its masks) that
+  change when its rotation at the last frame is replaced by its rotation at the first frame,
+  everything else as at the last frame."""
+  first = synthetic.state_at(seed, index, 0, config)
+  last = synthetic.state_at(seed, index, config.num_frames - 1, config)
+  turned = synthetic.render_state(last, config)
+  unturned = synthetic.render_state(last.replace(rotations=first.rotations), config)
+  changed = np.abs(turned["rgb"].astype(np.float32)
+                   - unturned["rgb"].astype(np.float32)).max(-1) / 255.0 > DIFF_THRESHOLD
+  out = []
+  for k in range(last.num_objects):
+    a, b = turned["masks"][k], unturned["masks"][k]
+    if min(a.sum(), b.sum()) >= min_pixels:
+      out.append(float(changed[a | b].mean()))
+  return out
+
+
+def test_3d_world_apparent_size_varies_at_least_2x_within_videos():
+  config = _world("synthetic_3d")
+  ratios = np.concatenate([_apparent_size_ratios(0, i, config) for i in range(NUM_VIDEOS)])
+  assert ratios.size >= 2 * NUM_VIDEOS
+  assert np.median(ratios) >= 2.3, np.median(ratios)
+  assert np.mean(ratios >= MIN_SIZE_RATIO) >= MIN_FRACTION_2X, np.mean(ratios >= MIN_SIZE_RATIO)
+  # The demo's world keeps its nearly still camera: depth barely changes there.
+  demo = np.concatenate([_apparent_size_ratios(0, i, _world("synthetic")) for i in range(8)])
+  assert np.median(demo) < 1.5
+
+
+@pytest.mark.parametrize("name,median", [("synthetic_3d", 0.6), ("synthetic", 0.5)])
+def test_rotation_within_videos_changes_the_objects_pixels(name, median):
+  config = _world(name)
+  changes = np.concatenate([_rotation_changes(0, i, config) for i in range(NUM_VIDEOS)])
+  assert changes.size >= NUM_VIDEOS
+  assert np.median(changes) >= median, np.median(changes)
+  if name == "synthetic_3d":  # Spins of >= 11 degrees per frame: every object turns visibly.
+    assert np.percentile(changes, 10) >= MIN_ROTATION_CHANGE, np.percentile(changes, 10)
+
+
+def test_3d_world_sizes_vary_across_objects_and_objects_are_elongated():
+  config = _world("synthetic_3d")
+  states = [synthetic.state_at(0, i, 0, config) for i in range(NUM_VIDEOS)]
+  size = np.concatenate([np.cbrt(np.prod(s.sizes, axis=-1)) for s in states])  # [sum K]
+  assert np.percentile(size, 90) / np.percentile(size, 10) >= 2.0
+  within = [np.ptp(np.log(np.cbrt(np.prod(s.sizes, -1)))) for s in states if s.num_objects > 1]
+  assert np.exp(np.median(within)) >= 1.3  # Also within a scene.
+  sizes = np.concatenate([s.sizes for s in states])
+  assert (sizes[:, 0] >= 1.5 * config.min_size * config.scale_range[0] - 1e-9).all()
+  assert (sizes[:, 0] / sizes[:, 1:].max(-1) > 1.0).mean() >= 0.75  # The marked axis is long.
+
+
+def test_front_pattern_marks_the_positive_x_end_in_a_contrasting_colour():
+  p = np.array([[0.9, 0.0, 0.0], [0.41, 0.5, -0.5], [0.39, 0.0, 0.0], [-0.9, 0.2, 0.9]])
+  np.testing.assert_array_equal(synthetic._pattern("front", p, 2.0, 0.4),  # pylint: disable=protected-access
+                                [True, True, False, False])
+  config = _world("synthetic_3d")
+  for i in range(4):
+    state = synthetic.state_at(0, i, 0, config)
+    assert (state.patterns == synthetic.PATTERNS.index("front")).all()
+    assert (np.abs(state.colors[:, 1] - state.colors[:, 0]).max(-1) >= 0.5).all()
+
+
+def test_motion_knobs_do_what_they_say_and_are_checked():
+  base = synthetic.SceneConfig(height=32, width=32, num_frames=4)
+  knobs = dataclasses.replace(base, aspect_range=(1.5, 2.0), scale_range=(0.5, 2.0),
+                              min_spin=0.1, depth_speed=0.3, dolly_distance=(4.0, 9.0))
+  for i in range(3):
+    a = synthetic.sample_scene(np.random.default_rng([0, i]), base)
+    b = synthetic.sample_scene(np.random.default_rng([0, i]), knobs)
+    # Their draws come from a spawned stream: what is drawn before the (size-dependent)
+    # placement is the same.
+    for name in ("shapes", "dynamic"):
+      np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert (np.abs(b["spins"]) >= 0.1).all() and (np.abs(b["spins"]) <= base.max_spin).all()
+    assert not np.array_equal(a["sizes"], b["sizes"])
+    # The dolly: the camera's distance to its look-at point goes from one end to the other.
+    dist = [np.linalg.norm(synthetic.scene_at(b, f)["cam_to_world"][:3, 3] - b["target"])
+            for f in (0, 3)]
+    np.testing.assert_allclose(sorted(dist), [4.0, 9.0], rtol=1e-9)
+  for bad in (dict(aspect_range=(0.0, 1.0)), dict(min_spin=0.5, max_spin=0.25),
+              dict(dolly_distance=(5.0, 4.0)), dict(depth_speed=-1.0)):
+    with pytest.raises(ValueError, match=next(iter(bad)).split("_")[0]):
+      synthetic.generate_example(0, 0, dataclasses.replace(base, **bad))
+
+
+def test_3d_preset_config_is_complete_and_fits_its_budget():
+  config = importlib.import_module("configs.synthetic_3d").get_config()
+  default = importlib.import_module("configs.synthetic").get_config()
+  assert config.model.to_dict() == default.model.to_dict()  # Same model, other world.
+  assert config.demo.minutes <= 55 and config.demo.fidelity_scenes >= 32
+  assert default.demo.minutes + 3 <= 15
+  config.lock()
+  with pytest.raises(AttributeError):
+    config.training.num_train_step = 5

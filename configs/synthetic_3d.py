@@ -1,0 +1,51 @@
+"""The demo's 3D preset (`bash demo.sh --preset=3d`): the toy config (configs/synthetic.py, same
+model and training recipe) on a toy world that shows what 3D edits look like, trained longer.
+
+What the world adds to the default demo's, and why (measured by tests/test_synthetic.py's
+`test_3d_world_*` on its videos; the figures are in that file):
+- orientation is visible: every object has a marked front (texture "front": its own +x end in
+  the colour farthest from its body colour) and is elongated along that axis (x extent 1.5-2.2x),
+  so a yaw moves the mark and turns the silhouette; a cylinder or sphere is no longer the same
+  image after a turn;
+- objects spin fast (11-26 degrees per frame, so 80-180 degrees over the 7-frame gaps) and a
+  fifth of them float and tumble about random axes: pairs of frames show the same object at very
+  different orientations, which is what the pose tokens' corners must teach;
+- depth motion: the camera dollies from 10 to 4 units from its look-at point or back (an
+  object's apparent size changes ~2x within a video), and resting objects slide towards or away
+  from the camera: apparent size is a function of the pose tokens' depth;
+- sizes vary across objects (a log-uniform factor in [0.6, 1.5] on top of the per-axis draw), so
+  size is read from the pose, not assumed;
+- the ground stays one colour and the objects solid-bodied: a small model learns them quickly,
+  and copy-source is wrong exactly where objects move, turn or scale.
+
+Budget: `config.demo.minutes` (VAE warm-up + training) + data, evaluation, edits and the
+edit-fidelity benchmark on `config.demo.fidelity_scenes` scenes: at most 60 minutes on 2 cores.
+
+  bash demo.sh --preset=3d                              # WORKDIR defaults to ./workdir/demo_3d
+  python -m neural_assets.demo --preset=3d --workdir=/tmp/na_demo_3d
+"""
+import ml_collections
+
+from configs import synthetic
+
+# Minutes of VAE warm-up + training; data (~1 min), evaluation, edits and 32 edit-fidelity scenes
+# (~6 min on 2 cores) come on top: <= 60 minutes in all.
+TRAIN_MINUTES = 50.0
+
+
+def scene() -> dict:
+  """The toy 3D world (data_pipelines.synthetic.SceneConfig fields)."""
+  return dict(
+      patterns=("front",), front_fraction=0.4, ground_pattern="solid", min_color=0.0,
+      min_size=0.8, max_size=1.4, aspect_range=(1.5, 2.2), scale_range=(0.6, 1.5),
+      spawn_radius=1.6, dynamic_prob=0.2, dynamic_height=(0.8, 1.6), still_prob=0.0,
+      max_speed=0.3, depth_speed=0.25, min_spin=0.2, max_spin=0.45, camera_speed=0.1,
+      dolly_distance=(4.0, 10.0))
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = synthetic.get_config()
+  # Twice the default's videos: the world has more to show (orientations, depths, sizes).
+  config.synthetic.update(dict(num_train_videos=1024, scene=scene()))
+  config.demo.update(dict(minutes=TRAIN_MINUTES, fidelity_scenes=32))
+  return config
