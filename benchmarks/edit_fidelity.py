@@ -1,10 +1,12 @@
 r"""Command line of the edit-fidelity benchmark (`neural_assets/evaluation/edit_fidelity.py`
 says what is scored and how):
 
-  python -m benchmarks.edit_fidelity --checkpoint WORKDIR [--num_scenes 8] [--seed 1000] \
+  python -m benchmarks.edit_fidelity --checkpoint WORKDIR [--num_scenes 32] [--seed 1000] \
       [--out_dir DIR] [--lpips_weights lpips_alex.safetensors] [--num_steps N] [--guidance G]
 
-Writes `--out_dir` (default CHECKPOINT/edit_fidelity) and `--results_json`, prints the table.
+Writes `--out_dir` (default CHECKPOINT/edit_fidelity) and `--results_json`, prints the tables:
+per edit type whether it takes effect (model - baseline with 95% bootstrap intervals, paired
+over scenes), then the means.
 """
 from __future__ import annotations
 
@@ -18,8 +20,11 @@ if __package__ in (None, ""):  # `python benchmarks/edit_fidelity.py`
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from neural_assets.evaluation.edit_fidelity import (DEFAULT_SEED, default_out_dir, format_table,
-                                                    load_bundle, load_lpips, run)
+from neural_assets.evaluation.edit_fidelity import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED,
+                                                    DEFAULT_NUM_SCENES, DEFAULT_SEED,
+                                                    MIN_GROUND_TRUTH_CHANGE, default_out_dir,
+                                                    format_report_tables, load_bundle, load_lpips,
+                                                    run)
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
@@ -31,7 +36,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   parser.add_argument("--checkpoint", required=True,
                       help="Demo workdir, training workdir, checkpoints/ dir or step dir.")
   parser.add_argument("--step", type=int, default=None)
-  parser.add_argument("--num_scenes", type=int, default=8)
+  parser.add_argument("--num_scenes", type=int, default=DEFAULT_NUM_SCENES,
+                      help="Held-out scenes per edit type (the intervals need ~32).")
   parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                       help="Held-out generator stream (not the training / eval seeds).")
   parser.add_argument("--out_dir", default=None, help="Default: CHECKPOINT/edit_fidelity.")
@@ -43,6 +49,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   parser.add_argument("--render_seed", type=int, default=0)
   parser.add_argument("--guidance", type=float, default=None)
   parser.add_argument("--num_steps", type=int, default=None)
+  parser.add_argument("--min_change", type=float, default=MIN_GROUND_TRUTH_CHANGE,
+                      help="Fraction of an edit's scored region its ground truth must change.")
+  parser.add_argument("--bootstrap_seed", type=int, default=BOOTSTRAP_SEED)
+  parser.add_argument("--bootstrap_resamples", type=int, default=BOOTSTRAP_RESAMPLES)
   parser.add_argument("--label", default="")
   args = parser.parse_args(argv)
   bundle = load_bundle(args.checkpoint, args.step)
@@ -51,8 +61,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                lpips_fn=load_lpips(args.lpips_weights, args.lpips_net),
                diff_threshold=args.diff_threshold, crop_size=args.crop_size,
                render_seed=args.render_seed, guidance_scale=args.guidance,
-               num_steps=args.num_steps, label=args.label or args.checkpoint)
-  print(format_table(report["means"]))
+               num_steps=args.num_steps, label=args.label or args.checkpoint,
+               min_change=args.min_change, bootstrap_seed=args.bootstrap_seed,
+               n_resamples=args.bootstrap_resamples)
+  print(format_report_tables(report))
   print(f"\nWrote {out_dir}/index.html, edit_fidelity.json, table.md and the grids "
         f"({report['seconds']} s, {report['machine']}, load {report['load_1min_start_end']}).")
   if args.results_json:

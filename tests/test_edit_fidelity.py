@@ -159,11 +159,10 @@ def test_a_perfect_model_scores_the_ceiling(held):
       row = means[name][method]
       assert row["image/psnr"] == ef.PSNR_CAP and row["image/lpips"] == 0.0, (name, row)
       assert row["image/ssim"] == pytest.approx(1.0, abs=1e-6), (name, row)
-      if name != "background swap":
-        assert row["region/psnr"] == ef.PSNR_CAP and row["region/lpips"] == 0.0
-        assert row["region/ssim"] == pytest.approx(1.0, abs=1e-6)
-        if row["localisation/iou"] is not None:
-          assert row["localisation/iou"] == 1.0, (name, row)
+      # A background swap's region is the whole image; its localisation, the changed pixels.
+      assert row["region/psnr"] == ef.PSNR_CAP and row["region/lpips"] == 0.0
+      assert row["region/ssim"] == pytest.approx(1.0, abs=1e-6)
+      assert row["localisation/iou"] == 1.0, (name, row)
     # The baselines are not perfect where the edit changes the picture.
     assert means[name]["source frame"]["image/psnr"] < 60.0, name
   assert means["duplicate"]["model, unedited"]["localisation/iou"] == 0.0
@@ -186,3 +185,128 @@ def test_smoke_run_on_a_tiny_checkpoint(tmp_path):
   assert model["image/psnr"] < 40 and saved["summary"]["ground truth (ceiling)"]["image/psnr"] \
       == ef.PSNR_CAP
   assert saved["per_scene"][0]["unedited_ground_truth_vs_source_psnr"] == ef.PSNR_CAP
+  # The powered format: per-scene scores and ground-truth changes, paired differences with
+  # intervals (one scene: none), the verdict per edit type, marked in both tables.
+  scene0 = saved["per_scene"][0]
+  assert set(scene0["scores"]) == set(scene0["ground_truth_change"]) == set(ef.EDIT_TYPES)
+  assert min(scene0["ground_truth_change"].values()) >= ef.MIN_GROUND_TRUTH_CHANGE
+  diff = saved["differences"]["rotate (yaw)"]["source frame"]["region/psnr"]
+  assert diff["n"] == 1 and diff["low"] is None and not diff["better_than_zero"]
+  assert saved["takes_effect"] == {name: False for name in ef.EDIT_TYPES}
+  assert saved["settings"]["bootstrap"]["seed"] == ef.BOOTSTRAP_SEED
+  table = open(os.path.join(out, "table.md")).read()
+  assert "| edit | takes effect | scenes |" in table and table.count("| no |") >= 10
+  page = open(os.path.join(out, "index.html")).read()
+  assert "Does each edit take effect?" in page and page.count("<td>no</td>") >= 10
+
+
+# ------------------------------------------------------------------------------------------------
+# Power: visible ground-truth changes, paired differences with intervals, "takes effect".
+
+
+def _world(name: str) -> synthetic.SceneConfig:
+  import importlib  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(f"configs.{name}").get_config()
+  return ef.scene_config_for(config)
+
+
+@pytest.mark.parametrize("name", ["synthetic_3d", "synthetic"])
+def test_every_edit_types_ground_truth_differs_from_the_unedited_one(name):
+  # On both demo worlds, every one of the ten edit types is applied to every scene with a
+  # magnitude whose ground truth differs from the unedited ground truth in at least
+  # MIN_GROUND_TRUTH_CHANGE of the scored region's pixels (recomputed here from the renders).
+  config, res, num = _world(name), (64, 64), 6
+  held = ef.heldout_scenes(config, SEED, num + ef.NUM_DONORS, res, 3)
+  states = _states(*held)
+  scorer = ef.Scorer(None, crop_size=16)
+
+  def copy_source(scene, edits):
+    return np.stack([scene.image] * len(edits))
+
+  for i in range(num):
+    donors = held[i + 1:i + 1 + ef.NUM_DONORS]
+    result = ef.score_scene(held[i], donors, 3, copy_source, scorer, config)
+    assert set(result["scores"]) == set(ef.EDIT_TYPES), result["notes"]
+    cases = ef.make_cases(held[i].scene, [d.scene for d in donors], 3)  # Without the check.
+    unedited, u_masks = ef.render_ground_truth(held[i].scene, states, config, res)
+    for edit_type, change in result["ground_truth_change"].items():
+      assert change >= ef.MIN_GROUND_TRUTH_CHANGE, (edit_type, change)
+      assert result["notes"][edit_type] != "no variant accepted"
+    # The rotated object's region, recomputed: the first accepted yaw turns it visibly.
+    k = cases["rotate (yaw)"].obj
+    turned = editing.rotate(held[i].scene, k, yaw=ef.YAW_DEGREES[0])
+    image, masks = ef.render_ground_truth(turned, states, config, res)
+    box = ef.union_box([ef.mask_box(u_masks[k]), ef.mask_box(masks[k])])
+    assert ef.changed_fraction(image, unedited, box, 0.1) >= ef.MIN_GROUND_TRUTH_CHANGE
+    # Copying the source frame scores exactly the source-frame baseline.
+    for edit_type, by_method in result["scores"].items():
+      assert by_method["model"]["region/psnr"] == by_method["source frame"]["region/psnr"]
+
+
+def test_bootstrap_interval_and_paired_differences():
+  rng = np.random.default_rng(3)
+  effect = 1.0 + 0.5 * rng.standard_normal(32)
+  low, high = ef.bootstrap_interval(effect)
+  assert 0.0 < low < effect.mean() < high
+  # About the normal-theory width 2 * 1.96 * sd / sqrt(n).
+  width = 2 * 1.96 * effect.std(ddof=1) / np.sqrt(effect.size)
+  assert 0.7 * width < high - low < 1.3 * width
+  assert ef.bootstrap_interval(effect) == (low, high)  # The seed is fixed.
+  noise = 0.5 * rng.standard_normal(32)
+  noise -= noise.mean()
+  low, high = ef.bootstrap_interval(noise)
+  assert low < 0.0 < high
+  assert ef.bootstrap_interval(np.full(5, 2.0)) == (2.0, 2.0)
+  assert ef.bootstrap_interval(np.array([1.0])) == (None, None)
+
+  def scene(model, unedited, source, lpips_model=0.1):
+    row = lambda psnr, iou, lp: {"region/psnr": psnr, "localisation/iou": iou,  # noqa: E731
+                                 "region/lpips": lp}
+    return {"scores": {"rotate (yaw)": {"model": row(*model, lpips_model),
+                                        "model, unedited": row(*unedited, 0.3),
+                                        "source frame": row(*source, 0.3)}}}
+
+  # The model beats both baselines on every scene in PSNR and IoU: takes effect.
+  per_scene = [scene((15 + e, 0.5 + 0.05 * e), (14, 0.3), (13, 0.2)) for e in effect]
+  diffs = ef.paired_differences(per_scene)
+  rot = diffs["rotate (yaw)"]
+  assert rot["model, unedited"]["region/psnr"]["mean"] == pytest.approx(1 + effect.mean())
+  assert rot["source frame"]["localisation/iou"]["n"] == 32
+  lp = rot["source frame"]["region/lpips"]
+  assert lp["better"] == "lower" and lp["mean"] == pytest.approx(-0.2) and lp["better_than_zero"]
+  assert ef.takes_effect(diffs)["rotate (yaw)"]
+  assert not ef.takes_effect(diffs)["remove"]  # No scenes: no effect.
+  # The same PSNR as the unedited render on half the scenes, worse on the other: no effect.
+  per_scene = [scene((14 + (i % 2) * -1.0, 0.5), (14, 0.3), (13, 0.2)) for i in range(32)]
+  assert not ef.takes_effect(ef.paired_differences(per_scene))["rotate (yaw)"]
+  # NaN (e.g. an object not visible in the truth) drops the scene from that pair only.
+  per_scene = [scene((15, float("nan") if i < 4 else 0.5), (14, 0.3), (13, 0.2))
+               for i in range(32)]
+  rot = ef.paired_differences(per_scene)["rotate (yaw)"]
+  assert rot["source frame"]["localisation/iou"]["n"] == 28
+  assert rot["source frame"]["region/psnr"]["n"] == 32
+
+
+def test_a_perfect_model_takes_effect_everywhere_and_copying_nowhere():
+  config, res, num = _world("synthetic_3d"), (64, 64), 8
+  held = ef.heldout_scenes(config, SEED, num + ef.NUM_DONORS, res, 3)
+  states = _states(*held)
+  scorer = ef.Scorer(_random_lpips(), crop_size=64)  # AlexNet LPIPS needs crops of >= ~32 px.
+
+  def perfect(scene, edits):
+    return np.stack([ef.render_ground_truth(e, states, config, res)[0] for e in edits])
+
+  def copy_source(scene, edits):
+    return np.stack([scene.image] * len(edits))
+
+  for render, expected in ((perfect, True), (copy_source, False)):
+    per_scene = [ef.score_scene(held[i], held[i + 1:i + 1 + ef.NUM_DONORS], 3, render, scorer,
+                                config) for i in range(num)]
+    diffs = ef.paired_differences(per_scene)
+    effects = ef.takes_effect(diffs)
+    assert effects == {name: expected for name in ef.EDIT_TYPES}, (expected, effects)
+    text = ef.format_effects(diffs, effects)
+    assert text.count("| YES |") == (10 if expected else 0)
+    assert text.count("| no |") == (0 if expected else 10)
+    if expected:
+      assert diffs["rotate (yaw)"]["model, unedited"]["region/lpips"]["better_than_zero"]
