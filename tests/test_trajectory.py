@@ -1,0 +1,229 @@
+"""Edit trajectories: the spec grammar, the video writer, rendering with a tiny model (shared vs
+per-frame noise), the edit CLI's --trajectory and the trajectory-fidelity scores."""
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from neural_assets import edit as edit_cli
+from neural_assets import editing
+from neural_assets.diffusion import ddim
+from neural_assets.editing import trajectory
+from tests import editing_fixtures as fx
+
+
+@pytest.fixture(scope="module")
+def scene():
+  return fx.make_scene()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  return fx.make_tiny_checkpoint(str(tmp_path_factory.mktemp("tiny_run")))
+
+
+@pytest.fixture(scope="module")
+def bundle(workdir):
+  return editing.load_model_for_inference(workdir)
+
+
+# ------------------------------------------------------------------------------------------------
+# The grammar.
+
+
+def test_linear_path_gives_n_frames_with_both_ends():
+  parsed = trajectory.parse_trajectory("rotate 1 yaw=0:360:24")
+  assert parsed.num_frames == 24 and len(parsed.ops) == 24
+  np.testing.assert_allclose(parsed.paths["0:yaw"], np.arange(24) * 360.0 / 23)
+  assert parsed.ops[0] == "rotate 1 yaw=0.0" and parsed.ops[-1] == "rotate 1 yaw=360.0"
+
+
+def test_several_keys_and_ops_share_one_time_line():
+  parsed = trajectory.parse_trajectory(
+      "translate 0 x=0:1:5 z=2:0 frame=camera; camera orbit=-10:10")
+  assert parsed.num_frames == 5
+  np.testing.assert_allclose(parsed.paths["0:x"], [0, 0.25, 0.5, 0.75, 1.0])
+  np.testing.assert_allclose(parsed.paths["0:z"], [2.0, 1.5, 1.0, 0.5, 0.0])
+  np.testing.assert_allclose(parsed.paths["1:orbit"], [-10, -5, 0, 5, 10])
+  assert parsed.ops[1] == "translate 0 x=0.25 z=1.5 frame=camera; camera orbit=-5.0"
+  # rescale's positional factor can be a path.
+  np.testing.assert_allclose(trajectory.parse_trajectory("rescale 2 1:2:3").paths["0:factor"],
+                             [1.0, 1.5, 2.0])
+
+
+def test_waypoints_pass_through_each_point_without_overshoot():
+  parsed = trajectory.parse_trajectory("translate 0 x=0,0.6,1:9 z=0,0.8,0")
+  x, z = parsed.paths["0:x"], parsed.paths["0:z"]
+  np.testing.assert_allclose([x[0], x[4], x[8]], [0.0, 0.6, 1.0], atol=1e-12)
+  np.testing.assert_allclose([z[0], z[4], z[8]], [0.0, 0.8, 0.0], atol=1e-12)
+  assert np.all(np.diff(x) > 0)  # Monotone waypoints stay monotone (PCHIP).
+  assert z.max() == pytest.approx(0.8) and z.min() == pytest.approx(0.0)  # No overshoot.
+  assert 0.0 < z[2] < 0.8 and z[2] == pytest.approx(z[6])  # A smooth, symmetric arc.
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("", "Empty"),
+    ("rotate 1 yaw=90", "has no path"),
+    ("rotate 1 yaw=0:360", "give the frame count once"),
+    ("rotate 1 yaw=0:10:4 pitch=0:10:5", r"different frame counts \[4, 5\]"),
+    ("rotate 1:2 yaw=0:10:4", "an object index cannot"),
+    ("rotate 1 yaw=0:abc:4", "'abc' is not a number"),
+    ("rotate 1 yaw=0:nan:4", "'nan' is not a number"),
+    ("rotate 1 yaw=0:10:1", "1 frames; want 2..1000"),
+    ("rotate 1 yaw=0:10:100000", "100000 frames"),
+    ("rotate 1 yaw=0:10:2.5", "not a whole number"),
+    ("rotate 1 yaw=0::4", "empty part"),
+    ("rotate 1 yaw=0:1:2:3", "is not A:B, A:B:N"),
+    ("rotate 1 yaw=0,1:2,3", "one ':N' at the end"),
+    ("rotate 1 yaw=0:1:4;", "operation 2 is empty"),
+])
+def test_refused_specs_say_why(spec, message):
+  with pytest.raises(trajectory.TrajectoryError, match=message):
+    trajectory.parse_trajectory(spec)
+
+
+def test_build_applies_each_frame_to_the_start_scene(scene):
+  edits = trajectory.build_trajectory(scene, "rotate 1 yaw=0:90:4")
+  assert len(edits) == 4 and all(e.source is scene for e in edits)
+  for k, edit in enumerate(edits):
+    want = editing.rotate(scene, 1, yaw=30.0 * k)
+    np.testing.assert_allclose(edit.assets[1].rotation, want.assets[1].rotation, atol=1e-6)
+    np.testing.assert_allclose(edit.assets[0].center, scene.centers[0])
+  assert edits[2].name == "rotate 1 yaw=0:90:4 [frame 3/4]"
+  # On top of an edit: the start's changes stay in every frame.
+  moved = editing.translate(scene, 0, (0.3, 0.0, 0.0), "camera")
+  on_top = trajectory.build_trajectory(moved, "camera orbit=0:10:3")
+  np.testing.assert_allclose(on_top[0].assets[0].center, moved.assets[0].center)
+  np.testing.assert_allclose(on_top[2].world_to_camera,
+                             editing.orbit_camera(moved, 10.0).world_to_camera, atol=1e-6)
+
+
+def test_a_refused_frame_is_named_and_force_applies_it(scene):
+  with pytest.raises(trajectory.TrajectoryError,
+                     match=r"frame 2 of 3 .*object 0 would be behind the camera") as info:
+    trajectory.build_trajectory(scene, "translate 0 z=0:-50:3")
+  assert "force=1" in str(info.value)
+  forced = trajectory.build_trajectory(scene, "translate 0 z=0:-50:3 force=1")
+  assert forced[0].active()[0] and not forced[1].active()[0] and not forced[2].active()[0]
+  with pytest.raises(trajectory.TrajectoryError, match="No object 9"):
+    trajectory.build_trajectory(scene, "rotate 9 yaw=0:10:2")
+  with pytest.raises(trajectory.TrajectoryError, match="unknown key"):
+    trajectory.build_trajectory(scene, "rotate 0 spin=0:10:2")
+
+
+# ------------------------------------------------------------------------------------------------
+# The writer.
+
+
+def _frames(num_frames=5, height=16, width=24, seed=0):
+  """Smooth, distinct frames (a moving gradient): lossy MP4 keeps them close."""
+  yy, xx = np.mgrid[0:height, 0:width]
+  frames = [np.stack([(xx * 10 + 20 * k) % 256, yy * 12, np.full_like(xx, 40 * k)], -1)
+            for k in range(num_frames)]
+  return np.asarray(frames, np.uint8)
+
+
+@pytest.mark.parametrize("kind", trajectory.VIDEO_FORMATS)
+def test_written_video_decodes_to_the_frames(kind, tmp_path):
+  frames = _frames()
+  path = trajectory.write_video(frames, str(tmp_path / f"motion.{kind}"), fps=10.0)
+  back = trajectory.read_video(path)
+  assert back.shape == frames.shape
+  error = np.abs(back.astype(int) - frames.astype(int)).mean()
+  if kind == "webp":
+    np.testing.assert_array_equal(back, frames)  # Written lossless.
+  else:
+    assert error < 8.0, error  # H.264 is lossy; GIF quantises to 256 colours per frame.
+  # Upscaled (nearest) by an integer factor.
+  big = trajectory.read_video(trajectory.write_video(frames, str(tmp_path / f"big.{kind}"), 10.0,
+                                                     scale=2))
+  assert big.shape == (5, 32, 48, 3)
+
+
+def test_writer_timing_and_refusals(tmp_path):
+  import imageio.v3 as iio
+  from PIL import Image
+  frames = _frames()
+  mp4 = trajectory.write_video(frames, str(tmp_path / "a.mp4"), fps=8.0)
+  meta = iio.immeta(mp4, plugin="FFMPEG")
+  assert meta["fps"] == 8.0 and meta["codec"] == "h264"
+  assert meta["duration"] == pytest.approx(5 / 8.0, abs=0.01)
+  gif = Image.open(trajectory.write_video(frames, str(tmp_path / "a.gif"), fps=10.0))
+  assert gif.n_frames == 5 and gif.info["duration"] == 100 and gif.info["loop"] == 0
+  with pytest.raises(ValueError, match="even height and width"):
+    trajectory.write_video(frames[:, :15], str(tmp_path / "odd.mp4"))
+  with pytest.raises(ValueError, match="unknown video format 'avi'"):
+    trajectory.write_video(frames, str(tmp_path / "a.avi"))
+  with pytest.raises(ValueError, match=r"\[F, H, W, 3\] uint8"):
+    trajectory.write_video(frames.astype(np.float32), str(tmp_path / "f.gif"))
+  with pytest.raises(ValueError, match="fps"):
+    trajectory.write_video(frames, str(tmp_path / "z.gif"), fps=0.0)
+  paths = trajectory.write_videos(frames, str(tmp_path / "both"), ("gif", "webp"), 10.0)
+  assert [os.path.basename(p) for p in paths] == ["both.gif", "both.webp"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Rendering.
+
+
+def _spy_initial_noise(monkeypatch):
+  """Records the initial latents [B, h, w, c] of every sampler call."""
+  calls = []
+  original = ddim.DDIMSampler.sample
+
+  def spy(self, denoise_fn, params, cond, key, shape, uncond=None, initial_latents=None):
+    calls.append(np.asarray(initial_latents))
+    return original(self, denoise_fn, params, cond, key, shape, uncond, initial_latents)
+
+  monkeypatch.setattr(ddim.DDIMSampler, "sample", spy)
+  return calls
+
+
+def test_render_frames_match_the_still_renders(bundle, scene):
+  edits = trajectory.build_trajectory(scene, "rotate 1 yaw=0:90:3")
+  frames = trajectory.render_frames(bundle, edits, seed=3, num_steps=2, batch_size=2)
+  assert frames.shape == (3, fx.RESOLUTION, fx.RESOLUTION, 3) and frames.dtype == np.uint8
+  stills = editing.render(bundle, scene, *edits, seed=3, num_steps=2)[:, 0]
+  # Same noise, same conditioning: the same images (up to XLA's batch-size-dependent rounding).
+  assert np.abs(frames.astype(int) - stills.astype(int)).max() <= 1
+  # The conditioning changes along the path (the tiny random model responds weakly, but does).
+  assert not np.array_equal(frames[0], frames[1]) and not np.array_equal(frames[0], frames[2])
+
+
+def test_shared_noise_shares_the_initial_latents(bundle, scene, monkeypatch):
+  calls = _spy_initial_noise(monkeypatch)
+  # Four frames of the same (no-op) edit: only the noise can tell them apart.
+  edits = trajectory.build_trajectory(scene, "rotate 0 yaw=0:0:4")
+  shared = trajectory.render_frames(bundle, edits, seed=5, num_steps=2, batch_size=3)
+  latents = np.concatenate(calls)
+  assert len(calls) == 2 and latents.shape[0] == 6  # 3 + (1 padded to 3).
+  for row in latents[1:]:
+    np.testing.assert_array_equal(row, latents[0])
+  for frame in shared[1:]:
+    np.testing.assert_array_equal(frame, shared[0])
+  calls.clear()
+  independent = trajectory.render_frames(bundle, edits, seed=5, num_steps=2, shared_noise=False)
+  latents = np.concatenate(calls)
+  assert latents.shape[0] == 4
+  # Frame k's x_T is that of seed 5 + k (render's noise: fold_in(split(key(seed))[0], 0)).
+  for k in range(4):
+    key = jax.random.fold_in(jax.random.split(jax.random.PRNGKey(5 + k))[0], 0)
+    want = jax.random.normal(key, latents.shape[1:], np.float32)
+    np.testing.assert_array_equal(latents[k], np.asarray(want))
+  assert not np.array_equal(latents[0], latents[1])
+  assert np.abs(independent[0].astype(int) - independent[1].astype(int)).mean() > 1.0
+  np.testing.assert_array_equal(independent[0], shared[0])  # Frame 0: the same seed.
+
+
+def test_render_frames_refuses_mixed_scenes(bundle, scene):
+  other = fx.make_scene(frame=1)
+  edits = [editing.as_edit(scene), editing.as_edit(other)]
+  with pytest.raises(editing.EditError, match="another scene"):
+    trajectory.render_frames(bundle, edits, num_steps=1)
+  with pytest.raises(trajectory.TrajectoryError, match="at least one frame"):
+    trajectory.render_frames(bundle, [], num_steps=1)
+
+
+# ------------------------------------------------------------------------------------------------
+# The edit CLI.
