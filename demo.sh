@@ -2,11 +2,13 @@
 # The embedded demo on a fresh machine (CPU is enough):
 #
 #   bash demo.sh [WORKDIR] [flags of neural_assets.demo, e.g. --minutes=5]
+#   bash demo.sh --preset=3d     # the toy 3D world (configs/synthetic_3d.py), <= 60 minutes
 #
 # Creates ./.venv if missing, installs this package (once per setup.py change), renders a small
 # synthetic dataset, trains configs/synthetic.py for a bounded time (~15 minutes in all by default; re-running
 # resumes), evaluates it against the copy-source-frame baseline, runs the edits and writes
-# WORKDIR/report/index.html. WORKDIR defaults to ./workdir/demo in this repository.
+# WORKDIR/report/index.html. WORKDIR defaults to ./workdir/demo in this repository
+# (./workdir/demo_<preset> with --preset=<preset>: presets never resume each other's runs).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -15,6 +17,12 @@ if [ $# -ge 1 ] && [[ "$1" != --* ]]; then
   shift
 else
   WORKDIR="$REPO/workdir/demo"
+  for arg in "$@"; do
+    case "$arg" in
+      --preset=default) ;;
+      --preset=*) WORKDIR="$REPO/workdir/demo_${arg#--preset=}" ;;
+    esac
+  done
 fi
 mkdir -p "$WORKDIR"
 WORKDIR="$(cd "$WORKDIR" && pwd)"

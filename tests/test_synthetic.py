@@ -280,3 +280,21 @@ def test_3d_preset_config_is_complete_and_fits_its_budget():
   config.lock()
   with pytest.raises(AttributeError):
     config.training.num_train_step = 5
+
+
+def test_demo_preset_flag_chooses_the_config_file_and_workdir():
+  from neural_assets.demo import run  # pylint: disable=g-import-not-at-top
+  argv = run.preset_argv(["demo", "--preset=3d", "--minutes=5"])
+  assert argv == ["demo", f"--config={run.PRESETS['3d']}", "--preset=3d", "--minutes=5"]
+  assert run.preset_argv(["demo", "--preset", "3d"])[1].endswith("configs/synthetic_3d.py")
+  assert run.preset_argv(["demo", "--minutes=5"]) == ["demo", "--minutes=5"]
+  assert run.preset_argv(["demo", "--config=c.py", "--preset=default"]) == [
+      "demo", "--config=c.py", "--preset=default"]
+  with pytest.raises(ValueError, match="drop --config"):
+    run.preset_argv(["demo", "--config=c.py", "--preset=3d"])
+  with pytest.raises(ValueError, match="Unknown --preset"):
+    run.preset_argv(["demo", "--preset=4d"])
+  assert run.default_workdir("3d").endswith("demo_3d") and run.default_workdir(
+      "default").endswith("demo")
+  config = importlib.import_module("configs.synthetic_3d").get_config()
+  assert run.demo_defaults(config) == {"minutes": config.demo.minutes, "fidelity_scenes": 32}

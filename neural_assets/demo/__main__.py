@@ -1,7 +1,13 @@
 r"""`python -m neural_assets.demo`: the embedded demo: synthetic data, bounded training, evaluation vs a baseline, edits, report.
 
-  python -m neural_assets.demo --workdir=./workdir/demo [--minutes=15] \
+  python -m neural_assets.demo --workdir=./workdir/demo [--minutes=12] \
       [--config=configs/synthetic.py] [--config.optimizer.lr=1e-4] [--num_train_videos=64]
+  python -m neural_assets.demo --preset=3d      # configs/synthetic_3d.py, ./workdir/demo_3d
+
+Presets (`--preset`, `run.PRESETS`): `default` = configs/synthetic.py (~15 minutes on 2 cores),
+`3d` = configs/synthetic_3d.py (the toy 3D world, <= 60 minutes). A preset picks the config
+file and the default workdir; the config holds the default --minutes and
+--num_fidelity_scenes (`config.demo.minutes`, `config.demo.fidelity_scenes`).
 
 Steps (each skipped when its output already exists, so re-running resumes):
   1. WORKDIR/data: synthetic MOVi-E-like videos (`data_pipelines/synthetic.py` CLI), train and
@@ -34,6 +40,7 @@ from __future__ import annotations
 import json
 import logging as py_logging
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -42,19 +49,34 @@ from ml_collections import config_flags
 
 from neural_assets import cli_validation
 from neural_assets.demo import host_devices
+from neural_assets.demo import run as run_lib
 from neural_assets.demo.run import run_demo
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _DEFAULT_CONFIG = os.path.join(_REPO, "configs", "synthetic.py")
 
+# `--preset` becomes `--config=<its file>` in sys.argv before the config flag is defined:
+# config_flags reads sys.argv at definition time to register the `--config.<field>` overrides.
+if __name__ == "__main__":
+  try:
+    sys.argv = run_lib.preset_argv(sys.argv)
+  except ValueError as _error:
+    sys.exit(f"FATAL Flags parsing error: {_error}")
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", _DEFAULT_CONFIG, "Experiment config (default: configs/synthetic.py).",
     lock_config=False)
-_WORKDIR = flags.DEFINE_string("workdir", "./workdir/demo",
-                               "Demo directory: data/, train/, report/ go here.")
+_PRESET = flags.DEFINE_enum(
+    "preset", "default", sorted(run_lib.PRESETS), "Which demo: 'default' (configs/synthetic.py, "
+    "~15 min) or '3d' (configs/synthetic_3d.py: the toy 3D world, <= 60 min). Chooses the config "
+    "file (not with --config) and the default --workdir.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Demo directory: data/, train/, report/ go here (default ./workdir/demo, "
+    "./workdir/demo_<preset> for other presets).")
 _MINUTES = flags.DEFINE_float(
-    "minutes", 12.0, "Wall-clock budget of this run for the VAE warm-up and training, in minutes "
-    "(data, latent cache, evaluation, edits and edit fidelity add ~3 min: ~15 in all on 2 cores; "
+    "minutes", None, "Wall-clock budget of this run for the VAE warm-up and training, in minutes "
+    "(default: config.demo.minutes, 12 for configs/synthetic.py: data, latent cache, evaluation, "
+    "edits and edit fidelity add ~3 min: ~15 in all on 2 cores; "
     "0: no training, only evaluate the newest checkpoint and write the report).")
 _NUM_TRAIN_VIDEOS = flags.DEFINE_integer("num_train_videos", None,
                                          "Override config.synthetic.num_train_videos.")
@@ -66,8 +88,9 @@ _NUM_EDIT_SCENES = flags.DEFINE_integer("num_edit_scenes", 3,
                                         "Eval scenes shown per edit type (0: no edits).")
 _NUM_SHOWN = flags.DEFINE_integer("num_shown", 4, "Eval examples in the reconstruction grid.")
 _NUM_FIDELITY_SCENES = flags.DEFINE_integer(
-    "num_fidelity_scenes", 4, "Held-out scenes of the edit-fidelity benchmark (every edit type "
-    "scored against the generator's ground truth; WORKDIR/edit_fidelity; 0: skip).")
+    "num_fidelity_scenes", None, "Held-out scenes of the edit-fidelity benchmark (every edit "
+    "type scored against the generator's ground truth; WORKDIR/edit_fidelity; 0: skip; default: "
+    "config.demo.fidelity_scenes, 8 for configs/synthetic.py: fewer than the benchmark's 32).")
 _EVAL_MIN_GAP = flags.DEFINE_integer(
     "eval_min_gap", 1, "Minimum frame gap of the evaluation pairs (see the module docstring).")
 _VAE_MINUTES = flags.DEFINE_float(
@@ -107,17 +130,22 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if _MINUTES.value < 0:
-    raise app.UsageError(f"--minutes must be >= 0, got {_MINUTES.value}.")
   config = _CONFIG.value
+  defaults = run_lib.demo_defaults(config)
+  minutes = defaults["minutes"] if _MINUTES.value is None else _MINUTES.value
+  if minutes < 0:
+    raise app.UsageError(f"--minutes must be >= 0, got {minutes}.")
+  workdir = _WORKDIR.value or run_lib.default_workdir(_PRESET.value)
+  fidelity_scenes = (defaults["fidelity_scenes"] if _NUM_FIDELITY_SCENES.value is None
+                     else _NUM_FIDELITY_SCENES.value)
   host_devices.prepare_process(config)  # May restart this process; before JAX starts.
   results = run_demo(
-      config, _WORKDIR.value, _MINUTES.value,
+      config, workdir, minutes,
       data_overrides=dict(num_train_videos=_NUM_TRAIN_VIDEOS.value,
                           num_eval_videos=_NUM_EVAL_VIDEOS.value, num_frames=_NUM_FRAMES.value),
       data_workers=_DATA_WORKERS.value, num_shown=_NUM_SHOWN.value,
       num_edit_scenes=_NUM_EDIT_SCENES.value, eval_min_gap=_EVAL_MIN_GAP.value,
-      num_fidelity_scenes=_NUM_FIDELITY_SCENES.value,
+      num_fidelity_scenes=fidelity_scenes,
       backstop_seconds=_BACKSTOP_SECONDS.value, vae_minutes=_VAE_MINUTES.value)
   print(json.dumps({"metrics": results["metrics"], "run_info": results["run_info"],
                     "report": results["report"]}, indent=2, default=str))

@@ -21,6 +21,97 @@ from neural_assets.demo.evaluation import (conditioning_errors, evaluate_model_a
 from neural_assets.demo.training import train_with_budget
 from neural_assets.demo.vae_warmup import ensure_vae
 
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# `--preset` of `python -m neural_assets.demo` / `bash demo.sh`: name -> config file. The config
+# holds the rest (`config.demo.minutes`, `config.demo.fidelity_scenes`); each preset has its own
+# default workdir (`default_workdir`), so runs of different worlds never resume each other.
+PRESETS = {"default": os.path.join(_REPO, "configs", "synthetic.py"),
+           "3d": os.path.join(_REPO, "configs", "synthetic_3d.py")}
+DEFAULT_MINUTES = 12.0  # For a config without `demo.minutes`.
+DEFAULT_FIDELITY_SCENES = 8  # For a config without `demo.fidelity_scenes`.
+
+
+def default_workdir(preset: str) -> str:
+  """./workdir/demo for the default preset, ./workdir/demo_<preset> for the others."""
+  return os.path.join(".", "workdir", "demo" if preset == "default" else f"demo_{preset}")
+
+
+def preset_argv(argv: list[str]) -> list[str]:
+  """argv with `--preset=NAME` (or `--preset NAME`) turned into `--config=<its file>`.
+
+  Raises:
+    ValueError: an unknown preset, or a preset other than the default together with --config.
+  """
+  out, preset, config_given, i = [], None, False, 0
+  while i < len(argv):
+    arg = argv[i]
+    if arg == "--preset" and i + 1 < len(argv):
+      preset, i = argv[i + 1], i + 2
+      continue
+    if arg.startswith("--preset="):
+      preset = arg.split("=", 1)[1]
+    else:
+      config_given |= arg == "--config" or arg.startswith("--config=")
+      out.append(arg)
+    i += 1
+  if preset is None:
+    return out
+  if preset not in PRESETS:
+    raise ValueError(f"Unknown --preset={preset!r}; known: {sorted(PRESETS)}.")
+  if config_given and preset != "default":
+    raise ValueError(f"--preset={preset} chooses the config ({PRESETS[preset]}); drop --config "
+                     "or the preset.")
+  if config_given:
+    return out + [f"--preset={preset}"]
+  return out[:1] + [f"--config={PRESETS[preset]}", f"--preset={preset}"] + out[1:]
+
+
+def demo_defaults(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The config's budget knobs: minutes (VAE warm-up + training) and edit-fidelity scenes."""
+  demo = config.get("demo", {})
+  return {"minutes": float(demo.get("minutes", DEFAULT_MINUTES)),
+          "fidelity_scenes": int(demo.get("fidelity_scenes", DEFAULT_FIDELITY_SCENES))}
+
+
+def fidelity_tables(fidelity: Mapping[str, Any], num_scenes: int
+                    ) -> dict[str, tuple[str, dict[str, dict[str, Any]]]]:
+  """The report's edit-fidelity tables: the verdict per edit type with its intervals, and the
+  means per edit type and method (each row marked)."""
+  from neural_assets.evaluation import edit_fidelity  # pylint: disable=g-import-not-at-top
+  seed = fidelity["settings"]["held_out_seed"]
+  effects = fidelity["takes_effect"]
+  fewer = (f" (the benchmark's default is {edit_fidelity.DEFAULT_NUM_SCENES}; the demo scores "
+           f"fewer to fit its budget, so its intervals are wider)"
+           if num_scenes < edit_fidelity.DEFAULT_NUM_SCENES else "")
+  verdict = {}
+  for edit, by_baseline in fidelity["differences"].items():
+    row = {"takes effect": "YES" if effects[edit] else "no"}
+    for baseline, by_metric in by_baseline.items():
+      short = "unedited" if baseline == "model, unedited" else "source"
+      for metric, d in by_metric.items():
+        row[f"\u0394 vs {short}: {metric}"] = edit_fidelity.format_difference(d, metric)
+    verdict[edit] = row
+  taking = [e for e, ok in effects.items() if ok]
+  title = "Does each edit take effect? (edit fidelity against the generator's ground truth)"
+  caption = (f"{num_scenes} held-out scenes{fewer} (generator seed {seed}). "
+             + edit_fidelity.EFFECTS_CAPTION
+             + f" At this budget {len(taking)} of {len(effects)} edit types take effect"
+             + (f": {', '.join(taking)}." if taking else "."))
+  means_title = "How well edits work (edit fidelity against the generator's ground truth)"
+  means_caption = (
+      f"Per edit type, mean over {num_scenes} held-out scenes (generator seed {seed}): the "
+      "model's render of the edit, its render of the unedited scene and the source frame, each "
+      "scored against the ground-truth render of the edited 3D state. Region = the edited "
+      "object's boxes before and after; localisation IoU = where the model drew the object vs "
+      "its true mask. 'takes effect': the verdict of the table above for the row's edit type.")
+  means = {f"{edit} | {method}":
+           {"takes effect": "YES" if effects[edit] else "no",
+            **{m: values[m] for m in edit_fidelity.METRICS if values.get(m) is not None}}
+           for edit, by_method in fidelity["means"].items()
+           for method, values in by_method.items() if method != "ground truth (ceiling)"}
+  return {title: (caption, verdict), means_title: (means_caption, means)}
+
+
 def reconstruction_grid(examples: Mapping[str, np.ndarray]) -> report_lib.Grid:
   """Per held-out pair: source | target | model | copy-source | VAE ceiling, target boxes drawn
   (green) on all but the source (its own boxes, red)."""
@@ -52,14 +143,17 @@ def _load_info() -> dict[str, Any]:
 def run_demo(config: ml_collections.ConfigDict, workdir: str, minutes: float, *,
              data_overrides: Optional[Mapping[str, Optional[int]]] = None, data_workers: int = 1,
              num_shown: int = 4, num_edit_scenes: int = 3, eval_min_gap: int = 1,
-             num_fidelity_scenes: int = 4,
+             num_fidelity_scenes: Optional[int] = None,
              backstop_seconds: float = 120.0, vae_minutes: Optional[float] = None
              ) -> dict[str, Any]:
   """The whole demo (module docstring); returns what results.json holds. `vae_minutes` None:
   `config.demo.vae_minutes` (else 3). `num_fidelity_scenes` > 0: the edit-fidelity benchmark
   (`neural_assets.evaluation.edit_fidelity`) scores the checkpoint's edits against the
-  generator's ground truth into WORKDIR/edit_fidelity, linked from the report."""
+  generator's ground truth into WORKDIR/edit_fidelity, linked from the report (None:
+  `config.demo.fidelity_scenes`, see `demo_defaults`)."""
   t0 = time.time()
+  if num_fidelity_scenes is None:
+    num_fidelity_scenes = demo_defaults(config)["fidelity_scenes"]
   if vae_minutes is None:
     vae_minutes = float(config.get("demo", {}).get("vae_minutes", 3.0))
   workdir = os.path.abspath(os.path.expanduser(workdir))
@@ -150,18 +244,12 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str, minutes: float, *,
     fidelity = edit_fidelity.run_for_workdir(bundle, workdir, num_scenes=num_fidelity_scenes,
                                              log=logging.info)
     run_info["edit fidelity seconds"] = round(time.time() - t_fidelity, 1)
-    title = "How well edits work (edit fidelity against the generator's ground truth)"
-    tables[title] = (
-        f"Per edit type, mean over {num_fidelity_scenes} held-out scenes (generator seed "
-        f"{fidelity['settings']['held_out_seed']}): the model's render of the edit, its render of "
-        "the unedited scene and the source frame, each scored against the ground-truth render "
-        "of the edited 3D state. Region = the edited object's boxes before and after; "
-        "localisation IoU = where the model drew the object vs its true mask.",
-        {f"{edit} | {method}": {m: values[m] for m in edit_fidelity.METRICS
-                                if values.get(m) is not None}
-         for edit, by_method in fidelity["means"].items()
-         for method, values in by_method.items() if method != "ground truth (ceiling)"})
-    links[title] = os.path.relpath(fidelity["index"], report_dir)
+    run_info["edit types taking effect"] = (
+        f"{sum(fidelity['takes_effect'].values())} of {len(fidelity['takes_effect'])} on "
+        f"{num_fidelity_scenes} held-out scenes")
+    tables.update(fidelity_tables(fidelity, num_fidelity_scenes))
+    for title in tables:
+      links[title] = os.path.relpath(fidelity["index"], report_dir)
 
   curves = report_lib.read_event_scalars(train_dir)
   metrics = {name: {k: v for k, v in m.items() if k.split("/")[0] in ("image", "object")}
@@ -208,6 +296,8 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str, minutes: float, *,
       links=links)
   results = dict(metrics=metrics, run_info=run_info, report=html_path,
                  grids=[g.name for g in grids], conditioning=conditioning)
+  if num_fidelity_scenes > 0:
+    results["edit_fidelity"] = {k: fidelity[k] for k in ("takes_effect", "differences", "means")}
   with open(os.path.join(report_dir, "results.json"), "w") as f:
     json.dump(results, f, indent=2, default=str)
   logging.info("Report: %s", html_path)

@@ -731,7 +731,7 @@ def takes_effect(differences: Mapping[str, Any]) -> dict[str, bool]:
           for name, by_baseline in differences.items()}
 
 
-def _fmt_difference(d: Mapping[str, Any], metric: str) -> str:
+def format_difference(d: Mapping[str, Any], metric: str) -> str:
   if d["mean"] is None:
     return "n/a"
   digits = 2 if "psnr" in metric else 3
@@ -746,7 +746,7 @@ def _effect_columns() -> list[str]:
 
 
 def _effect_cells(by_baseline: Mapping[str, Any]) -> list[str]:
-  return [_fmt_difference(by_baseline[b][m], m) for b in BASELINES for m in DIFFERENCE_METRICS]
+  return [format_difference(by_baseline[b][m], m) for b in BASELINES for m in DIFFERENCE_METRICS]
 
 
 def format_effects(differences: Mapping[str, Any], effects: Mapping[str, bool]) -> str:
