@@ -17,7 +17,10 @@ the camera. The wireframes follow each edit at once (geometry only: `neural_asse
 and shows the edit beside the source. An edit that would put an object behind the camera or off
 screen is refused with the editing API's message unless "apply even if invalid" is ticked.
 Undo / reset; the render downloads as PNG, the edit as an `.npz` that `python -m
-neural_assets.edit --scene` accepts.
+neural_assets.edit --scene` accepts. "Render motion" renders a trajectory on top of the current
+edit (an op whose numbers may be paths, e.g. `rotate 1 yaw=0:360:12`: the grammar of
+`neural_assets.editing.trajectory`) with a progress bar per frame batch, plays it inline (MP4)
+and offers it as an animated GIF.
 
 The model is loaded once through `neural_assets.inference`; the page's state (the list of edits
 made so far) lives per browser session.
@@ -41,6 +44,7 @@ from PIL import Image
 from neural_assets import editing
 from neural_assets import inference
 from neural_assets.editing import draw
+from neural_assets.editing import trajectory as trajectory_lib
 
 # Where `bash demo.sh` trains (REPO/workdir/demo) and where `python -m neural_assets.demo` does by
 # default (./workdir/demo): the first that exists.
@@ -51,6 +55,7 @@ DEFAULT_WORKDIR = next((p for p in (os.path.join(".", "workdir", "demo"),
 # How the page tells the user to force a refused edit (the API's `allow_invalid=True`).
 FORCE_HINT = 'Tick "Apply even if invalid" to apply it anyway'
 DISPLAY_WIDTH = 384  # Pixels of the shown frames (small model frames are upscaled, nearest).
+DEFAULT_MOTION = "rotate 0 yaw=0:330:12"  # A full turn in 12 frames (330 + 30 = 360: loops).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,10 +167,7 @@ class Editor:
              progress: Callable[[float, str], Any] | None = None) -> tuple[np.ndarray, str]:
     """Renders the current edit: ([H, W, 3] uint8 at the model's resolution, PNG path)."""
     progress = progress or (lambda *_: None)
-    if not np.isfinite(guidance_scale):
-      raise editing.EditError(f"Guidance scale must be a finite number, got {guidance_scale}.")
-    if int(num_steps) < 1:
-      raise editing.EditError(f"Sampling steps must be >= 1, got {num_steps}.")
+    _check_sampling(num_steps, guidance_scale)
     progress(0.05, f"Sampling {int(num_steps)} DDIM steps (the first render also compiles)")
     image = editing.render(self.bundle, session.edit.source, session.edit,
                            guidance_scale=float(guidance_scale), num_steps=int(num_steps),
@@ -174,6 +176,37 @@ class Editor:
     path = os.path.join(self.out_dir, f"render_{_slug(session.scene)}_{uuid.uuid4().hex[:8]}.png")
     Image.fromarray(image).save(path)
     return image, path
+
+  def render_motion(self, session: Session, spec: str, num_steps: int, guidance_scale: float,
+                    seed: int, fps: float = trajectory_lib.DEFAULT_FPS, shared_noise: bool = True,
+                    progress: Callable[[float, str], Any] | None = None,
+                    donor: str | None = None) -> tuple[np.ndarray, str, str]:
+    """Renders trajectory `spec` on top of the current edit (`donor`: the scene that `insert` /
+    `background` in the spec take from).
+
+    Returns:
+      ([F, H, W, 3] uint8 frames at the model's resolution, MP4 path, GIF path); the videos are
+      upscaled (nearest) to about DISPLAY_WIDTH wide, as the shown stills.
+
+    Raises:
+      editing.EditError: a bad setting; trajectory.TrajectoryError: a bad spec or refused frame.
+    """
+    progress = progress or (lambda *_: None)
+    _check_sampling(num_steps, guidance_scale)
+    if not np.isfinite(fps) or fps <= 0:
+      raise editing.EditError(f"Frames per second must be a positive number, got {fps}.")
+    other = self.donor(donor) if donor is not None else None
+    edits = trajectory_lib.build_trajectory(session.edit, spec, other)
+    progress(0.0, f"Sampling {len(edits)} frames, {int(num_steps)} DDIM steps each (the first "
+             "render also compiles)")
+    frames = trajectory_lib.render_frames(
+        self.bundle, edits, seed=int(seed), shared_noise=bool(shared_noise),
+        guidance_scale=float(guidance_scale), num_steps=int(num_steps),
+        progress=lambda done, total: progress(done / total, f"{done}/{total} frames rendered"))
+    stem = os.path.join(self.out_dir, f"motion_{_slug(session.scene)}_{uuid.uuid4().hex[:8]}")
+    mp4, gif = trajectory_lib.write_videos(frames, stem, ("mp4", "gif"), float(fps),
+                                           _video_scale(frames.shape[1:3]))
+    return frames, mp4, gif
 
   def warm_up(self) -> None:
     """Renders the first scene once at the config's sampling steps (compiles the sampler)."""
@@ -187,6 +220,22 @@ class Editor:
     path = os.path.join(self.out_dir, f"edited_{_slug(session.scene)}_{uuid.uuid4().hex[:8]}.npz")
     session.edit.save(path)
     return path
+
+
+def _check_sampling(num_steps: int, guidance_scale: float) -> None:
+  if not np.isfinite(guidance_scale):
+    raise editing.EditError(f"Guidance scale must be a finite number, got {guidance_scale}.")
+  if int(num_steps) < 1:
+    raise editing.EditError(f"Sampling steps must be >= 1, got {num_steps}.")
+
+
+def _video_scale(size: tuple[int, int]) -> int:
+  """The integer upscaling of [H, W] frames to >= DISPLAY_WIDTH wide (as `draw.upscaled`), made
+  even where needed: MP4's yuv420p wants an even height and width."""
+  factor = max(1, -(-DISPLAY_WIDTH // size[1]))
+  if any((n * factor) % trajectory_lib.MP4_SIZE_MULTIPLE for n in size):
+    factor *= trajectory_lib.MP4_SIZE_MULTIPLE
+  return factor
 
 
 def _first_active(edit: editing.Edit) -> int | None:
@@ -324,6 +373,20 @@ def build_app(editor: Editor, title: str = "Neural Assets scene editor"):
       npz_btn = gr.DownloadButton("Download edited scene (.npz)",
                                   value=editor.save_edit(initial), elem_id="download_npz")
 
+    with gr.Row():
+      motion_spec = gr.Textbox(DEFAULT_MOTION, label="Motion: an op with paths A:B:N (N frames "
+                               "from A to B) or waypoints W0,W1,...:N, on top of the edit",
+                               elem_id="motion_spec", scale=3)
+      fps = gr.Number(value=trajectory_lib.DEFAULT_FPS, label="Frames per second",
+                      elem_id="fps")
+      shared_noise = gr.Checkbox(value=True, label="Same initial noise for every frame",
+                                 elem_id="shared_noise")
+      motion_btn = gr.Button("Render motion", elem_id="motion_btn")
+    with gr.Row():
+      motion_view = gr.Video(value=None, format="mp4", autoplay=True, loop=True,
+                             interactive=False, label="Rendered motion", elem_id="motion")
+      gif_btn = gr.DownloadButton("Download motion (GIF)", value=None, elem_id="download_gif")
+
     with gr.Tab("Object"):
       with gr.Row():
         dx = gr.Number(value=0.0, label="x", elem_id="move_x")
@@ -434,6 +497,25 @@ def build_app(editor: Editor, title: str = "Neural Assets scene editor"):
 
     render_btn.click(on_render, [state, num_steps, guidance, seed],
                      [render_view, png_btn, message], show_progress="full")
+
+    def on_motion(s: Session, spec, steps, scale, seed_value, rate, shared, donor,
+                  progress=gr.Progress()):
+      try:
+        frames, mp4, gif = editor.render_motion(
+            s, str(spec or ""), int(steps or 1),
+            float(scale if scale is not None else float("nan")), int(seed_value or 0),
+            float(rate if rate is not None else float("nan")), bool(shared),
+            lambda f, d: progress(f, desc=d), donor)
+      except (editing.EditError, trajectory_lib.TrajectoryError) as e:
+        return (gr.update(), gr.update(), f"**Motion not rendered.** {e}")
+      noise = "shared" if shared else "per-frame"
+      return (mp4, gr.update(value=gif), f"Rendered motion: {spec} ({len(frames)} frames at "
+              f"{float(rate):g} fps, {int(steps)} steps, seed {int(seed_value or 0)}, {noise} "
+              "noise).")
+
+    motion_btn.click(on_motion, [state, motion_spec, num_steps, guidance, seed, fps,
+                                 shared_noise, donor_box], [motion_view, gif_btn, message],
+                     show_progress="full")
   return app
 
 

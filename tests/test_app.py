@@ -1,8 +1,9 @@
 """The scene editor app: click picking, wireframes, edit actions and the page in headless Chromium.
 
 The browser test starts the app on a free port with a tiny checkpoint (`editing_fixtures`), clicks
-an object on the frame, moves it, renders, checks the rendered image differs from the source and
-that a refused edit shows the editing API's message. Screenshots go to the test's tmp dir; with
+an object on the frame, moves it, renders, checks the rendered image differs from the source,
+renders a motion (a trajectory) and checks the page plays it (a <video> whose MP4 the browser
+loads and decodes), and that a refused edit shows the editing API's message. Screenshots go to the test's tmp dir; with
 NA_APP_SCREENSHOT=PATH the README's screenshot is also written there (docs/app_screenshot.png).
 It skips when no Chromium / chromedriver is installed, except under CI=true, where it must run
 (`tests/run.sh` installs Debian's chromium and chromium-driver when it runs as root).
@@ -22,6 +23,7 @@ import pytest
 from neural_assets import app as app_lib
 from neural_assets import editing
 from neural_assets.editing import draw
+from neural_assets.editing import trajectory
 from tests import editing_fixtures as fx
 from tests import test_editing
 
@@ -154,6 +156,30 @@ def test_editor_render_matches_the_api(editor):
   with pytest.raises(editing.EditError, match="Guidance scale"):
     editor.render(session, 2, float("nan"), 0)
   editor.warm_up()  # The start-up compile: one render of the first scene at the config's steps.
+
+
+def test_editor_render_motion_matches_the_library(editor):
+  session = editor.apply(editor.start("a"), lambda e: editing.translate(e, 1, (0.2, 0, 0),
+                                                                          "camera"))
+  seen = []
+  frames, mp4, gif = editor.render_motion(session, "rotate 1 yaw=0:90:3", 2, 2.0, 1, fps=6.0,
+                                          progress=lambda f, d: seen.append((f, d)))
+  want = trajectory.render_frames(editor.bundle, trajectory.build_trajectory(
+      session.edit, "rotate 1 yaw=0:90:3"), seed=1, guidance_scale=2.0, num_steps=2)
+  np.testing.assert_array_equal(frames, want)
+  # The videos are upscaled as the shown stills: 16 px -> 384 px.
+  shown = draw.upscaled(want[0], app_lib.DISPLAY_WIDTH).shape
+  assert trajectory.read_video(mp4).shape == (3,) + shown
+  assert trajectory.read_video(gif).shape == (3,) + shown
+  assert seen[-1] == (1.0, "3/3 frames rendered")
+  with pytest.raises(trajectory.TrajectoryError, match="give the frame count"):
+    editor.render_motion(session, "rotate 1 yaw=0:90", 2, 2.0, 0)
+  with pytest.raises(editing.EditError, match="Frames per second"):
+    editor.render_motion(session, "rotate 1 yaw=0:90:3", 2, 2.0, 0, fps=float("nan"))
+  # insert in a motion takes the object from the donor scene.
+  frames, _, _ = editor.render_motion(session, "insert 0 x=0:0.2:2 frame=camera", 1, 2.0, 0,
+                                      donor="b")
+  assert frames.shape == (2, fx.RESOLUTION, fx.RESOLUTION, 3)
 
 
 def test_scenes_default_to_synthetic_ones_and_fit_the_slots(editor, tmp_path):
@@ -297,6 +323,31 @@ def test_app_in_browser(editor, browser, tmp_path):
     shown_source = draw.upscaled(start.edit.source.image, app_lib.DISPLAY_WIDTH)
     assert rendered.shape == shown_source.shape
     assert np.abs(rendered.astype(int) - shown_source.astype(int)).mean() > 5.0
+
+    # Render motion: a progress bar, then an inline player whose MP4 the browser decodes.
+    spec_box = browser.find_element(By.CSS_SELECTOR, "#motion_spec textarea")
+    spec_box.send_keys(Keys.CONTROL, "a")
+    spec_box.send_keys("rotate 1 yaw=0:90:3")
+    browser.find_element(By.ID, "motion_btn").click()
+    wait.until(lambda d: "Rendered motion:" in text("message"))
+    video = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#motion video"))[0]
+    src = video.get_attribute("src")
+    assert src and src.endswith(".mp4"), src
+    # Playable: the browser has read the stream's metadata and a frame (readyState >= 2,
+    # HAVE_CURRENT_DATA) with the video's size and duration, and reports no media error.
+    wait.until(lambda d: d.execute_script(
+        "const v = document.querySelector('#motion video'); return v.readyState >= 2;"))
+    state = browser.execute_script(
+        "const v = document.querySelector('#motion video'); return [v.videoWidth, "
+        "v.videoHeight, v.duration, v.error === null];")
+    browser.save_screenshot(str(tmp_path / "2b_motion.png"))
+    shown_size = draw.upscaled(want, app_lib.DISPLAY_WIDTH).shape
+    assert state[:2] == [shown_size[1], shown_size[0]] and state[3], state
+    assert state[2] == pytest.approx(3 / trajectory.DEFAULT_FPS, abs=0.05), state
+    with urllib.request.urlopen(src, timeout=30) as response:
+      (tmp_path / "motion.mp4").write_bytes(response.read())
+    assert trajectory.read_video(str(tmp_path / "motion.mp4")).shape == (3,) + shown_size
+    assert "3 frames" in text("message")
 
     # A move behind the camera is refused, with the API's message in the page.
     set_number("move_x", 0)
