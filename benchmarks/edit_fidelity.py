@@ -2,7 +2,7 @@ r"""Command line of the edit-fidelity benchmark (`neural_assets/evaluation/edit_
 says what is scored and how):
 
   python -m benchmarks.edit_fidelity --checkpoint WORKDIR [--num_scenes 32] [--seed 1000] \
-      [--out_dir DIR] [--lpips_weights lpips_alex.safetensors] [--num_steps N] [--guidance G]
+      [--out_dir DIR] [--lpips_weights pretrained|none|FILES] [--num_steps N] [--guidance G]
 
 Writes `--out_dir` (default CHECKPOINT/edit_fidelity) and `--results_json`, prints the tables:
 per edit type whether it takes effect (model - baseline with 95% bootstrap intervals, paired
@@ -42,7 +42,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                       help="Held-out generator stream (not the training / eval seeds).")
   parser.add_argument("--out_dir", default=None, help="Default: CHECKPOINT/edit_fidelity.")
   parser.add_argument("--results_json", default=_RESULTS, help="'' to skip.")
-  parser.add_argument("--lpips_weights", default="", help="LPIPS safetensors (see lpips.py).")
+  parser.add_argument("--lpips_weights", default="pretrained",
+                      help='"pretrained" (installed v0.1 weights), "none" or files (lpips.py).')
   parser.add_argument("--lpips_net", default="alex")
   parser.add_argument("--diff_threshold", type=float, default=0.1)
   parser.add_argument("--crop_size", type=int, default=64)

