@@ -63,8 +63,10 @@ DIRECTIONS = (("paper", "frozen_encoder"), ("paper", "bg_no_pose"), ("bg_no_pose
 CHART_METRICS = (
     ("heldout/image/psnr", "held-out image PSNR (dB)", True),
     ("heldout/object/psnr", "held-out object PSNR (dB)", True),
+    ("heldout/image/lpips", "held-out image LPIPS", False),
     ("edit/image/psnr", "edit image PSNR vs GT (dB)", True),
     ("edit/region/psnr", "edit region PSNR vs GT (dB)", True),
+    ("edit/region/lpips", "edit region LPIPS vs GT", False),
     ("edit/localisation/iou", "edit localisation IoU", True),
 )
 
@@ -141,7 +143,9 @@ def run_variant(config, name: str, workdir: str, minutes: float, num_scenes: int
   edits = edit_fidelity.run(bundle, num_scenes=num_scenes,
                             out_dir=os.path.join(out_dir, "edit_fidelity"), label=name,
                             seed=edit_fidelity.DEFAULT_SEED if seed is None else seed,
-                            num_steps=num_steps, log=log)
+                            num_steps=num_steps, log=log,
+                            lpips_fn=edit_fidelity.load_lpips(cfg.evaluation.lpips.weights,
+                                                              cfg.evaluation.lpips.net))
   result = {
       "variant": name, "description": VARIANTS[name][0],
       "switches": {k: list(v) if isinstance(v, tuple) else v
@@ -186,7 +190,7 @@ def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:
   lines = ["| variant | steps | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
   for name, result in results.items():
     s = scores(result)
-    cells = ["n/a" if s.get(k) is None else (f"{s[k]:.3f}" if "iou" in k else f"{s[k]:.2f}")
+    cells = ["n/a" if s.get(k) is None else (f"{s[k]:.2f}" if "psnr" in k else f"{s[k]:.3f}")
              for k in keys]
     lines.append(f"| {name} | {result['steps']} | " + " | ".join(cells) + " |")
   return "\n".join(lines)

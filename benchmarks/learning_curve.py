@@ -5,8 +5,8 @@ demo's synthetic data (rendered and its VAE warmed up first, as `python -m neura
 does, into --workdir), and every `--eval_every_steps` steps measures on the held-out pairs
 (frame gap >= 1):
   - the model (DDIM + guidance, EMA weights if configured) vs the copy-source-frame baseline:
-    PSNR and SSIM at image and object level (the Evaluator; LPIPS too when
-    `config.evaluation.lpips.weights` is set: no pretrained LPIPS weights exist offline);
+    PSNR, SSIM and LPIPS (pretrained AlexNet, `config.evaluation.lpips`) at image and object
+    level (the Evaluator);
   - the token-swap test: denoising MSE with the true tokens vs another scene's tokens (and vs
     the null context), per timestep bucket (`neural_assets.demo.evaluation.conditioning_errors`).
 Training time excludes evaluation time. Writes --out (JSON; rewritten after every point, so a

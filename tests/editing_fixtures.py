@@ -38,6 +38,8 @@ def tiny_config() -> ml_collections.ConfigDict:
   config.data.resolution = (RESOLUTION, RESOLUTION)
   config.sampler.num_inference_steps = 2
   config.checkpoint.async_save = False
+  # AlexNet LPIPS needs >= 31 px images (lpips.py refuses smaller ones).
+  config.evaluation.lpips.weights = "none"
   return config
 
 

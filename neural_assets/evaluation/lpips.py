@@ -112,8 +112,12 @@ class LPIPS(nn.Module):
     shift = jnp.asarray(SHIFT, jnp.float32)
     scale = jnp.asarray(SCALE, jnp.float32)
     both = (jnp.concatenate([x, y], axis=0).astype(jnp.float32) - shift) / scale
+    taps = self._features(both)
+    if min(min(f.shape[1:3]) for f in taps) == 0:  # Shapes are static: raised while tracing.
+      raise ValueError(f"LPIPS-{self.net}: {x.shape[1:3]} images are too small for the trunk's "
+                       "pooling (alex needs >= 31 px, vgg >= 16 px).")
     total = 0.0
-    for k, feats in enumerate(self._features(both)):
+    for k, feats in enumerate(taps):
       fx, fy = jnp.split(self._normalize(feats), 2, axis=0)
       diff = jnp.square(fx - fy)
       lin = nn.Conv(1, (1, 1), use_bias=False, name=f"lin{k}")(diff)
