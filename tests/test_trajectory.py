@@ -1,5 +1,6 @@
 """Edit trajectories: the spec grammar, the video writer, rendering with a tiny model (shared vs
 per-frame noise), the edit CLI's --trajectory and the trajectory-fidelity scores."""
+import json
 import os
 
 import jax
@@ -271,3 +272,134 @@ def test_cli_trajectory_errors_exit_before_loading(scene, tmp_path, capsys, extr
   assert info.value.code == 2
   assert message in capsys.readouterr().err
   assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# Trajectory fidelity against the generator's ground truth.
+
+FID_RES = 48
+
+
+@pytest.fixture(scope="module")
+def fidelity_setup():
+  from data_pipelines import synthetic
+  from neural_assets.evaluation import edit_fidelity as ef
+  config = synthetic.SceneConfig(height=FID_RES, width=FID_RES, num_frames=4)
+  (held,) = ef.heldout_scenes(config, ef.DEFAULT_SEED, 1, (FID_RES, FID_RES), 6, frame=1)
+  return held, config
+
+
+def _truth_renderer(held, config):
+  from neural_assets.evaluation import edit_fidelity as ef
+  states = {id(held.scene): held.state}
+
+  def perfect(scene, edits, shared_noise):
+    del scene, shared_noise
+    return np.stack([ef.render_ground_truth(e, states, config, (FID_RES, FID_RES))[0]
+                     for e in edits])
+
+  return perfect
+
+
+def test_flicker_counts_only_the_change_outside_the_regions():
+  from neural_assets.evaluation import trajectory_fidelity as tf
+  frames = np.zeros((3, 10, 10, 3), np.uint8)
+  frames[1, :5] = 51  # Frame 1 changes the top half (0.2 in [0, 1])...
+  frames[2] = frames[1]
+  frames[2, 6:, 6:] = 255  # ... frame 2 changes only its bottom-right corner (its region).
+  top = np.array([0.0, 0.0, 0.5, 1.0], np.float32)
+  corner = np.array([0.6, 0.6, 1.0, 1.0], np.float32)
+  np.testing.assert_allclose(tf.flicker(frames, [None, None, corner]), [0.1, 0.0])
+  np.testing.assert_allclose(tf.flicker(frames, [top, None, corner]), [0.0, 0.0])
+  whole = np.array([0.0, 0.0, 1.0, 1.0], np.float32)
+  assert np.isnan(tf.flicker(frames, [whole, whole, None])).tolist() == [True, True]
+
+
+def test_changed_assets_name_what_moved(scene):
+  from neural_assets.evaluation import trajectory_fidelity as tf
+  unedited = editing.as_edit(scene)
+  assert tf.changed_assets(editing.rotate(scene, 2, yaw=10), unedited) == [2]
+  assert tf.changed_assets(editing.duplicate(scene, 1, (0.1, 0, 0)), unedited) == [4]
+  assert tf.changed_assets(editing.remove(scene, 3), unedited) == [3]
+  assert tf.changed_assets(editing.orbit_camera(scene, 5.0), unedited) == [0, 1, 2, 3]
+  assert tf.changed_assets(unedited, unedited) == []
+
+
+def test_a_perfect_renderer_scores_the_cap_and_no_flicker(fidelity_setup):
+  from neural_assets.evaluation import edit_fidelity as ef
+  from neural_assets.evaluation import trajectory_fidelity as tf
+  held, config = fidelity_setup
+  scorer = ef.Scorer(_random_lpips(), crop_size=FID_RES)
+  result = tf.score_scene(held, 6, _truth_renderer(held, config), scorer, config, num_frames=4)
+  assert set(result["scores"]) == set(tf.TRAJECTORY_TYPES), result["specs"]
+  assert result["specs"]["rotate (yaw)"].endswith("yaw=0:270.0:4")
+  for name, by_method in result["scores"].items():
+    for method in ("model", "model, per-frame noise", "ground truth (ceiling)"):
+      row = by_method[method]
+      assert row["region/psnr"] == ef.PSNR_CAP and row["image/psnr"] == ef.PSNR_CAP, (name, row)
+      assert row["region/lpips"] == 0.0 and row["flicker/excess"] == 0.0, (name, row)
+      assert len(row["per_frame"]["region/psnr"]) == 4 and len(row["per_frame"]["flicker"]) == 3
+    if not name.startswith("camera"):
+      # Nothing but the edited object moves, and it stays inside its region.
+      assert by_method["model"]["flicker"] == 0.0, name
+    # The frozen source frame does not follow the path.
+    assert by_method["source frame"]["region/psnr"] < 60.0, name
+  means = tf.aggregate([result])
+  assert means["rescale"]["model"]["scenes"] == 1
+  assert "| rotate (yaw) | model | 1 | 100.00 |" in tf.format_table(means)
+
+
+def test_a_flickering_renderer_scores_lower(fidelity_setup):
+  from neural_assets.evaluation import edit_fidelity as ef
+  from neural_assets.evaluation import trajectory_fidelity as tf
+  held, config = fidelity_setup
+  perfect = _truth_renderer(held, config)
+  rng = np.random.default_rng(0)
+
+  def noisy(scene, edits, shared_noise):  # The truth plus fresh noise in every frame.
+    frames = perfect(scene, edits, shared_noise).astype(np.int16)
+    return np.clip(frames + rng.integers(-20, 21, frames.shape), 0, 255).astype(np.uint8)
+
+  scorer = ef.Scorer(None, crop_size=FID_RES)
+  result = tf.score_scene(held, 6, noisy, scorer, config, num_frames=3,
+                          per_frame_noise=False, types=("rotate (yaw)", "camera orbit"))
+  for name in ("rotate (yaw)", "camera orbit"):
+    row = result["scores"][name]["model"]
+    assert 20.0 < row["region/psnr"] < 40.0, row
+    # Fresh noise in [-20, 20] per frame: |a - b| of two draws averages ~13 / 255 (less where
+    # clipped at 0 / 255); the perfect renderer's excess is exactly 0.
+    assert 5.0 / 255.0 < row["flicker/excess"] < 14.0 / 255.0, row
+    assert np.isnan(row["region/lpips"])  # No LPIPS function given.
+  # An object path: the truth does not change outside the region, so all flicker is excess.
+  rotate = result["scores"]["rotate (yaw)"]["model"]
+  assert rotate["flicker"] == rotate["flicker/excess"]
+  assert "model, per-frame noise" not in result["scores"]["rotate (yaw)"]
+
+
+def test_trajectory_fidelity_smoke_run(workdir, tmp_path, capsys):
+  from neural_assets.evaluation import trajectory_fidelity as tf
+  assert tf.main(["--checkpoint", workdir, "--num_scenes", "1", "--num_frames", "2",
+                  "--num_steps", "1", "--lpips_weights", "none", "--out_dir",
+                  str(tmp_path)]) == 0
+  assert "| trajectory | method |" in capsys.readouterr().out
+  saved = json.loads((tmp_path / "trajectory_fidelity.json").read_text())
+  report = saved
+  assert saved["settings"]["num_frames"] == 2 and saved["checkpoint_step"] == 0
+  chosen = [n for n, s in saved["per_scene"][0]["specs"].items() if s is not None]
+  assert chosen and set(report["means"]) == set(tf.TRAJECTORY_TYPES)
+  for name in chosen:
+    model, ceiling = (report["means"][name][m] for m in ("model", "ground truth (ceiling)"))
+    assert model["region/psnr"] < ceiling["region/psnr"] == 100.0  # A random model is far off.
+    gif = trajectory.read_video(str(tmp_path / f"{tf._file_name(name)}.gif"))  # pylint: disable=protected-access
+    # Ground truth | model | per-frame noise, side by side, upscaled 2x.
+    assert gif.shape == (2, 2 * fx.RESOLUTION, 3 * 2 * fx.RESOLUTION, 3)
+  assert "| trajectory | method |" in (tmp_path / "table.md").read_text()
+
+
+def _random_lpips():
+  import jax.numpy as jnp
+  from neural_assets.evaluation import lpips
+  module = lpips.LPIPS(net="alex", width_divisor=16)
+  x = jnp.zeros((1, 64, 64, 3))
+  params = module.init(jax.random.key(0), x, x)["params"]
+  return lambda a, b: lpips.lpips_distance_unit(module, params, jnp.asarray(a), jnp.asarray(b))
