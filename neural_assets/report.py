@@ -11,7 +11,8 @@ without a model:
 
 `out_dir/index.html` references the PNGs written next to it (`grid_<name>.png`,
 `curves_<group>.png`), so the folder is self-contained; `embed_images=True` inlines them as
-base64 as well, so the single HTML file can travel alone.
+base64 as well, so the single HTML file can travel alone. A Grid with `animation` frames also
+gets an animated GIF (`anim_<name>.gif`, e.g. an edit trajectory) shown under its image.
 """
 from __future__ import annotations
 
@@ -36,12 +37,17 @@ class Grid:
 
   name: file-safe id (the PNG is `grid_<name>.png`); title: heading; image: [H, W, 3] uint8 or
   float in [0, 1]; columns: optional column labels shown above the image; caption: free text.
+  animation: optional [F, H', W', 3] uint8 frames, written as `anim_<name>.gif` (upscaled as the
+  grids, looping at `animation_fps`) and shown under the image with `animation_caption`.
   """
   name: str
   title: str
   image: np.ndarray
   columns: Sequence[str] = ()
   caption: str = ""
+  animation: Optional[np.ndarray] = None
+  animation_caption: str = ""
+  animation_fps: float = 6.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,7 +272,8 @@ def _img_tag(path: str, alt: str, embed: bool) -> str:
   if embed:
     with open(path, "rb") as f:
       data = base64.b64encode(f.read()).decode("ascii")
-    src = f"data:image/png;base64,{data}"
+    mime = "image/gif" if path.lower().endswith(".gif") else "image/png"
+    src = f"data:{mime};base64,{data}"
   else:
     src = html.escape(os.path.basename(path))
   return f"<img src='{src}' alt='{html.escape(alt)}'>"
@@ -320,6 +327,14 @@ def write_report(out_dir: str, *, grids: Sequence[Grid],
     if grid.caption:
       parts.append(f"<p>{html.escape(grid.caption)}</p>")
     parts.append(_img_tag(path, grid.title, embed_images))
+    if grid.animation is not None:
+      from neural_assets.editing import trajectory  # pylint: disable=g-import-not-at-top
+      gif = trajectory.write_video(np.asarray(grid.animation),
+                                   os.path.join(out_dir, f"anim_{grid.name}.gif"),
+                                   grid.animation_fps, image_scale)
+      if grid.animation_caption:
+        parts.append(f"<p>{html.escape(grid.animation_caption)}</p>")
+      parts.append(_img_tag(gif, f"{grid.title} (animation)", embed_images))
   if curves:
     parts.append("<h2>Training curves</h2>")
     for group, group_curves_ in sorted(group_curves(curves).items()):

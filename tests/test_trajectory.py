@@ -403,3 +403,37 @@ def _random_lpips():
   x = jnp.zeros((1, 64, 64, 3))
   params = module.init(jax.random.key(0), x, x)["params"]
   return lambda a, b: lpips.lpips_distance_unit(module, params, jnp.asarray(a), jnp.asarray(b))
+
+
+# ------------------------------------------------------------------------------------------------
+# The demo report's trajectories.
+
+
+def test_demo_trajectories_and_their_gifs_in_the_report(bundle, scene, tmp_path):
+  from configs import smoke
+  from neural_assets import report as report_lib
+  from neural_assets.demo import edits as demo_edits
+  from neural_assets.evaluation import trajectory_fidelity as tf
+  config = smoke.get_config()
+  assert demo_edits.trajectory_settings(config) == dict(
+      frames=demo_edits.DEFAULT_TRAJECTORY_FRAMES, steps=demo_edits.DEFAULT_TRAJECTORY_STEPS,
+      fps=demo_edits.DEFAULT_TRAJECTORY_FPS)
+  config.demo = dict(trajectory_frames=1)
+  with pytest.raises(ValueError, match="trajectory_frames must be 0"):
+    demo_edits.trajectory_settings(config)
+  motions = demo_edits.render_trajectories(bundle, scene, num_frames=2, num_steps=1, seed=0)
+  assert motions and set(motions) <= set(tf.TRAJECTORY_TYPES)
+  assert set(tf.TRAJECTORY_TYPES) <= set(demo_edits.EDIT_TYPES)  # Each names a demo grid.
+  spec, frames = motions["rotate (yaw)"]
+  assert spec.endswith(":2") and frames.shape == (2, fx.RESOLUTION, fx.RESOLUTION, 3)
+  grid = report_lib.Grid("edit_rotate", "Edit: rotate", frames[0], animation=frames,
+                         animation_caption=f"Trajectory {spec}", animation_fps=4.0)
+  for embed in (False, True):
+    out = tmp_path / f"report_{embed}"
+    html = open(report_lib.write_report(str(out), grids=[grid], metrics={"m": {"image/psnr": 1}},
+                                        image_scale=3, embed_images=embed)).read()
+    gif = trajectory.read_video(str(out / "anim_edit_rotate.gif"))
+    assert gif.shape == (2, 3 * fx.RESOLUTION, 3 * fx.RESOLUTION, 3)
+    assert f"Trajectory {spec}" in html
+    assert ("src='data:image/gif;base64," in html) if embed else ("src='anim_edit_rotate.gif'"
+                                                                  in html)

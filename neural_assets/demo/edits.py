@@ -1,4 +1,9 @@
-"""Demo step 4: every edit type of `neural_assets.editing` on held-out scenes."""
+"""Demo step 4: every edit type of `neural_assets.editing` on held-out scenes, and one edit
+trajectory per edit type that has a path (`evaluation.trajectory_fidelity.TRAJECTORY_TYPES`:
+not remove, insert, background swap) as an animated GIF under that type's grid.
+
+Trajectory cost is kept small and set by `config.demo` (defaults below): `trajectory_frames`
+(0: no trajectories), `trajectory_steps` (DDIM steps per frame), `trajectory_fps`."""
 from __future__ import annotations
 
 from typing import Any, Mapping, Optional
@@ -11,6 +16,44 @@ from neural_assets.demo.evaluation import Restored
 from neural_assets.evaluation import edit_fidelity
 
 EDIT_TYPES = edit_fidelity.EDIT_TYPES  # The demo shows the edits the benchmark scores.
+# A few frames at a few DDIM steps: 7 trajectories cost about 7 x 6 renders at 5 steps, a small
+# part of the demo's evaluation (which samples at config.sampler's steps).
+DEFAULT_TRAJECTORY_FRAMES = 6
+DEFAULT_TRAJECTORY_STEPS = 5
+DEFAULT_TRAJECTORY_FPS = 6.0
+
+
+def trajectory_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """(frames, steps, fps) of the demo's trajectories from `config.demo` (module docstring)."""
+  demo = config.get("demo", None) or {}
+  frames = int(demo.get("trajectory_frames", DEFAULT_TRAJECTORY_FRAMES))
+  steps = int(demo.get("trajectory_steps", DEFAULT_TRAJECTORY_STEPS))
+  fps = float(demo.get("trajectory_fps", DEFAULT_TRAJECTORY_FPS))
+  if frames != 0 and frames < 2:
+    raise ValueError(f"config.demo.trajectory_frames must be 0 (off) or >= 2, got {frames}.")
+  if steps < 1 or not np.isfinite(fps) or fps <= 0:
+    raise ValueError(f"config.demo.trajectory_steps must be >= 1 and trajectory_fps > 0, got "
+                     f"{steps} and {fps}.")
+  return dict(frames=frames, steps=steps, fps=fps)
+
+
+def render_trajectories(bundle: Any, scene: Any, num_frames: int, num_steps: int,
+                        seed: int) -> dict[str, tuple[str, np.ndarray]]:
+  """{type: (spec, [F, H, W, 3] uint8 frames)} for each trajectory type that has a path on
+  `scene` (chosen as the trajectory-fidelity benchmark chooses them), shared noise."""
+  # pylint: disable=g-import-not-at-top
+  from neural_assets.editing import trajectory
+  from neural_assets.evaluation import trajectory_fidelity
+  # pylint: enable=g-import-not-at-top
+  out = {}
+  for name in trajectory_fidelity.TRAJECTORY_TYPES:
+    chosen = trajectory_fidelity.choose_trajectory(scene, name, num_frames, bundle.max_objects)
+    if chosen is None:
+      continue
+    spec, edits = chosen
+    out[name] = (spec, trajectory.render_frames(bundle, edits, seed=seed, num_steps=num_steps,
+                                                batch_size=num_frames))
+  return out
 
 
 def read_eval_record(config: ml_collections.ConfigDict, video_index: int) -> dict[str, Any]:
@@ -73,6 +116,8 @@ def run_edits(config: ml_collections.ConfigDict, restored: Restored,
 
   Every scene renders the same number of edits in one `editing.render` call (one compiled
   shape); an edit that no object allows is rendered as the reconstruction and shown grey.
+  Scene 0's trajectories (`render_trajectories`, settings from `trajectory_settings`) are the
+  animations of the per-type grids.
   """
   # pylint: disable=g-import-not-at-top
   from neural_assets import editing
@@ -114,16 +159,23 @@ def run_edits(config: ml_collections.ConfigDict, restored: Restored,
           report_lib.draw_boxes(image, after, color=(0, 160, 0))])
       row.append(image)
     overview.append(row)
+  settings = trajectory_settings(config)
+  motions = (render_trajectories(bundle, scenes[0], settings["frames"], settings["steps"],
+                                 int(config.eval.seed)) if settings["frames"] else {})
   grids = [report_lib.Grid(
       "edits_overview", "All edits", report_lib.image_grid(overview),
       columns=("source + boxes", "reconstruction") + EDIT_TYPES,
       caption="One row per eval scene (its source frame); grey: no object allowed the edit.")]
   for name in EDIT_TYPES:
+    spec, frames = motions.get(name, ("", None))
+    animation = dict(animation=frames, animation_fps=settings["fps"], animation_caption=(
+        f"Trajectory on scene 0: {spec!r} ({settings['frames']} frames, {settings['steps']} DDIM "
+        "steps, the same initial noise for every frame).")) if frames is not None else {}
     grids.append(report_lib.Grid(
         "edit_" + name.replace(" ", "_"), f"Edit: {name}", report_lib.image_grid(per_type[name]),
         columns=("source (edited object boxed)", "before: render of the unedited scene",
                  "after: render of the edit"),
         caption=("Green: the edited object's box before and its target box after the edit "
                  "(every object's for background swap and camera edits). " + " | ".join(
-                     notes[name]))))
+                     notes[name])), **animation))
   return grids
