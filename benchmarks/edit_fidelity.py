@@ -42,9 +42,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                       help="Held-out generator stream (not the training / eval seeds).")
   parser.add_argument("--out_dir", default=None, help="Default: CHECKPOINT/edit_fidelity.")
   parser.add_argument("--results_json", default=_RESULTS, help="'' to skip.")
-  parser.add_argument("--lpips_weights", default="pretrained",
-                      help='"pretrained" (installed v0.1 weights), "none" or files (lpips.py).')
-  parser.add_argument("--lpips_net", default="alex")
+  parser.add_argument("--lpips_weights", default=None,
+                      help='"pretrained" (installed v0.1 weights), "none" or files (lpips.py). '
+                      "Default: the experiment's evaluation.lpips, as its held-out eval scores.")
+  parser.add_argument("--lpips_net", default=None, help="alex | vgg. Default: the experiment's.")
   parser.add_argument("--diff_threshold", type=float, default=0.1)
   parser.add_argument("--crop_size", type=int, default=64)
   parser.add_argument("--render_seed", type=int, default=0)
@@ -58,8 +59,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   args = parser.parse_args(argv)
   bundle = load_bundle(args.checkpoint, args.step)
   out_dir = args.out_dir or default_out_dir(args.checkpoint)
+  lpips_cfg = bundle.config.evaluation.lpips
+  lpips_fn = load_lpips(args.lpips_weights or lpips_cfg.weights, args.lpips_net or lpips_cfg.net)
   report = run(bundle, num_scenes=args.num_scenes, seed=args.seed, out_dir=out_dir,
-               lpips_fn=load_lpips(args.lpips_weights, args.lpips_net),
+               lpips_fn=lpips_fn,
                diff_threshold=args.diff_threshold, crop_size=args.crop_size,
                render_seed=args.render_seed, guidance_scale=args.guidance,
                num_steps=args.num_steps, label=args.label or args.checkpoint,

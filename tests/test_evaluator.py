@@ -12,7 +12,7 @@ from neural_assets.evaluation import Evaluator
 from neural_assets.evaluation import default_config
 from neural_assets.evaluation import lpips as lpips_lib
 
-H, W, S = 32, 40, 16
+H, W, S = 32, 40, 32  # AlexNet LPIPS needs >= 31 px (images and crops).
 
 
 def _batches(seed, count=2, batch=3, slots=4):
