@@ -1,7 +1,8 @@
 """Dataset conversion on Apache Beam: enumerate inputs, convert each in parallel, write shards.
 
-Each reader (MOVi-E, Objectron, Waymo, synthetic) defines a `conversion.ConversionPlan` (output
-shards and their inputs); `build` turns it into one Beam pipeline:
+Each reader (MOVi-E, Objectron, Waymo, synthetic, your own videos) defines a
+`conversion.ConversionPlan` (output shards and their inputs); `build` turns it into one Beam
+pipeline:
 
     Create(inputs, tagged with shard and position) -> Reshuffle (spread over workers)
       -> Convert (ParDo: the input's videos; a failure goes to the "failures" output and the
@@ -24,6 +25,7 @@ options (any argument this CLI does not know is a Beam pipeline option), e.g.
       --temp_location gs://bucket/tmp --requirements_file requirements.txt
   python -m data_pipelines.beam_convert objectron --input 'shards/*' --out_dir out \
       --runner FlinkRunner --flink_master host:8081
+  python -m data_pipelines.beam_convert videos --input my_videos/ --out_dir out
 
 (Remote output paths need an ArrayRecord build whose file layer reaches them; the pip wheel
 writes local files. Inputs are read by each reader's library: TFDS, TensorFlow, pyarrow.)
@@ -171,6 +173,10 @@ def _plan(args) -> conversion.ConversionPlan:
     paths = sorted(p for pattern in args.input for p in (glob.glob(pattern) or [pattern]))
     return objectron.conversion_plan(paths, args.out_dir, objectron.ObjectronConfig(),
                                      options=args.options)
+  if args.dataset == "videos":
+    from data_pipelines import videos
+    return videos.conversion_plan(args.input, args.out_dir, split=args.split,
+                                  videos_per_shard=args.videos_per_shard, options=args.options)
   from data_pipelines import waymo
   return waymo.conversion_plan(args.input_dir, args.out_dir, waymo.WaymoConfig(camera=args.camera),
                                videos_per_shard=args.videos_per_shard, split=args.split,
@@ -210,6 +216,12 @@ def parser() -> argparse.ArgumentParser:
   waymo.add_argument("--camera", default="FRONT",
                      choices=("FRONT", "FRONT_LEFT", "FRONT_RIGHT", "SIDE_LEFT", "SIDE_RIGHT"))
   waymo.add_argument("--videos_per_shard", type=int, default=16)
+  own = datasets.add_parser("videos", parents=[common],
+                            help="Your own videos: folders of frames + annotations.json "
+                                 "(data_pipelines/videos.py).")
+  own.add_argument("--input", required=True, help="Directory with one subdirectory per video.")
+  own.add_argument("--split", default="train")
+  own.add_argument("--videos_per_shard", type=int, default=16)  # = videos.VIDEOS_PER_SHARD
   return out
 
 

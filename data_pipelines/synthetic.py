@@ -24,6 +24,8 @@ shape index into `SHAPES` (not a GSO category); mass / friction / restitution ar
 CLI (no TensorFlow needed unless --tfds_dir is given):
   python -m data_pipelines.synthetic --out_dir DIR --num_videos N --resolution 128 \
       --num_frames 8 --seed 0 [--tfds_dir TFDS_DIR] [--num_workers 2]
+  python -m data_pipelines.synthetic --export_videos DIR ...   # the folder format of
+      # data_pipelines.videos (frames + annotations.json per video), e.g. to try that converter
 """
 from __future__ import annotations
 
@@ -703,6 +705,34 @@ def conversion_plan(out_dir: str, num_videos: int, config: SceneConfig, seed: in
       options=options or video_record.DEFAULT_OPTIONS)
 
 
+# How `export_video_dir` writes video i: EXPORT_STYLES[i % 3]. The first is the record's own
+# convention; the others make the folder-format reader convert (OpenGL camera-to-world poses with
+# pixel intrinsics, as ARKit / NeRF-style data; Blender world-to-camera), and both rotation keys.
+EXPORT_STYLES = (
+    dict(pose_type="world_to_camera", camera_convention="opencv", intrinsics_units="normalized",
+         rotation_format="matrix"),
+    dict(pose_type="camera_to_world", camera_convention="opengl", intrinsics_units="pixels",
+         rotation_format="quaternion"),
+    dict(pose_type="world_to_camera", camera_convention="blender", intrinsics_units="pixels",
+         rotation_format="quaternion"),
+)
+
+
+def export_video_dir(out_dir: str, num_videos: int, config: SceneConfig, seed: int = 0,
+                     image_format: str = "png", num_workers: int = 1) -> list[str]:
+  """Writes videos 0..num_videos-1 of stream `seed` in the folder format of
+  `data_pipelines.videos` (one directory per video, named by its video id, styles cycling
+  through EXPORT_STYLES); `python -m data_pipelines.videos --input out_dir` converts them back
+  to the records `generate_records` yields. Returns the video directories."""
+  from data_pipelines import videos  # pylint: disable=g-import-not-at-top
+  dirs = []
+  records = generate_records(seed, num_videos, config, image_format, num_workers)
+  for index, record in enumerate(records):
+    dirs.append(os.path.join(out_dir, record["video_id"].decode()))
+    videos.write_video_dir(record, dirs[-1], **EXPORT_STYLES[index % len(EXPORT_STYLES)])
+  return dirs
+
+
 def scene_config(scene_json: str = "{}", **fields) -> SceneConfig:
   """SceneConfig from keyword fields plus a JSON object of more fields (lists become tuples).
 
@@ -724,8 +754,11 @@ def main(argv=None):
       prog="python -m data_pipelines.synthetic", description=__doc__.split("\n")[0],
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   count = cli_validation.int_at_least
-  parser.add_argument("--out_dir", required=True,
+  parser.add_argument("--out_dir", default=None,
                       help="Where to write the video-record shards (<split>.array_record-NNNNN-of-NNNNN).")
+  parser.add_argument("--export_videos", default=None,
+                      help="Also (or instead) write the videos in the folder format of "
+                           "data_pipelines.videos here: one directory per video.")
   parser.add_argument("--num_videos", type=count(1), default=16, help="Videos to render.")
   parser.add_argument("--resolution", type=count(1), default=128,
                       help="Square frame size in pixels (height = width).")
@@ -752,6 +785,8 @@ def main(argv=None):
   parser.add_argument("--tfds_dir", default=None,
                       help="Also write the videos as a TFDS movi_e dataset here (needs TF).")
   args = parser.parse_args(argv)
+  if not args.out_dir and not args.export_videos:
+    parser.error("Give --out_dir (records), --export_videos (video folders) or both.")
   if args.max_objects < args.min_objects:
     parser.error(f"--max_objects={args.max_objects} is below --min_objects={args.min_objects}.")
   logging.basicConfig(level=logging.INFO)
@@ -759,6 +794,12 @@ def main(argv=None):
   config = scene_config(args.scene_json, height=args.resolution, width=args.resolution,
                         num_frames=args.num_frames, min_objects=args.min_objects,
                         max_objects=args.max_objects)
+  if args.export_videos:
+    dirs = export_video_dir(args.export_videos, args.num_videos, config, args.seed,
+                            args.image_format, args.num_workers)
+    print(f"Wrote {len(dirs)} video folders to {args.export_videos}.")
+  if not args.out_dir:
+    return
   start = time.time()
   records = generate_records(args.seed, args.num_videos, config, args.image_format,
                              args.num_workers)

@@ -290,6 +290,24 @@ def normalize_intrinsics(intrinsics_pixels, height, width, pixel_centers_at_inte
                            (k[..., 0, 2] + shift) / width, (k[..., 1, 2] + shift) / height)
 
 
+def pixel_intrinsics(intrinsics, height, width, pixel_centers_at_integers=True):
+  """Normalised intrinsics -> pixel intrinsics: the inverse of `normalize_intrinsics`.
+
+  Args:
+    intrinsics: [..., 3, 3] normalised pinhole intrinsics.
+    height, width: image size in pixels.
+    pixel_centers_at_integers: as in `normalize_intrinsics`.
+
+  Returns:
+    [..., 3, 3] pinhole intrinsics in pixels.
+  """
+  xp = _xp(intrinsics)
+  k = xp.asarray(intrinsics)
+  shift = 0.5 if pixel_centers_at_integers else 0.0
+  return intrinsics_matrix(k[..., 0, 0] * width, k[..., 1, 1] * height,
+                           k[..., 0, 2] * width - shift, k[..., 1, 2] * height - shift)
+
+
 def kubric_intrinsics(focal_length, sensor_width, height, width):
   """Normalised OpenCV intrinsics of a Kubric / Blender perspective camera.
 
@@ -337,6 +355,46 @@ def box_corners(center, size, rotation):
   center, size, rotation = xp.asarray(center), xp.asarray(size), xp.asarray(rotation)
   local = (xp.asarray(CORNER_BITS) - 0.5) * size[..., None, :]  # [..., 8, 3]
   return xp.einsum("...ij,...kj->...ki", rotation, local) + center[..., None, :]
+
+
+def box_from_corners(corners, rtol: float = 1e-3):
+  """Inverse of `box_corners`: [..., 8, 3] corners -> (center, size, rotation).
+
+  The box axes are the edges p4 - p0 (x), p2 - p0 (y), p1 - p0 (z); their directions are
+  orthonormalised (nearest rotation, SVD) so that small float noise in stored corners is absorbed.
+
+  numpy only (an SVD and a check that raises), unlike the functions above.
+
+  Args:
+    corners: [..., 8, 3] box corners in the canonical order.
+    rtol: largest rebuild error of a corner, relative to the box's largest extent.
+
+  Returns:
+    center [..., 3], size [..., 3] (full extents), rotation [..., 3, 3] (box-to-world), float64.
+
+  Raises:
+    ValueError: the corners are not those of a right-handed box with positive extents (e.g. a
+      reader wrote another corner order), detected by rebuilding them.
+  """
+  corners = np.asarray(corners, np.float64)
+  if corners.shape[-2:] != (8, 3):
+    raise ValueError(f"box_from_corners wants [..., 8, 3], got {corners.shape}.")
+  center = corners.mean(axis=-2)
+  # [..., 3 (x, y, z coordinates), 3 (own axes)]: the edges p4 - p0, p2 - p0, p1 - p0.
+  edges = np.stack([corners[..., i, :] - corners[..., 0, :] for i in (4, 2, 1)], axis=-1)
+  size = np.linalg.norm(edges, axis=-2)
+  if np.any(size <= 0):
+    raise ValueError("box_from_corners got a box with a zero extent.")
+  u, _, vt = np.linalg.svd(edges / size[..., None, :])
+  rotation = u @ vt
+  rebuilt = box_corners(center, size, rotation)
+  scale = np.maximum(size.max(axis=-1), 1e-6)[..., None, None]
+  err = np.abs(rebuilt - corners) / scale
+  if np.linalg.det(rotation).min(initial=1.0) < 0 or err.max(initial=0.0) > rtol:
+    raise ValueError(
+        "box_from_corners: the corners are not a right-handed box in the canonical order "
+        f"(index bits x=4, y=2, z=1); max relative rebuild error {err.max(initial=0.0):.3g}.")
+  return center, size, rotation
 
 
 PROJECT_EPS = 1e-6  # `project`'s default smallest |depth| in the division.

@@ -177,36 +177,15 @@ def read_npz(path: str, what: str = "scene") -> dict[str, np.ndarray]:
 
 def box_from_corners(corners: np.ndarray, rtol: float = 1e-3) -> tuple[np.ndarray, np.ndarray,
                                                                      np.ndarray]:
-  """Inverse of `geometry.box_corners`: [..., 8, 3] corners -> (center, size, rotation).
-
-  The box axes are the edges p4 - p0 (x), p2 - p0 (y), p1 - p0 (z); their directions are
-  orthonormalised (nearest rotation, SVD) so that small float noise in stored corners is absorbed.
+  """`geometry.box_from_corners` (the inverse of `geometry.box_corners`) as float32 arrays.
 
   Returns:
-    center [..., 3], size [..., 3], rotation [..., 3, 3] (box-to-world).
+    center [..., 3], size [..., 3], rotation [..., 3, 3] (box-to-world), float32.
 
   Raises:
-    ValueError: the corners are not those of a right-handed box with positive extents (e.g. a
-      reader wrote another corner order), detected by rebuilding them.
+    ValueError: the corners are not those of a right-handed box in the canonical order.
   """
-  corners = np.asarray(corners, np.float64)
-  if corners.shape[-2:] != (8, 3):
-    raise ValueError(f"box_from_corners wants [..., 8, 3], got {corners.shape}.")
-  center = corners.mean(axis=-2)
-  # [..., 3 (x, y, z coordinates), 3 (own axes)]: the edges p4 - p0, p2 - p0, p1 - p0.
-  edges = np.stack([corners[..., i, :] - corners[..., 0, :] for i in (4, 2, 1)], axis=-1)
-  size = np.linalg.norm(edges, axis=-2)
-  if np.any(size <= 0):
-    raise ValueError("box_from_corners got a box with a zero extent.")
-  u, _, vt = np.linalg.svd(edges / size[..., None, :])
-  rotation = u @ vt
-  rebuilt = geometry.box_corners(center, size, rotation)
-  scale = np.maximum(size.max(axis=-1), 1e-6)[..., None, None]
-  err = np.abs(rebuilt - corners) / scale
-  if np.linalg.det(rotation).min(initial=1.0) < 0 or err.max(initial=0.0) > rtol:
-    raise ValueError(
-        "box_from_corners: the corners are not a right-handed box in the canonical order "
-        f"(index bits x=4, y=2, z=1); max relative rebuild error {err.max(initial=0.0):.3g}.")
+  center, size, rotation = geometry.box_from_corners(corners, rtol)
   return center.astype(np.float32), size.astype(np.float32), rotation.astype(np.float32)
 
 
