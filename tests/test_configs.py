@@ -6,7 +6,7 @@ import pytest
 
 from configs import sd21
 
-EXPERIMENTS = ["movi_e", "objectron", "waymo", "synthetic", "smoke"]
+EXPERIMENTS = ["movi_e", "objectron", "waymo", "synthetic", "smoke", "videos"]
 
 
 def _config(name):
@@ -53,9 +53,20 @@ def test_paper_settings(name):
     ("objectron", "book_train-00000-of-00004.array_record", "book_test-00000-of-00001.array_record"),
     ("waymo", "train.array_record-waymo_front-00000-of-00002",
      "validation.array_record-waymo_front-00000-of-00001"),
+    # data_pipelines.videos --split train / --split eval.
+    ("videos", "train.array_record-00000-of-00002", "eval.array_record-00000-of-00001"),
 ])
 def test_file_globs_match_converter_outputs(name, train_name, eval_name):
   data = _config(name).data
   assert fnmatch.fnmatch(train_name, data.train_files)
   assert not fnmatch.fnmatch(eval_name, data.train_files)
   assert fnmatch.fnmatch(eval_name, data.eval_files)
+
+
+@pytest.mark.parametrize("preset,resolution", [("paper", 256), ("toy", 64), ("tiny", 32)])
+def test_videos_presets(preset, resolution):
+  config = importlib.import_module("configs.videos").get_config(preset)
+  assert tuple(config.data.resolution) == (resolution, resolution)
+  assert config.data.train_files == "train.array_record-*"
+  with pytest.raises(ValueError, match="preset"):
+    importlib.import_module("configs.videos").get_config("papr")
