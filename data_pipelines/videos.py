@@ -85,6 +85,7 @@ import argparse
 import difflib
 import json
 import os
+import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -550,8 +551,12 @@ def write_video_dir(record: dict[str, Any], video_dir: str, pose_type: str = "wo
       "boxes": boxes,
   }
   path = os.path.join(video_dir, ANNOTATIONS)
+  text = json.dumps(annotations, indent=1)
+  # One line per innermost list of numbers (a matrix row, a centre), not one line per number.
+  text = re.sub(r"\[\s*([-+0-9.eE,\s]+?)\s*\]",
+                lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text)
   with open(path, "w", encoding="utf-8") as f:
-    json.dump(annotations, f, indent=1)
+    f.write(text)
   return path
 
 
