@@ -380,9 +380,8 @@ def parse_sequence_example(serialized: bytes, config: ObjectronConfig = Objectro
   corners_cam = kp3d[:, :, OBJECTRON_CORNER_ORDER]  # [T, K, 8, 3] ARKit camera frame.
   corners_world = geometry.transform_points(cam_to_world[:, None, None], corners_cam)
   for k in range(k_max):
-    have = np.flatnonzero(present[:, k])
-    for t in np.flatnonzero(~present[:, k]):
-      corners_world[t, k] = corners_world[have[np.argmin(np.abs(have - t))], k]
+    corners_world[:, k] = video_record.fill_from_nearest_frame(corners_world[:, k],
+                                                               present[:, k])
 
   intrinsics, world_to_camera, attributes = _resolve_camera(
       intr_px, cam_to_world, kp3d, kp2d, present, (image_w, image_h), config, name)

@@ -102,6 +102,26 @@ def validate(record: dict[str, Any]) -> tuple[int, int]:
   return num_frames, num_objects
 
 
+def fill_from_nearest_frame(values: np.ndarray, present: np.ndarray) -> np.ndarray:
+  """One object's per-frame values, each frame that does not annotate it filled from the
+  nearest frame that does (the earlier one on a tie): how readers give an object corners in
+  every frame of a record (it is marked not visible where it was filled).
+
+  Args:
+    values: [T, ...] per-frame values (e.g. box corners [T, 8, 3]).
+    present: [T] bool, at least one True.
+
+  Returns:
+    [T, ...] values (a new array).
+  """
+  have = np.flatnonzero(present)
+  if have.size == 0:
+    raise ValueError("fill_from_nearest_frame needs at least one present frame.")
+  # argmin returns the first minimum: the earlier frame when two are equally near.
+  nearest = have[np.argmin(np.abs(have[None, :] - np.arange(len(present))[:, None]), axis=1)]
+  return np.asarray(values)[nearest]
+
+
 # ------------------------------------------------------------------------------------------------
 # Record encodings.
 

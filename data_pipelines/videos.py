@@ -370,14 +370,6 @@ def _parse_boxes(value: Any, num_frames: int, width: int, height: int, path: str
   return objects
 
 
-def _fill_absent(values: np.ndarray, present: np.ndarray) -> np.ndarray:
-  """values [T, ...] with each absent frame's entry taken from the nearest present frame (the
-  earlier on a tie). `present` [T] bool has at least one True."""
-  have = np.flatnonzero(present)
-  nearest = have[np.argmin(np.abs(have[None, :] - np.arange(len(present))[:, None]), axis=1)]
-  return values[nearest]
-
-
 # ------------------------------------------------------------------------------------------------
 # One video.
 
@@ -436,7 +428,7 @@ def read_video(video_dir: str) -> dict[str, Any]:
     obj = objects[object_id]
     present = obj["present"]
     own = geometry.box_corners(obj["center"], obj["size"], obj["rotation"])  # [T, 8, 3]
-    corners[:, k] = _fill_absent(own, present)
+    corners[:, k] = video_record.fill_from_nearest_frame(own, present)
     uvd = geometry.project_box(corners[:, k], world_to_camera, intrinsics)  # [T, 8, 3]
     if not np.any(present & np.any(uvd[..., 2] > MIN_DEPTH, axis=-1)):
       raise VideoFormatError(path, f"boxes[*] with id {object_id}",

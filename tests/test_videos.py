@@ -90,7 +90,8 @@ def test_parser_on_a_hand_computed_scene(tmp_path):
   # Given box clipped to the image and normalised; absent in frame 1: frame 0's corners, unseen.
   np.testing.assert_allclose(record["boxes_2d"][0, 0], [0, 20 / WIDTH, 10 / HEIGHT, 28 / WIDTH])
   np.testing.assert_array_equal(record["visible"], [[True, True], [False, True]])
-  np.testing.assert_array_equal(record["box_corners_world"][1, 0], record["box_corners_world"][0, 0])
+  corners = record["box_corners_world"]
+  np.testing.assert_array_equal(corners[1, 0], corners[0, 0])
   np.testing.assert_array_equal(record["boxes_2d"][1, 0], 0)
   assert record["attributes"] == {
       "videos_camera_convention": "opengl", "videos_pose_type": "camera_to_world",
