@@ -46,6 +46,9 @@ def optimizer_config() -> ml_collections.ConfigDict:
       weight_decay=0.01,  # (open) optax / PyTorch AdamW default.
       clip_grad_norm=1.0,  # (open)
       ema_decay=0.0,  # 0: no EMA of the weights (the paper configs use 0.9999).
+      # EMA decay at update t: min(ema_decay, (1 + t) / (ema_warmup + t)) (0: constant decay), so
+      # the EMA forgets the initialisation early (training/optimizer.py, ema_decay_schedule).
+      ema_warmup=10.0,
   ))
 
 

@@ -51,6 +51,7 @@ RULES: tuple[tuple[str, str, Optional[float], Optional[float], bool], ...] = (
     ("optimizer.weight_decay", _NUM, 0, None, True),
     ("optimizer.clip_grad_norm", _NUM, 0, None, True),
     ("optimizer.ema_decay", _NUM, 0, 1, False),
+    ("optimizer.ema_warmup", _NUM, 0, None, True),
     ("sampler.num_inference_steps", _INT, 1, None, True),
     ("sampler.eta", _NUM, 0, None, True),
     ("sampler.guidance_scale", _NUM, 0, None, True),

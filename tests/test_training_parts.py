@@ -3,6 +3,7 @@
 A small hand-built parameter tree stands in for the model here; `test_training.py` runs the real
 model through the same helpers.
 """
+import math
 import os
 import subprocess
 import sys
@@ -136,6 +137,40 @@ def test_clipping_ignores_frozen_gradients():
 def test_bad_decay_name():
   with pytest.raises(ValueError, match="Unknown learning-rate decay 'cosin'"):
     optimizer_lib.lr_schedule(1e-3, 10, "cosin", 100, 0.0)
+
+
+def test_ema_warm_up_schedule_and_update():
+  warm = optimizer_lib.ema_decay_schedule(0.9999, 10.0)
+  np.testing.assert_allclose([float(warm(t)) for t in (0, 1, 90, 10**6)],
+                             [0.1, 2 / 11, 0.91, 0.9999], rtol=1e-6)
+  assert float(optimizer_lib.ema_decay_schedule(0.9999, 0.0)(0)) == np.float32(0.9999)
+  with pytest.raises(ValueError, match=r"ema_warmup=-1.0 must be >= 0"):
+    optimizer_lib.ema_decay_schedule(0.9, -1.0)
+  # From the initialisation towards fixed weights p, the EMA still holds prod(decays) of the
+  # initialisation: 37% after 10k updates of a constant 0.9999; with the warm-up
+  # prod (1 + t) / (10 + t) = 9! k! / (k + 9)! (3.6e-31 at k = 10k, the cap is reached at ~90k).
+  init, p = {"w": np.zeros(3)}, {"w": np.ones(3)}
+  k = 10_000
+  warm_left = math.exp(math.lgamma(10) + math.lgamma(k + 1) - math.lgamma(k + 10))
+  for warmup, left in ((0.0, 0.9999 ** k), (10.0, warm_left)):
+    decays = np.asarray(jax.vmap(optimizer_lib.ema_decay_schedule(0.9999, warmup))(
+        jnp.arange(k)), np.float64)
+    ema = init
+    for decay in decays:
+      ema = train_state_lib.update_ema(ema, p, decay)
+    np.testing.assert_allclose(1.0 - ema["w"], left, rtol=1e-3, atol=1e-12)
+  assert 0.36 < 0.9999 ** k < 0.37
+
+
+def test_eval_weights_say_which_weights():
+  with_ema = _state(_params(), ema=True)
+  with_ema = with_ema.replace(ema_params=jax.tree_util.tree_map(lambda x: x + 1,
+                                                                with_ema.params))
+  params, which = train_state_lib.eval_weights(with_ema, use_ema=True)
+  assert which == "ema" and params is with_ema.ema_params
+  assert train_state_lib.eval_weights(with_ema, use_ema=False) == (with_ema.params, "raw")
+  without = _state(_params())
+  assert train_state_lib.eval_weights(without, use_ema=True) == (without.params, "raw")
 
 
 def _state(params, seed=0, ema=False):

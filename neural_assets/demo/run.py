@@ -216,8 +216,9 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str, minutes: float, *,
     if 0 <= eval_config.eval.num_batches <= index:
       break
     eval_batches.append(batch)
-  params = (train_state_lib.eval_params(restored.state) if eval_config.eval.use_ema
-            else restored.state.params)
+  params, weights = train_state_lib.eval_weights(restored.state, eval_config.eval.use_ema)
+  run_info["scored weights"] = ("EMA (optimizer.ema_decay with its warm-up)" if weights == "ema"
+                                else "raw (no EMA kept, or eval.use_ema=False)")
   conditioning = conditioning_errors(
       eval_config, restored.model, restored.vae, params, restored.state.frozen_params["vae"],
       [b for b in eval_batches if len(b["video_index"]) >= 2])

@@ -11,14 +11,15 @@ not 'unet2/x').
 
 Config (`config.optimizer`): lr, new_layers_lr, pretrained_prefixes, frozen_prefixes,
 warmup_steps, decay ('cosine' | 'linear' | 'constant'), decay_steps (0: until the end of
-training), end_lr_factor, b1, b2, eps, weight_decay, clip_grad_norm (0: off), ema_decay
-(used by the train step; 0: off).
+training), end_lr_factor, b1, b2, eps, weight_decay, clip_grad_norm (0: off), ema_decay (0: off) and
+ema_warmup (`ema_decay_schedule`; both used by the train step).
 """
 from __future__ import annotations
 
 from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -61,6 +62,25 @@ def lr_schedule(peak_lr: float, warmup_steps: int, decay: str, decay_steps: int,
   if warmup_steps <= 0:
     return after
   return optax.join_schedules([warmup, after], [warmup_steps])
+
+
+def ema_decay_schedule(decay: float, warmup: float) -> optax.Schedule:
+  """The EMA decay at update `t` (0-based): min(decay, (1 + t) / (warmup + t)); warmup 0: constant.
+
+  The rule of TensorFlow's ExponentialMovingAverage with `num_updates`: without it an EMA of decay
+  0.9999 started from the initial weights still holds 0.9999**10_000 = 37% of them (new random
+  layers included) at a first evaluation after 10k steps; with warmup 10 the first update keeps
+  only 10% of the initialisation and the decay reaches 0.9999 after ~90k updates.
+  """
+  if warmup < 0:
+    raise ValueError(f"ema_warmup={warmup} must be >= 0 (0: no warm-up).")
+  if warmup == 0:
+    return optax.constant_schedule(decay)
+
+  def schedule(step):
+    step = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(jnp.float32(decay), (1.0 + step) / (warmup + step))
+  return schedule
 
 
 def make_schedules(config: ml_collections.ConfigDict,

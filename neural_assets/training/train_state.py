@@ -52,6 +52,14 @@ def step_rng(state: TrainState) -> jax.Array:
   return jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
 
-def eval_params(state: TrainState) -> Any:
-  """Parameters to sample with: the EMA when kept, else the live weights."""
-  return state.params if state.ema_params is None else state.ema_params
+def update_ema(ema_params: Any, params: Any, decay: jax.Array) -> Any:
+  """decay * ema + (1 - decay) * params, leaf by leaf, in the EMA's dtype."""
+  return jax.tree_util.tree_map(lambda e, p: (decay * e + (1.0 - decay) * p).astype(e.dtype),
+                                ema_params, params)
+
+
+def eval_weights(state: TrainState, use_ema: bool) -> tuple[Any, str]:
+  """(parameters to score, which: "ema" | "raw"): the EMA when kept and `use_ema`."""
+  if use_ema and state.ema_params is not None:
+    return state.ema_params, "ema"
+  return state.params, "raw"

@@ -120,7 +120,8 @@ def make_train_step(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
   schedule = NoiseSchedule.from_config(config.diffusion)
   cfg_drop_prob = float(config.model.conditioning.cfg_drop_prob)
   skip_nonfinite = bool(config.training.skip_nonfinite)
-  ema_decay = float(config.optimizer.ema_decay)
+  ema_decay_fn = optimizer_lib.ema_decay_schedule(float(config.optimizer.ema_decay),
+                                                  float(config.optimizer.ema_warmup))
   sample_posterior = bool(config.training.vae_sample_posterior)
   min_snr_gamma = float(config.training.get("loss_min_snr_gamma", 0.0))
   object_weight = float(config.training.get("loss_object_weight", 0.0))
@@ -147,8 +148,7 @@ def make_train_step(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
     params = optax.apply_updates(state.params, updates)
     ema_params = state.ema_params
     if ema_params is not None:
-      ema_params = jax.tree_util.tree_map(
-          lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema_params, params)
+      ema_params = train_state_lib.update_ema(ema_params, params, ema_decay_fn(state.step))
     # A finite loss and gradient can still give NaN/Inf weights (e.g. a corrupt optimizer
     # moment, an update overflowing a huge weight): check what the update produced as well.
     finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm) &
@@ -169,6 +169,7 @@ def make_train_step(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
         param_norm=optax.global_norm(params),
         nonfinite=(~finite).astype(jnp.float32),
         nonfinite_steps=nonfinite_steps,
+        **({"ema_decay": ema_decay_fn(state.step)} if ema_params is not None else {}),
         **{f"lr/{group}": schedule_fn(state.step) for group, schedule_fn in schedules.items()})
     return new_state, metrics
 

@@ -422,7 +422,7 @@ def evaluate(config: ml_collections.ConfigDict, model: NeuralAssetsModel, vae: A
   sample_fn = sample_fn or make_sample_fn(config, model, vae, sampler, mesh)
   evaluator = evaluator or make_evaluator(config)
   evaluator.reset()
-  params = train_state_lib.eval_params(state) if config.eval.use_ema else state.params
+  params, weights = train_state_lib.eval_weights(state, config.eval.use_ema)
   host_batch = sharding_lib.check_batch_size(config.data.eval_global_batch_size, mesh)
   eval_iter = pipeline.make_eval_iterator(config)
   key = jax.random.key(config.eval.seed)
@@ -454,9 +454,11 @@ def evaluate(config: ml_collections.ConfigDict, model: NeuralAssetsModel, vae: A
              for k, v in evaluator.result(all_processes=True).items()}
   results["eval/seconds"] = time.time() - start
   results["eval/num_batches"] = float(num_batches)
+  # Scalars only in the writer: 1 when the EMA weights were scored, 0 for the raw ones.
+  results["eval/ema_weights"] = float(weights == "ema")
   writer.write_scalars(step, results)
   writer.flush()
-  logging.info("Evaluation at step %d: %s", step, results)
+  logging.info("Evaluation at step %d (%s weights): %s", step, weights, results)
   return results
 
 
