@@ -145,7 +145,8 @@ def test_cfg_zeros_null_condition_is_all_zero():
 
 def test_cfg_learned_null_condition_is_f_of_zero():
   """Release: a dropped example's boxes and poses are zeros through the encoders; its context is
-  a learned constant per slot kind (not zero, not depending on the example), padding stays 0."""
+  a learned constant per slot kind (not zero, not depending on the example), the same f(0) at
+  every foreground slot, padded ones included: the null context does not tell the count."""
   tok, params = _tokenizer(null_condition="learned")
   batch, other = _batch(), _batch(seed=3)
   full, _ = _tokens(tok, params, batch)
@@ -161,10 +162,14 @@ def test_cfg_learned_null_condition_is_f_of_zero():
   # Another image, boxes and poses: the same null context.
   other_tokens, _ = _tokens(tok, params, dict(other, slot_mask=batch["slot_mask"]), drop)
   np.testing.assert_allclose(other_tokens[1], tokens[1], rtol=1e-5, atol=1e-6)
-  # Padded slots stay exactly zero when dropped.
+  # Padded slots of a dropped example hold the same f(0), marked valid: every example's null
+  # context is the same, whatever its object count (examples 0 and 2 have padded slots).
   all_dropped, all_mask = _tokens(tok, params, batch, jnp.ones((B,), bool))
-  assert np.all(_slot(all_dropped, 1)[0] == 0.0) and not all_mask[0, 4:8].any()
-  np.testing.assert_allclose(_slot(all_dropped, 0)[0], null_object, rtol=1e-6, atol=1e-7)
+  assert np.asarray(all_mask).all()
+  for b in range(B):
+    np.testing.assert_allclose(all_dropped[b], tokens[1], rtol=1e-5, atol=1e-6)
+  # Kept examples' padded slots stay exactly zero and masked.
+  assert np.all(_slot(full, 1)[0] == 0.0) and not np.asarray(_tokens(tok, params, batch)[1])[0, 4:8].any()
 
 
 def test_null_condition_is_validated():
@@ -173,6 +178,12 @@ def test_null_condition_is_validated():
   tok_bad.config.null_condition = "none"
   with pytest.raises(ValueError, match="null_condition"):
     tok_bad.apply({"params": params}, _batch(), jnp.zeros((B,), bool))
+  # A config without the key is an error, never a silent default.
+  for key in ("null_condition", "shuffle_pose", "background_token", "pose_fourier_bands"):
+    config = _tiny_config()
+    del config[key]
+    with pytest.raises(AttributeError, match=key):
+      conditioning.AssetTokenizer(config).init(jax.random.key(0), _batch(), jnp.zeros((B,), bool))
 
 
 @pytest.mark.parametrize("prob", [0.0, 0.1, 0.5, 1.0])

@@ -117,14 +117,15 @@ def test_full_trajectory_matches(ptype, spacing, eta, scale):
   tokens = jnp.asarray(np.random.default_rng(2).normal(size=(2, 6, 5)), jnp.float32)
   key = jax.random.key(7)
 
-  got = sampler.sample(_toy_denoiser, params, tokens, key, shape)
+  # A non-zero null context (as the learned one is): the guided passes must use exactly it.
+  null = jnp.asarray(np.random.default_rng(3).normal(size=(2, 6, 5)), jnp.float32)
+  got = sampler.sample(_toy_denoiser, params, tokens, key, shape, null)
 
   x = np.array(sampler.initial_noise(key, shape))
-  zeros = jnp.zeros_like(tokens)
   for i, t in enumerate(ref.timesteps.numpy()):
     t_b = jnp.full((2,), t, jnp.int32)
     cond = np.asarray(_toy_denoiser(params, jnp.asarray(x), t_b, tokens))
-    uncond = np.asarray(_toy_denoiser(params, jnp.asarray(x), t_b, zeros))
+    uncond = np.asarray(_toy_denoiser(params, jnp.asarray(x), t_b, null))
     out = uncond + scale * (cond - uncond)
     noise = torch.from_numpy(np.array(sampler.step_noise(key, shape, i)))
     x = ref.step(torch.from_numpy(out), int(t), torch.from_numpy(x), eta=eta,
@@ -132,9 +133,15 @@ def test_full_trajectory_matches(ptype, spacing, eta, scale):
   np.testing.assert_allclose(np.asarray(got), x, atol=ATOL, rtol=1e-5)
   # Deterministic given the key; a different key gives a different sample.
   np.testing.assert_array_equal(np.asarray(sampler.sample(_toy_denoiser, params, tokens, key,
-                                                          shape)), np.asarray(got))
-  other = sampler.sample(_toy_denoiser, params, tokens, jax.random.key(8), shape)
+                                                          shape, null)), np.asarray(got))
+  other = sampler.sample(_toy_denoiser, params, tokens, jax.random.key(8), shape, null)
   assert np.abs(np.asarray(other) - np.asarray(got)).max() > 1e-3
+  if scale != 1.0:  # No silent all-zero null context: a missing one is refused.
+    with pytest.raises(ValueError, match="needs uncond_tokens"):
+      sampler.sample(_toy_denoiser, params, tokens, key, shape, None)
+  else:  # Without guidance there is no unconditional pass to feed.
+    np.testing.assert_array_equal(sampler.sample(_toy_denoiser, params, tokens, key, shape, None),
+                                  got)
 
 
 def test_cfg_is_one_batched_call_and_math():

@@ -9,7 +9,8 @@ negative previous timestep uses the "final" alpha (1 or alphas_cumprod[0]).
 Classifier-free guidance runs the unconditional and conditional passes as one batched model call:
 out = out_uncond + w * (out_cond - out_uncond). Pass the unconditional context the model was
 trained with (Neural Assets: `NeuralAssetsModel.tokenize_cond_and_null`, learned f(0) or zeros
-per `conditioning.null_condition`); all zeros is only the default of `uncond_tokens`.
+per `conditioning.null_condition`): there is no default null context, a missing one with guidance
+is an error.
 """
 from __future__ import annotations
 
@@ -146,7 +147,7 @@ class DDIMSampler:
 
   @functools.partial(jax.jit, static_argnums=(0, 1, 5))
   def sample(self, denoise_fn: DenoiseFn, params: Any, cond_tokens: jax.Array, key: jax.Array,
-             latent_shape: tuple[int, ...], uncond_tokens: jax.Array | None = None,
+             latent_shape: tuple[int, ...], uncond_tokens: jax.Array | None,
              initial_latents: jax.Array | None = None) -> jax.Array:
     """Runs the full DDIM chain from x_T ~ N(0, I); deterministic given `key`.
 
@@ -158,7 +159,9 @@ class DDIMSampler:
       key: PRNG key; split into the initial noise and the per-step eta noise (step i uses
         `fold_in(step_key, i)`).
       latent_shape: (B, h, w, c).
-      uncond_tokens: [B, L, D]; defaults to zeros (the 'zeros' null condition only).
+      uncond_tokens: [B, L, D] the null context the model was trained with (required: a zero
+        context is only right for a model trained with zeros); None only when guidance_scale
+        is 1 (no unconditional pass).
       initial_latents: [B, h, w, c] x_T overriding the sampled one.
 
     Returns:
@@ -169,8 +172,9 @@ class DDIMSampler:
          else initial_latents.astype(jnp.float32))
     if x.shape != tuple(latent_shape):
       raise ValueError(f"initial_latents shape {x.shape} != latent_shape {latent_shape}.")
-    if uncond_tokens is None:
-      uncond_tokens = jnp.zeros_like(cond_tokens)
+    if uncond_tokens is None and self.guidance_scale != 1.0:
+      raise ValueError(f"guidance_scale={self.guidance_scale} needs uncond_tokens, the null "
+                       "context the model was trained with (tokenize_cond_and_null).")
     timesteps = jnp.asarray(self.timesteps())
 
     def body(i, x):

@@ -20,7 +20,9 @@ slot without appearance (`appearance_mask` False, or an empty source box) is exa
 the projection. Classifier-free guidance, `config.null_condition`:
 - "learned" (release, the paper configs): a dropped example's source boxes, target poses and
   relative camera pose are replaced by zeros *before* the encoders, so its context is f(0), a
-  learned constant per slot (padded slots stay zero);
+  learned constant: the same token at every foreground slot, padded ones included (as in the
+  release, so the unconditional branch cannot read the object count off the context), and the
+  background's own f(0) in the background slot;
 - "zeros": every token of a dropped example is zero after the projection (the unconditional
   context is all zeros).
 Sampling must use the null context the model was trained with: the tokenizer's output for the
@@ -210,8 +212,9 @@ class AssetTokenizer(nn.Module):
 
   `config` is `config.model.conditioning` (configs/conditioning.py). Token order: slot-major,
   foreground slots 0..N-1 then the background, T = 4 tokens per slot. `token_mask` is False for
-  padded slots (and, with `null_condition='zeros'`, for every token of a dropped example); those
-  tokens are exactly zero.
+  the tokens that are exactly zero: padded slots of a kept example, and every token of a dropped
+  example with `null_condition='zeros'` (with 'learned' a dropped example's slots are all f(0),
+  padded ones included, and all True).
   """
   config: Any
 
@@ -232,7 +235,7 @@ class AssetTokenizer(nn.Module):
         c.token_dim, tuple(c.roi_output_size), c.roi_sampling_ratio, c.roi_aligned,
         name="appearance_encoder")
     self.pose_encoder = PoseEncoder(c.token_dim, c.pose_hidden_dim, tuple(c.pose_corner_indices),
-                                    num_tokens, int(c.get("pose_fourier_bands", 0)),
+                                    num_tokens, int(c.pose_fourier_bands),
                                     name="pose_encoder")
     self.background_encoder = BackgroundEncoder(
         self.appearance_encoder, self.pose_encoder, c.background_pose_hidden_dim,
@@ -302,7 +305,7 @@ class AssetTokenizer(nn.Module):
                        f"got {boxes.shape}.")
     if drop_cond.shape != (bsz,):
       raise ValueError(f"drop_cond must be [B] = ({bsz},), got {drop_cond.shape}.")
-    null_condition = c.get("null_condition", "zeros")
+    null_condition = c.null_condition  # No default: sampling must match what was trained.
     if null_condition not in NULL_CONDITIONS:
       raise ValueError(f"config.null_condition={null_condition!r}: expected one of "
                        f"{NULL_CONDITIONS}.")
@@ -332,12 +335,12 @@ class AssetTokenizer(nn.Module):
     appearance = self.appearance_encoder(obj_features, boxes, appearance_mask)  # [B, N, T, E]
     appearance = appearance * appearance_mask[..., None, None]
     pose = self.pose_encoder(corners)  # [B, N, T, E]
-    if c.get("shuffle_pose", False) and train:
+    if c.shuffle_pose and train:
       # Ablation control: each object gets another object's pose (fresh permutation per step).
       pose = shuffle_slots(self.make_rng("dropout"), pose, slot_mask)
     bg_appearance, bg_pose = self.background_encoder(bg_features, relative_pose)
     bg_appearance = bg_appearance * background_valid[..., None, None]
-    background = c.get("background_token", "full")
+    background = c.background_token
     if background not in BACKGROUND_TOKENS:
       raise ValueError(f"background_token must be one of {BACKGROUND_TOKENS}, got {background!r}.")
     if background == "no_pose":  # Ablation: the background token without the camera pose.
@@ -352,6 +355,9 @@ class AssetTokenizer(nn.Module):
                                  axis=1)  # [B, N+1]
     if null_condition == "zeros":
       slot_valid = slot_valid & ~drop[:, None]
+    else:  # "learned": every slot of a dropped example holds f(0), padded foreground ones too.
+      slot_valid = slot_valid | (drop[:, None] & jnp.concatenate(
+          [jnp.ones((bsz, num_slots), bool), slot_valid[:, -1:]], axis=1))
     tokens = tokens * slot_valid[..., None, None]
     token_mask = einops.repeat(slot_valid, "b s -> b (s t)", t=tokens.shape[2])
     return constrain_batch(einops.rearrange(tokens, "b s t d -> b (s t) d")), token_mask
