@@ -19,9 +19,13 @@ video record (schema in `data_pipelines.video_record`) it
    least `min_box_size` (normalised, after the crop) in both frames, a valid 3D box in the target
    camera (`geometry.box_validity`: finite, non-degenerate, in front of the camera, on screen);
    an invalid box is masked, never NaN. With `keep_all_objects` (the release's slot selection)
-   only a degenerate 3D box drops an object: every other object of the video gets a slot, an
-   object invisible in the source with a zero source box and `appearance_mask` False (a zero
-   appearance token, but its pose), an object outside the target frame with its pose;
+   the 2D rules are ignored: every object of the video gets a slot, an object invisible in the
+   source with a zero source box and `appearance_mask` False (a zero appearance token, but its
+   pose), an object invisible in the target with its pose; except a degenerate target 3D box
+   and, with `invalid_3d_boxes` "drop" (default, the paper configs), one behind the target
+   camera or off screen (its projection is unbounded or shows nothing), so that the pose
+   encoder's inputs are bounded (`invalid_3d_boxes` "keep": the MOVi-E release, raw
+   projections of every non-degenerate box);
 4. keeps at most `max_objects` objects, the largest 2D boxes first (ties: lower object index
    first), placed in slots in object-index order, zero-padded, with `slot_mask`;
 5. computes the relative camera pose source -> target (`w2c_tgt @ inv(w2c_src)`);
@@ -74,7 +78,11 @@ _RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
 }
 
-FRAME_FORMATS = ("PNG", "JPEG")  # Pillow format names of the video-record frames.
+FRAME_FORMATS = ("PNG", "JPEG")
+
+# `FramePairConfig.invalid_3d_boxes`: what `keep_all_objects` does with an object whose target 3D
+# box is behind the camera or off screen ("drop": no slot; "keep": its raw projection, release).
+INVALID_3D_BOXES = ("drop", "keep")  # Pillow format names of the video-record frames.
 
 EXAMPLE_KEYS = ("source_image", "target_image", "source_boxes", "target_boxes", "target_corners",
                 "slot_mask", "appearance_mask", "relative_pose", "video_index", "source_frame",
@@ -101,7 +109,14 @@ class FramePairConfig:
     min_depth: corners at depth <= min_depth (camera z) make the target 3D box invalid.
     min_projected_size: minimum normalised width/height of the clipped projected 3D box.
     keep_all_objects: the release's slot selection (step 3): every object gets a slot unless its
-      3D box is degenerate; `visible_in_both`, the 2D rules and the other 3D rules are ignored.
+      3D box is degenerate (or, with `invalid_3d_boxes` "drop", behind the camera or off
+      screen); `visible_in_both`, the 2D rules and the other 3D rules are ignored.
+    invalid_3d_boxes: with `keep_all_objects`, an object whose target 3D box is behind the camera
+      or off screen: "drop" (no slot, counted under `invalid_3d_behind_camera` /
+      `invalid_3d_off_screen`; bounded pose inputs) or "keep" (the MOVi-E release: a slot with
+      the raw projection, whose corners at depth ~0 reach |u|, |v| ~ 1 / geometry.PROJECT_EPS).
+      A box too small on screen keeps its slot either way. Without keep_all_objects every
+      invalid box drops.
     paint_all_source_objects: emit `background_mask` (step 6).
     resize_method: one of "area", "bilinear", "bicubic", "lanczos", "nearest".
     jpeg_draft: let the JPEG decoder downscale by 1/2, 1/4 or 1/8 in the DCT domain when the crop
@@ -118,6 +133,7 @@ class FramePairConfig:
   min_depth: float = 1e-2
   min_projected_size: float = 0.0
   keep_all_objects: bool = False
+  invalid_3d_boxes: str = "drop"
   paint_all_source_objects: bool = False
   resize_method: str = "area"
   jpeg_draft: bool = True
@@ -135,9 +151,17 @@ class FramePairConfig:
       raise ValueError(f"swap_prob must be in [0, 1], got {self.swap_prob}.")
     if self.min_box_size < 0 or self.min_projected_size < 0:
       raise ValueError("min_box_size and min_projected_size must be >= 0.")
+    if self.invalid_3d_boxes not in INVALID_3D_BOXES:
+      raise ValueError(f"Unknown invalid_3d_boxes {self.invalid_3d_boxes!r}: expected one of "
+                       f"{INVALID_3D_BOXES}.")
     if self.resize_method not in _RESAMPLING:
       raise ValueError(f"Unknown resize_method {self.resize_method!r}: expected one of "
                        f"{sorted(_RESAMPLING)}.")
+
+  @property
+  def drop_invalid_3d(self) -> bool:
+    """`invalid_3d_boxes` as the compiled `object_logic` takes it (a bool, not a string)."""
+    return self.invalid_3d_boxes == "drop"
 
   @classmethod
   def from_config(cls, data_config: Mapping[str, Any], max_objects: int) -> "FramePairConfig":
@@ -393,7 +417,7 @@ def select_objects(visible_src, visible_tgt, boxes_src, boxes_tgt, valid_3d, rea
   boxes = np.stack([boxes_src, boxes_tgt]).astype(np.float64)
   outcome, slot = object_logic.select(
       visible, boxes, status, np.array([0, visible.shape[1]]), cfg.max_objects,
-      cfg.keep_all_objects, cfg.visible_in_both, cfg.min_box_size)
+      cfg.keep_all_objects, cfg.drop_invalid_3d, cfg.visible_in_both, cfg.min_box_size)
   counts = np.bincount(outcome, minlength=len(OBJECT_COUNT_NAMES)).astype(np.int32)
   return np.flatnonzero(slot >= 0), counts
 
@@ -566,8 +590,8 @@ def finish_examples(prepared, cfg: FramePairConfig):
   (boxes, source_boxes, target_boxes, target_corners, slot_mask, appearance_mask, relative_pose,
    counts) = object_logic.batch_objects(
        np.array(sizes, np.int64), frames, boxes_2d, visible, corners, cameras, intrinsics,
-       cfg.max_objects, cfg.keep_all_objects, cfg.visible_in_both, cfg.min_box_size,
-       cfg.min_depth, cfg.min_projected_size, geometry.PROJECT_EPS)
+       cfg.max_objects, cfg.keep_all_objects, cfg.drop_invalid_3d, cfg.visible_in_both,
+       cfg.min_box_size, cfg.min_depth, cfg.min_projected_size, geometry.PROJECT_EPS)
   objects = {"source_boxes": source_boxes, "target_boxes": target_boxes,
              "target_corners": target_corners, "slot_mask": slot_mask,
              "appearance_mask": appearance_mask, "relative_pose": relative_pose}

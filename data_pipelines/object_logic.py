@@ -87,8 +87,24 @@ def box_status(uvd, corners, min_depth, min_projected_size):
 
 
 @numba.njit(cache=True)
-def select(visible, boxes, status, starts, max_objects, keep_all_objects, visible_in_both,
-           min_box_size):
+def keep_all_drops(status, drop_invalid_3d):
+  """Whether `keep_all_objects` gives an object with target 3D box `status` no slot.
+
+  A degenerate box has no pose to give. With `drop_invalid_3d` (`FramePairConfig.
+  invalid_3d_boxes` "drop") a box behind the camera (its division by a depth clamped to
+  `project_eps` gives |u|, |v| up to ~1e6) or off screen (nothing of it in the target image)
+  drops too, so that the pose encoder's inputs are bounded. A box too small on screen keeps its
+  slot: in front of the camera and on screen, its projection is as bounded as any other's, and
+  keep_all ignores the size rules (the release's).
+  """
+  if status == _DEGENERATE:
+    return True
+  return drop_invalid_3d and (status == _BEHIND_CAMERA or status == _OFF_SCREEN)
+
+
+@numba.njit(cache=True)
+def select(visible, boxes, status, starts, max_objects, keep_all_objects, drop_invalid_3d,
+           visible_in_both, min_box_size):
   """The objects that get a slot, for the objects of several examples (flattened).
 
   Args:
@@ -97,6 +113,7 @@ def select(visible, boxes, status, starts, max_objects, keep_all_objects, visibl
     status: [M] `BoxStatus` code of each target 3D box.
     starts: [B + 1] the objects of example b are starts[b]:starts[b + 1].
     max_objects: N; keep_all_objects, visible_in_both, min_box_size: `FramePairConfig`'s.
+    drop_invalid_3d: `FramePairConfig.invalid_3d_boxes == "drop"` (see `keep_all_drops`).
 
   Returns:
     outcome: [M] count index of each object (`OBJECT_COUNT_NAMES`);
@@ -112,8 +129,9 @@ def select(visible, boxes, status, starts, max_objects, keep_all_objects, visibl
     # Largest first: max of the two frames' areas (a source box only counts where visible).
     area[m] = max((boxes[0, m, 2] - boxes[0, m, 0]) * (boxes[0, m, 3] - boxes[0, m, 1]) * vs,
                   (boxes[1, m, 2] - boxes[1, m, 0]) * (boxes[1, m, 3] - boxes[1, m, 1]))
-    if keep_all_objects:  # The release slots every object unless it has no pose to give.
-      outcome[m] = _INVALID_3D + _DEGENERATE if status[m] == _DEGENERATE else _CANDIDATE
+    if keep_all_objects:  # Every object competes for a slot unless its pose is unusable.
+      outcome[m] = (_INVALID_3D + status[m] if keep_all_drops(status[m], drop_invalid_3d)
+                    else _CANDIDATE)
     elif visible_in_both and not vs:
       outcome[m] = _FIRST_2D_RULE
     elif not vt:
@@ -153,8 +171,8 @@ def select(visible, boxes, status, starts, max_objects, keep_all_objects, visibl
 
 @numba.njit(cache=True)
 def batch_objects(sizes, frames, boxes_2d, visible, corners, world_to_camera, intrinsics,
-                  max_objects, keep_all_objects, visible_in_both, min_box_size, min_depth,
-                  min_projected_size, project_eps):
+                  max_objects, keep_all_objects, drop_invalid_3d, visible_in_both, min_box_size,
+                  min_depth, min_projected_size, project_eps):
   """Crops the boxes, projects the target 3D boxes, validates and selects the objects of a batch
   and computes the relative camera poses.
 
@@ -167,7 +185,8 @@ def batch_objects(sizes, frames, boxes_2d, visible, corners, world_to_camera, in
     corners: [M, 8, 3] float64 target world corners.
     world_to_camera: [B, 2, 4, 4] float64 (source, target) cameras.
     intrinsics: [B, 3, 3] float64 normalised target intrinsics of the full frame.
-    max_objects .. min_projected_size: `FramePairConfig`'s.
+    max_objects .. min_projected_size: `FramePairConfig`'s; drop_invalid_3d: its
+      `invalid_3d_boxes == "drop"` (see `keep_all_drops`).
     project_eps: smallest |depth| in the projection's division (`geometry.PROJECT_EPS`; an
       argument, not a global, so that numba's cache of this file never holds a stale value).
 
@@ -217,7 +236,7 @@ def batch_objects(sizes, frames, boxes_2d, visible, corners, world_to_camera, in
         uvd[m, j, 1] /= divisor
       status[m] = box_status(uvd[m], corners[m], min_depth, min_projected_size)
   outcome, slot = select(visible, boxes, status, starts, max_objects, keep_all_objects,
-                         visible_in_both, min_box_size)
+                         drop_invalid_3d, visible_in_both, min_box_size)
 
   source_boxes = np.zeros((num_examples, max_objects, 4), np.float32)
   target_boxes = np.zeros((num_examples, max_objects, 4), np.float32)

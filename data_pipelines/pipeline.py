@@ -59,6 +59,10 @@ Config (`config.data`, an ml_collections ConfigDict; `default_data_config()` hol
   visible_in_both     per-dataset filter: object must be visible in source and target.
   keep_all_objects    the release's slot selection: every object gets a slot (visible or not;
                       frame_pairs step 3); False: the filters above (default, the old rule).
+  invalid_3d_boxes    with keep_all_objects, objects whose target 3D box is behind the camera
+                      or off screen: "drop" (default, the paper configs: no slot, counted as
+                      invalid_3d_*; the pose encoder's inputs stay bounded) or "keep" (MOVi-E
+                      release: a slot with the raw projection, |u|, |v| up to ~1e6).
   paint_all_source_objects  emit `background_mask` (every source-visible object's box, slotted
                       or not, painted out of the background token's image; release); False: the
                       tokenizer paints the slotted boxes only.
@@ -122,6 +126,7 @@ def default_data_config() -> ml_collections.ConfigDict:
       min_box_size=0.0,
       visible_in_both=True,
       keep_all_objects=False,
+      invalid_3d_boxes="drop",
       paint_all_source_objects=False,
       min_depth=1e-2,
       min_projected_size=0.0,

@@ -337,9 +337,10 @@ def test_bad_frames_raise_corrupt_record_error():
 
 
 def test_keep_all_objects_slots_every_object_with_appearance_mask():
-  """Release slot selection: objects invisible in the source or target, behind the camera or off
-  screen keep a slot (with their pose); only a degenerate 3D box drops one. An object invisible
-  in the source has a zero box and no appearance; padding stays padding."""
+  """Release slot selection (invalid_3d_boxes="keep"): objects invisible in the source or target,
+  behind the camera or off screen keep a slot (with their pose); only a degenerate 3D box drops
+  one. An object invisible in the source has a zero box and no appearance; padding stays
+  padding. With "drop" the object behind the camera drops too."""
   centers = [[-1.5, -0.5, 6.0], [-0.5, -0.5, 6.0], [0.5, -0.5, 6.0], [1.5, -0.5, 6.0],
              [-0.5, 0.7, 6.0]]
   sizes = [[0.6, 0.6, 0.6]] * 5
@@ -350,7 +351,7 @@ def test_keep_all_objects_slots_every_object_with_appearance_mask():
   record["visible"][tgt, 4] = False  # not in the target
   record["box_corners_world"][tgt, 2, :, 2] -= 10.0  # behind the target camera
   record["box_corners_world"][tgt, 3] = record["box_corners_world"][tgt, 3, :1]  # degenerate
-  cfg = _cfg(max_objects=6, keep_all_objects=True)
+  cfg = _cfg(max_objects=6, keep_all_objects=True, invalid_3d_boxes="keep")
   example, counts = fp.make_frame_pair(record, src, tgt, 0, cfg)
   got = _counts(counts)
   assert got["kept"] == 4 and got["invalid_3d_degenerate"] == 1 and sum(got.values()) == 5
@@ -363,6 +364,13 @@ def test_keep_all_objects_slots_every_object_with_appearance_mask():
   assert np.all(np.isfinite(example["target_corners"])) and np.all(example["target_corners"][4:] == 0)
   np.testing.assert_array_equal(example["target_boxes"][3], 0.0)  # object 4, not in the target
   assert np.abs(example["target_corners"][3]).sum() > 0
+  # "drop": object 2 (behind the camera) loses its slot; objects 0, 1, 4 keep theirs.
+  dropped, dropped_counts = fp.make_frame_pair(record, src, tgt, 0, _cfg(
+      max_objects=6, keep_all_objects=True, invalid_3d_boxes="drop"))
+  got = _counts(dropped_counts)
+  assert got["kept"] == 3 and got["invalid_3d_behind_camera"] == 1
+  np.testing.assert_array_equal(dropped["appearance_mask"], [True, False, True] + [False] * 3)
+  np.testing.assert_array_equal(dropped["target_corners"][:3], example["target_corners"][[0, 1, 3]])
   # The old rule drops objects 1, 2, 3, 4; its appearance_mask equals slot_mask.
   old, old_counts = fp.make_frame_pair(record, src, tgt, 0, _cfg(max_objects=6))
   assert _counts(old_counts)["kept"] == 1
@@ -411,6 +419,13 @@ def _reference_objects(record, source_frame, target_frame, cfg):
   for k in range(visible.shape[1]):
     vs, vt = bool(visible[source_frame, k]), bool(visible[target_frame, k])
     (hs, ws), (ht, wt) = [(b[k, 2] - b[k, 0], b[k, 3] - b[k, 1]) for b in boxes]
+    if cfg.keep_all_objects:  # Only the 3D box can drop an object (which, per invalid_3d_boxes).
+      dropped = {geometry.BoxStatus.DEGENERATE} | (
+          {geometry.BoxStatus.BEHIND_CAMERA, geometry.BoxStatus.OFF_SCREEN}
+          if cfg.invalid_3d_boxes == "drop" else set())
+      outcome.append(names[int(reason[k])] if int(reason[k]) in dropped else None)
+      area.append(max(hs * ws * vs, ht * wt))
+      continue
     rules = [("not_visible_source", cfg.visible_in_both and not vs),
              ("not_visible_target", not vt),
              ("cropped_out_source", vs and min(hs, ws) <= 0),
@@ -454,7 +469,9 @@ def _hard_record(seed, height=48, width=64, num_objects=7):
 def test_object_logic_matches_the_per_array_reference(seed):
   record = _hard_record(seed, *((48, 64), (64, 48), (32, 32), (40, 90))[seed])
   for kwargs in (dict(max_objects=3), dict(max_objects=8, min_box_size=0.08,
-                                           min_projected_size=0.05, visible_in_both=False)):
+                                           min_projected_size=0.05, visible_in_both=False),
+                 dict(max_objects=5, keep_all_objects=True, min_projected_size=0.05),
+                 dict(max_objects=8, keep_all_objects=True, invalid_3d_boxes="keep")):
     cfg = _cfg(**kwargs)
     for source_frame, target_frame in ((0, 4), (3, 1), (2, 2)):
       example, counts = fp.make_frame_pair(record, source_frame, target_frame, 0, cfg)
@@ -465,8 +482,9 @@ def test_object_logic_matches_the_per_array_reference(seed):
         assert example[key].dtype == (bool if key == "slot_mask" else np.float32)
 
 
-def test_batched_object_logic_equals_per_example():
-  cfg = _cfg(max_objects=3, min_box_size=0.05)
+@pytest.mark.parametrize("keep_all", [False, True])
+def test_batched_object_logic_equals_per_example(keep_all):
+  cfg = _cfg(max_objects=3, min_box_size=0.05, keep_all_objects=keep_all)
   records = [_hard_record(0), _hard_record(1, 64, 48), _hard_record(2, num_objects=2)]
   empty = _hard_record(3)  # No objects at all.
   for key in ("box_corners_world", "boxes_2d", "visible"):
@@ -501,13 +519,74 @@ def test_select_objects_largest_first_ties_to_lower_index():
     assert _counts(counts) == dict(
         {name: 0 for name in fp.OBJECT_COUNT_NAMES}, kept=len(kept),
         over_max_objects=4 - len(kept), invalid_3d_behind_camera=1, not_visible_source=1)
-  # keep_all_objects: every non-degenerate object, the invisible and the invalid one too.
+  # keep_all_objects, "keep": every non-degenerate object, the invisible and the invalid one too.
   reason[2] = status.DEGENERATE
   keep, counts = fp.select_objects(visible_src, np.ones(6, bool), boxes, boxes,
                                    reason == status.OK, reason,
-                                   _cfg(max_objects=6, keep_all_objects=True))
+                                   _cfg(max_objects=6, keep_all_objects=True,
+                                        invalid_3d_boxes="keep"))
   assert keep.tolist() == [0, 1, 3, 4, 5]
   assert _counts(counts)["invalid_3d_degenerate"] == 1 and _counts(counts)["kept"] == 5
+  # "drop": not the one behind the camera (nor an off-screen one); a too-small one stays.
+  reason[0], reason[5] = status.OFF_SCREEN, status.TOO_SMALL
+  keep, counts = fp.select_objects(visible_src, np.ones(6, bool), boxes, boxes,
+                                   reason == status.OK, reason,
+                                   _cfg(max_objects=6, keep_all_objects=True))
+  assert keep.tolist() == [1, 3, 5]
+  assert _counts(counts) == dict(
+      {name: 0 for name in fp.OBJECT_COUNT_NAMES}, kept=3, invalid_3d_degenerate=1,
+      invalid_3d_behind_camera=1, invalid_3d_off_screen=1)
   with pytest.raises(ValueError, match="not BoxStatus"):
     fp.select_objects(visible_src, np.ones(6, bool), boxes, boxes, np.zeros(6, bool),
                       np.full(6, 9), _cfg())
+
+
+# Objects for the pose-input bound of `invalid_3d_boxes`: a static camera at the origin looking
+# down +z (pan = step = 0), two boxes on screen, one whose near face lies on the camera plane
+# (depth exactly 0: the projection divides by geometry.PROJECT_EPS) and one in front of the
+# camera but right of the image (u ~ 1.7).
+_ON_SCREEN = [[-0.5, 0.0, 6.0], [0.5, 0.0, 6.0]]
+_ON_CAMERA_PLANE = [0.5, 0.2, 0.3]  # Size 0.6: corners at depth 0 and 0.6.
+_RIGHT_OF_SCREEN = [8.0, 0.0, 6.0]
+# Projections are normalised to [0, 1] on screen; a kept box overlaps the screen, so with these
+# small boxes its corners lie within a screen's size of it.
+_POSE_INPUT_MARGIN = 1.0
+
+
+def _invalid_3d_record():
+  return video_fixtures.make_video_record(
+      num_frames=2, height=64, width=64, pan=0.0, step=0.0,
+      centers=_ON_SCREEN + [_ON_CAMERA_PLANE, _RIGHT_OF_SCREEN], sizes=[[0.6, 0.6, 0.6]] * 4)
+
+
+def test_keep_all_objects_drops_boxes_behind_the_camera_or_off_screen():
+  """keep_all_objects with invalid_3d_boxes="drop" (the paper configs): an object whose target 3D
+  box is behind the camera or off screen gets no slot, so the pose encoder's inputs stay within
+  the screen plus a margin, and each is counted under its invalid_3d_* reason."""
+  record = _invalid_3d_record()
+  cfg = _cfg(max_objects=6, keep_all_objects=True, invalid_3d_boxes="drop")
+  example, counts = fp.make_frame_pair(record, 0, 1, 0, cfg)
+  assert _counts(counts) == dict({name: 0 for name in fp.OBJECT_COUNT_NAMES}, kept=2,
+                                 invalid_3d_behind_camera=1, invalid_3d_off_screen=1)
+  np.testing.assert_array_equal(example["slot_mask"], [True, True] + [False] * 4)
+  uv = example["target_corners"][example["slot_mask"], :, :2]
+  assert np.all(uv >= -_POSE_INPUT_MARGIN) and np.all(uv <= 1.0 + _POSE_INPUT_MARGIN)
+  assert np.all(example["target_corners"][example["slot_mask"], :, 2] > cfg.min_depth)
+  assert fp.FramePairConfig().invalid_3d_boxes == "drop"  # The default.
+
+
+def test_keep_all_objects_keep_invalid_3d_boxes_is_the_release():
+  """invalid_3d_boxes="keep" (the MOVi-E release): every non-degenerate object gets a slot with
+  its raw projection, |u| of order 1e6 for a corner on the camera plane."""
+  record = _invalid_3d_record()
+  cfg = _cfg(max_objects=6, keep_all_objects=True, invalid_3d_boxes="keep")
+  example, counts = fp.make_frame_pair(record, 0, 1, 0, cfg)
+  assert _counts(counts)["kept"] == 4 and counts.sum() == 4
+  u = np.abs(example["target_corners"][2, :, 0])  # Slot 2: the box on the camera plane.
+  assert u.max() > 0.1 / geometry.PROJECT_EPS
+  assert 1.0 < example["target_corners"][3, :, 0].min() < 2.0  # Right of the screen, kept.
+
+
+def test_invalid_3d_boxes_rejects_unknown_values():
+  with pytest.raises(ValueError, match="invalid_3d_boxes"):
+    _cfg(invalid_3d_boxes="clamp")
