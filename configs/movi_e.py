@@ -18,4 +18,7 @@ def get_config():
   data.swap_prob = 0.5  # (release)
   data.resize_method = "area"  # video area-resized to 256 (release).
   data.min_box_size = 0.0  # (open) no size filter beyond visibility.
+  # Pose inputs: depth in Kubric world units, raw (no scale; the camera starts 8-12 units from
+  # the scene centre: depths of order 1-20). paper_base's invalid_3d_boxes "drop" (open);
+  # "keep" is the release (raw projections of boxes behind the camera or off screen).
   return config

@@ -34,6 +34,15 @@ def get_config(max_objects: int, resolution: int = 256) -> ml_collections.Config
   # token's image paints out every object visible in the source (slotted or not).
   config.data.keep_all_objects = True
   config.data.paint_all_source_objects = True
+  # (open) Except objects whose target 3D box is behind the camera or off screen: no slot
+  # ("keep" is the MOVi-E release: their raw projections, |u|, |v| up to ~1e6 where a corner
+  # is near the camera plane). The pose encoder then reads, per slot, (u, v, depth) of corners
+  # 0, 1, 2, 4 with no normalisation or scale (pose_fourier_bands=0): u, v normalised to the
+  # crop (on screen in [0, 1]; a kept box overlaps the screen and every corner has depth >
+  # data.min_depth, so |u - c_u| <= f_u |x_cam| / min_depth), depth raw in the dataset's
+  # units (each config's comment; DESIGN.md "Pose inputs"). The background token's camera MLP
+  # reads the relative pose's translation raw, in the same units.
+  config.data.invalid_3d_boxes = "drop"
   config.data.eval_min_gap = 1  # Eval pairs never have target = source.
 
   common.add_common(config)

@@ -117,7 +117,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.data = pipeline.default_data_config()
   config.data.update(dict(resolution=(64, 64), global_batch_size=16, eval_global_batch_size=32,
                           min_gap=1, max_gap=7, worker_count=0, read_threads=2,
-                          keep_all_objects=True, paint_all_source_objects=True, eval_min_gap=1))
+                          keep_all_objects=True, paint_all_source_objects=True, eval_min_gap=1,
+                          # Objects behind the camera or off screen get no slot (bounded pose
+                          # inputs; "keep": the MOVi-E release). Depth is in generator units,
+                          # raw: the camera is 7-9 (3D preset: 4-10) units from its look-at point.
+                          invalid_3d_boxes="drop"))
 
   common.add_common(config)
   # No pretrained VAE exists at this size and a random frozen one decodes every sample to noise:

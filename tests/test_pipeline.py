@@ -320,6 +320,9 @@ def test_config_errors(data_dir):
   config = _config(data_dir, max_objects=MAX_OBJECTS + 1)
   with pytest.raises(ValueError, match="disagrees"):
     pipeline.make_train_iterator(config, process_index=0, process_count=1)
+  with pytest.raises(ValueError, match="invalid_3d_boxes 'clip'"):
+    pipeline.make_train_iterator(_config(data_dir, invalid_3d_boxes="clip"), process_index=0,
+                                 process_count=1)
 
 
 def test_compressed_files_read_the_same_records(data_dir, tmp_path):
