@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # `python benchmarks/edit_fidelity.py`
 from neural_assets.evaluation.edit_fidelity import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED,
                                                     DEFAULT_NUM_SCENES, DEFAULT_SEED,
                                                     MIN_GROUND_TRUTH_CHANGE, default_out_dir,
-                                                    format_report_tables, load_bundle, load_lpips,
+                                                    experiment_lpips, format_report_tables, load_bundle,
                                                     run)
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -59,8 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   args = parser.parse_args(argv)
   bundle = load_bundle(args.checkpoint, args.step)
   out_dir = args.out_dir or default_out_dir(args.checkpoint)
-  lpips_cfg = bundle.config.evaluation.lpips
-  lpips_fn = load_lpips(args.lpips_weights or lpips_cfg.weights, args.lpips_net or lpips_cfg.net)
+  lpips_fn = experiment_lpips(bundle, args.lpips_weights, args.lpips_net)
   report = run(bundle, num_scenes=args.num_scenes, seed=args.seed, out_dir=out_dir,
                lpips_fn=lpips_fn,
                diff_threshold=args.diff_threshold, crop_size=args.crop_size,

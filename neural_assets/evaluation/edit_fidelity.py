@@ -785,6 +785,13 @@ def load_lpips(weights: str, net: str = "alex"):
   return lpips.distance_fn(weights, net)
 
 
+def experiment_lpips(bundle, weights: Optional[str] = None, net: Optional[str] = None):
+  """LPIPS as the experiment's held-out evaluation scores it (`evaluation.lpips`), unless
+  `weights` / `net` override it."""
+  lpips_cfg = bundle.config.evaluation.lpips
+  return load_lpips(weights or lpips_cfg.weights, net or lpips_cfg.net)
+
+
 def load_bundle(checkpoint: str, step: Optional[int] = None):
   """The model for rendering, through the one inference entry point."""
   return inference.load_model_for_inference(checkpoint, step=step)
@@ -882,9 +889,8 @@ def run_for_workdir(bundle, workdir: str, num_scenes: int = DEFAULT_NUM_SCENES,
   into WORKDIR/edit_fidelity; the result has 'index' (the HTML path) for the report to link
   (from WORKDIR/report/index.html: `../edit_fidelity/index.html`)."""
   out_dir = os.path.join(workdir, "edit_fidelity")
-  if "lpips_fn" not in kwargs:  # The experiment's LPIPS, as its held-out evaluation scores it.
-    lpips_cfg = bundle.config.evaluation.lpips
-    kwargs["lpips_fn"] = load_lpips(lpips_cfg.weights, lpips_cfg.net)
+  if "lpips_fn" not in kwargs:
+    kwargs["lpips_fn"] = experiment_lpips(bundle)
   report = run(bundle, num_scenes=num_scenes, out_dir=out_dir, **kwargs)
   report["index"] = os.path.join(out_dir, "index.html")
   return report

@@ -147,8 +147,9 @@ def make_train_step(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema_params = state.ema_params
+    ema_decay = ema_decay_fn(state.step)
     if ema_params is not None:
-      ema_params = train_state_lib.update_ema(ema_params, params, ema_decay_fn(state.step))
+      ema_params = train_state_lib.update_ema(ema_params, params, ema_decay)
     # A finite loss and gradient can still give NaN/Inf weights (e.g. a corrupt optimizer
     # moment, an update overflowing a huge weight): check what the update produced as well.
     finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm) &
@@ -169,7 +170,7 @@ def make_train_step(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
         param_norm=optax.global_norm(params),
         nonfinite=(~finite).astype(jnp.float32),
         nonfinite_steps=nonfinite_steps,
-        **({"ema_decay": ema_decay_fn(state.step)} if ema_params is not None else {}),
+        **({"ema_decay": ema_decay} if ema_params is not None else {}),
         **{f"lr/{group}": schedule_fn(state.step) for group, schedule_fn in schedules.items()})
     return new_state, metrics
 
