@@ -41,6 +41,8 @@ from typing import Any, Mapping, Optional, Sequence
 if __package__ in (None, ""):  # `python benchmarks/ablations.py`
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from neural_assets import config_files  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _RESULTS = os.path.join(_ROOT, "benchmarks", "results")
 
@@ -85,16 +87,6 @@ def variant_config(config, name: str):
       raise KeyError(f"Variant {name}: the config has no {key}.")
     section[leaf] = value
   return config
-
-
-def _load_config(path: str):
-  """`file.py` (its get_config()) or `file.py:function`."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  path, _, function = path.partition(":")
-  spec = importlib.util.spec_from_file_location("_ablation_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return getattr(module, function or "get_config")()
 
 
 def run_variant(config, name: str, workdir: str, minutes: float, num_scenes: int,
@@ -330,15 +322,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   unknown = [n for n in names if n not in VARIANTS]
   if unknown:
     parser.error(f"Unknown variants {unknown}; known: {sorted(VARIANTS)}.")
-  config = _load_config(args.config)
-  for item in args.set:
-    key, _, value = item.partition("=")
-    *path, leaf = key.split(".")
-    section = config
-    for part in path:
-      section = section[part]
-    value = json.loads(value)
-    section[leaf] = tuple(value) if isinstance(value, list) else value
+  config = config_files.load(args.config, args.set)
   start = time.time()
   base = prepare(config, workdir, args.vae_dir, args.vae_minutes,
                  num_train_videos=args.num_train_videos, num_eval_videos=args.num_eval_videos,

@@ -30,6 +30,7 @@ sys.path.insert(0, ROOT)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from neural_assets import app as app_lib
+from neural_assets import config_files
 from neural_assets import editing
 from neural_assets import inference
 from neural_assets.editing import draw
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
   checkpoint = args.checkpoint
   if checkpoint is None:
     from tests import editing_fixtures  # pylint: disable=g-import-not-at-top
-    config = inference.load_config_file(args.config)
+    config = config_files.load(args.config)
     config.checkpoint.async_save = False
     checkpoint = editing_fixtures.make_tiny_checkpoint(tempfile.mkdtemp(prefix="bench_editor_"),
                                                        config)

@@ -32,34 +32,9 @@ sys.path.insert(0, ROOT)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
-import ml_collections
 import numpy as np
-from ml_collections import config_flags  # noqa: F401  (config files import ml_collections)
 
-
-def load_config(path: str, overrides: list[str]) -> ml_collections.ConfigDict:
-  """`get_config()` of a config file, with `a.b.c=value` overrides (value parsed as JSON if it
-  parses, else a string)."""
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("experiment_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  for item in overrides:
-    key, _, raw = item.partition("=")
-    try:
-      value = json.loads(raw)
-    except json.JSONDecodeError:
-      value = raw
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    if isinstance(value, list):
-      value = tuple(value)
-    with node.ignore_type():
-      node[leaf] = value
-  return config
+from neural_assets import config_files
 
 
 def _load() -> dict[str, float]:
@@ -135,7 +110,7 @@ def main():
   from neural_assets.training import trainer
 
   t_start = time.time()
-  config = load_config(args.config, args.set)
+  config = config_files.load(args.config, args.set)
   host_devices.prepare_process(config)  # May restart this process; before JAX starts.
   workdir = os.path.abspath(args.workdir)
   config.data.data_dir = os.path.join(workdir, "data")

@@ -23,7 +23,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import os
@@ -35,12 +34,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-
-def load_config(spec: str):
-  """'configs/movi_e.py' or 'configs/movi_e.py:arg' -> ConfigDict."""
-  path, _, arg = spec.partition(":")
-  module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
-  return module.get_config(arg) if arg else module.get_config()
+from neural_assets import config_files  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def compiled_memory(compiled) -> dict[str, int]:
@@ -143,7 +137,7 @@ def worker(args) -> None:
 
   import threading  # pylint: disable=g-import-not-at-top
   threading.Thread(target=exit_with_parent, daemon=True).start()
-  config = load_config(args.config)
+  config = config_files.load(args.config)
   if args.min_size_to_shard >= 0:
     config.sharding.min_size_to_shard = args.min_size_to_shard
   config.sharding.split_dims = not args.single_dim

@@ -22,7 +22,6 @@ Multi-device CPU runs: XLA_FLAGS=--xla_force_host_platform_device_count=8 ... --
 from __future__ import annotations
 
 import argparse
-import importlib
 import inspect
 import json
 import os
@@ -39,16 +38,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from neural_assets.diffusion.schedule import NoiseSchedule  # pylint: disable=g-import-not-at-top
+from neural_assets import config_files
 from neural_assets.models.unet import UNet2DConditionModel
 from neural_assets.training import mesh as mesh_lib
 from neural_assets.training import sharding as sharding_lib
 from neural_assets.training import train_step as train_step_lib
 from neural_assets.training import trainer
-
-
-def load_config(path: str):
-  module = path.removesuffix(".py").replace("/", ".")
-  return importlib.import_module(module).get_config()
 
 
 def parse_mesh(text: str) -> dict[str, int]:
@@ -216,7 +211,7 @@ def fsdp_memory_plan(config_path: str, device_counts=(1, 8, 64, 256)) -> dict:
 
   Shapes only; benchmarks/memory.py adds the compiled step's memory and the ratio to the ideal.
   """
-  config = load_config(config_path)
+  config = config_files.load(config_path)
   model, vae = train_step_lib.build_models(config)
   plan = {}
   for n in device_counts:
@@ -246,7 +241,7 @@ def main():
   parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks/results/train_step.json"))
   args = parser.parse_args()
 
-  config = load_config(args.config)
+  config = config_files.load(args.config)
   batch_size = args.batch_size or config.data.global_batch_size
   mesh = mesh_lib.create_mesh(parse_mesh(args.mesh))
   results = dict(

@@ -11,7 +11,6 @@ decoder that `neural_assets.editing.render` samples with. Code that already hold
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import os
 from typing import Any, Union
@@ -21,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from neural_assets import config_files
 from neural_assets.models.neural_assets import NeuralAssetsModel
 from neural_assets.training import train_step
 
@@ -78,33 +78,6 @@ class ModelBundle:
                  if v is not None}
     return DDIMSampler.from_config(self.config.diffusion, {**dict(self.config.sampler),
                                                            **overrides})
-
-
-def _tuples(x):
-  """JSON lists -> tuples, recursively (configs hold tuples; JSON writes lists)."""
-  if isinstance(x, dict):
-    return {k: _tuples(v) for k, v in x.items()}
-  if isinstance(x, list):
-    return tuple(_tuples(v) for v in x)
-  return x
-
-
-def config_from_json(text: str) -> ml_collections.ConfigDict:
-  """A config saved with `ConfigDict.to_json_best_effort` -> ConfigDict (lists back to tuples)."""
-  return ml_collections.ConfigDict(_tuples(json.loads(text)))
-
-
-def load_config_file(path: str) -> ml_collections.ConfigDict:
-  """A config from a `.py` with `get_config()` or a `.json` written by `to_json_best_effort`."""
-  if path.endswith(".json"):
-    with open(path) as f:
-      return config_from_json(f.read())
-  spec = importlib.util.spec_from_file_location("_edit_config", path)
-  if spec is None or spec.loader is None:
-    raise ValueError(f"Cannot import config file {path} (want a .py with get_config() or .json).")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def find_checkpoint(path: str, step: int | None = None) -> tuple[str, int]:
@@ -174,16 +147,16 @@ def load_model_for_inference(workdir_or_checkpoint: str,
     with open(meta_path) as f:
       meta = json.load(f)
   if isinstance(config, str):
-    config = load_config_file(config)
+    config = config_files.load(config)
   if config is None:
     if meta.get("config") and meta["config"] != "{}":
-      config = config_from_json(meta["config"])
+      config = config_files.from_json(meta["config"])
     else:
       workdir_config = os.path.join(os.path.dirname(os.path.dirname(step_dir)), "config.json")
       if not os.path.exists(workdir_config):
         raise FileNotFoundError(f"The checkpoint {step_dir} stores no config and there is no "
                                 f"{workdir_config}: pass config=.")
-      config = load_config_file(workdir_config)
+      config = config_files.load(workdir_config)
 
   model, vae = train_step.build_models(config)
   abstract_params, abstract_frozen = jax.eval_shape(

@@ -12,7 +12,6 @@ between CPU devices (tests, CPU clusters).
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 
@@ -23,6 +22,7 @@ import jax
 from ml_collections import config_flags
 
 from neural_assets import config_checks
+from neural_assets import config_files
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (e.g. configs/smoke.py).", lock_config=True)
@@ -68,12 +68,8 @@ def _base_config(argv):
   values += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
   if not values:
     return None
-  path, _, arg = values[-1].partition(":")
   try:
-    spec = importlib.util.spec_from_file_location("_neural_assets_base_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
+    return config_files.load(values[-1])
   except Exception:  # pylint: disable=broad-except
     return None
 

@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from neural_assets import convert
+from neural_assets import config_files
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="python -m neural_assets.convert",
@@ -56,17 +57,6 @@ def check_fields(what: str, loaded: Mapping[str, Any], expected: Mapping[str, An
     if norm(a) != norm(b):
       raise convert.CheckpointMismatchError(
           f"{what}: the checkpoint has {key}={a!r} but the experiment config has {key}={b!r}.")
-
-
-def load_config(path: str):
-  """Loads `get_config()` from a config file path, with an optional `:arg` suffix."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  # config_flags parses "path[:arg]" the same way the training entry point does.
-  flag_values = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", path, flag_values=flag_values)
-  flag_values(["convert"])
-  return flag_values.config
 
 
 def convert_checkpoints(unet_dir: str, vae_dir: str, encoder_dir: str, out_dir: str,
@@ -105,7 +95,7 @@ def _module_fields(module) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> None:
   args = parse_args(argv)
-  config = load_config(args.config) if args.config else None
+  config = config_files.load(args.config) if args.config else None
   tree = convert_checkpoints(args.unet_dir, args.vae_dir, args.encoder_dir, args.out_dir, config)
   sizes = {k: sum(x.size for x in jax.tree.leaves(v)) for k, v in tree.items()}
   print(f"Wrote {args.out_dir}: " + ", ".join(f"{k} {n / 1e6:.1f}M params"

@@ -45,6 +45,6 @@ from neural_assets.editing.scene import Scene
 from neural_assets.editing.scene import box_from_corners
 from neural_assets.editing.scene import scene_from_video_record
 from neural_assets.inference import ModelBundle
-from neural_assets.inference import config_from_json
+from neural_assets.config_files import from_json as config_from_json
 from neural_assets.inference import find_checkpoint
 from neural_assets.inference import load_model_for_inference
