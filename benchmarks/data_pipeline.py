@@ -52,8 +52,10 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from data_pipelines import data_config
 from data_pipelines import frame_pairs
 from data_pipelines import pipeline
+from data_pipelines import record_source
 from data_pipelines import synthetic
 from data_pipelines import video_record
 
@@ -155,7 +157,7 @@ class _Meter:
 
 
 def measure(link_dir: str, args) -> dict:
-  data = pipeline.default_data_config()
+  data = data_config.default_data_config()
   data.update(dict(data_dir=link_dir, train_files="shard-*.array_record",
                    resolution=(args.resolution, args.resolution),
                    global_batch_size=args.batch_size, worker_count=0, read_threads=0, seed=0,
@@ -164,7 +166,8 @@ def measure(link_dir: str, args) -> dict:
       data=data, model=dict(conditioning=dict(max_objects=args.max_objects))))
   num_batches = max(1, args.num_pairs // args.batch_size)
   pair_cfg = frame_pairs.FramePairConfig.from_config(data, args.max_objects)
-  source = pipeline.VideoRecordSource(pipeline.resolve_files(link_dir, "shard-*.array_record"))
+  source = record_source.VideoRecordSource(data_config.resolve_files(link_dir,
+                                                                   "shard-*.array_record"))
 
   iterator = pipeline.make_train_iterator(config, process_index=0, process_count=1)
   for _ in range(2):  # Warm-up: file opening, first reads, allocator.

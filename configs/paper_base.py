@@ -10,7 +10,7 @@ from configs import common
 from configs import conditioning
 from configs import sampler
 from configs import sd21
-from data_pipelines import pipeline
+from data_pipelines import data_config
 
 
 def get_config(max_objects: int, resolution: int = 256) -> ml_collections.ConfigDict:
@@ -25,7 +25,7 @@ def get_config(max_objects: int, resolution: int = 256) -> ml_collections.Config
   config.diffusion = sd.diffusion
   config.sampler = sampler.get_config()  # DDIM 50 steps, guidance 2.0 (open).
 
-  config.data = pipeline.default_data_config()
+  config.data = data_config.default_data_config()
   config.data.resolution = (resolution, resolution)
   config.data.global_batch_size = 64  # (open) the paper does not publish its batch size.
   config.data.eval_global_batch_size = 32

@@ -16,7 +16,7 @@ from configs import common
 from configs import conditioning
 from configs import sampler
 from configs import sd21
-from data_pipelines import pipeline
+from data_pipelines import data_config
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -51,7 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.sampler = sampler.get_config()
   config.sampler.num_inference_steps = 4
 
-  config.data = pipeline.default_data_config()
+  config.data = data_config.default_data_config()
   config.data.update(dict(resolution=(32, 32), global_batch_size=8, eval_global_batch_size=4,
                           read_threads=1, read_buffer_size=2))
 

@@ -48,7 +48,7 @@ from configs import common
 from configs import conditioning
 from configs import sampler
 from configs import sd21
-from data_pipelines import pipeline
+from data_pipelines import data_config
 
 MAX_OBJECTS = 3
 
@@ -114,7 +114,7 @@ def get_config() -> ml_collections.ConfigDict:
                                                cpu_devices=0, malloc_hugepages=True,
                                                minutes=12.0, fidelity_scenes=8))
 
-  config.data = pipeline.default_data_config()
+  config.data = data_config.default_data_config()
   config.data.update(dict(resolution=(64, 64), global_batch_size=16, eval_global_batch_size=32,
                           min_gap=1, max_gap=7, worker_count=0, read_threads=2,
                           keep_all_objects=True, paint_all_source_objects=True, eval_min_gap=1,

@@ -5,8 +5,12 @@ import ml_collections
 import numpy as np
 import pytest
 
+from data_pipelines import batch_map
+from data_pipelines import data_config
 from data_pipelines import frame_pairs
+from data_pipelines import host_batches
 from data_pipelines import pipeline
+from data_pipelines import record_source
 from data_pipelines import video_record
 from tests import video_fixtures
 
@@ -56,7 +60,7 @@ def data_dir(tmp_path_factory):
 
 
 def _config(data_dir, **overrides):
-  data = pipeline.default_data_config()
+  data = data_config.default_data_config()
   data.data_dir = data_dir
   data.resolution = (16, 16)
   data.global_batch_size = BATCH
@@ -102,7 +106,7 @@ def _check_shapes(batch, size=BATCH, res=16):
 
 def test_video_order_epochs_are_permutations_and_batches_run_across_them():
   import pickle  # pylint: disable=g-import-not-at-top
-  order = pipeline.VideoOrder(10, 17, batch_size=3, seed=5, shuffle=True, num_epochs=3,
+  order = host_batches.VideoOrder(10, 17, batch_size=3, seed=5, shuffle=True, num_epochs=3,
                               drop_remainder=False)
   assert len(order) == 7  # 21 positions: 6 full batches and a final one of 3.
   flat = [k for i in range(len(order)) for k in order(i)]
@@ -112,14 +116,14 @@ def test_video_order_epochs_are_permutations_and_batches_run_across_them():
     assert sorted(epoch) == list(range(10, 17))
   assert epochs[0] != epochs[1] != epochs[2]
   assert pickle.loads(pickle.dumps(order))(4) == order(4) == flat[12:15]  # Crosses epochs 1-2.
-  again = pipeline.VideoOrder(10, 17, 3, 5, True, 3, False)
+  again = host_batches.VideoOrder(10, 17, 3, 5, True, 3, False)
   assert [again(i) for i in reversed(range(7))] == [order(i) for i in reversed(range(7))]
-  other = pipeline.VideoOrder(10, 17, 3, 6, True, 3, False)
+  other = host_batches.VideoOrder(10, 17, 3, 6, True, 3, False)
   assert [other(i) for i in range(7)] != [order(i) for i in range(7)]
-  plain = pipeline.VideoOrder(0, 5, 2, 5, False, 1, drop_remainder=False)
+  plain = host_batches.VideoOrder(0, 5, 2, 5, False, 1, drop_remainder=False)
   assert [plain(i) for i in range(len(plain))] == [[0, 1], [2, 3], [4]]
-  assert len(pipeline.VideoOrder(0, 5, 2, 5, False, 1, drop_remainder=True)) == 2
-  forever = pipeline.VideoOrder(0, 5, 2, 5, True, None, True)
+  assert len(host_batches.VideoOrder(0, 5, 2, 5, False, 1, drop_remainder=True)) == 2
+  forever = host_batches.VideoOrder(0, 5, 2, 5, True, None, True)
   assert len(forever) > 10**15 and sorted(forever(10**12 * 5) + forever(10**12 * 5 + 1)
                                           + forever(10**12 * 5 + 2)[:1]) == list(range(5))
 
@@ -127,7 +131,7 @@ def test_video_order_epochs_are_permutations_and_batches_run_across_them():
 def test_batch_generators_are_philox_streams_per_batch_index():
   import pickle  # pylint: disable=g-import-not-at-top
   import threading  # pylint: disable=g-import-not-at-top
-  generators = pipeline.BatchGenerators((3, 1))
+  generators = batch_map.BatchGenerators((3, 1))
   key = np.random.SeedSequence((3, 1)).generate_state(2, np.uint64)
 
   def fresh(index):
@@ -139,7 +143,7 @@ def test_batch_generators_are_philox_streams_per_batch_index():
   generators(0).random(1)  # A partly used stream: the next batch still starts at its counter.
   np.testing.assert_array_equal(generators(5).random(7), fresh(5))
   assert not np.array_equal(fresh(5), fresh(6))
-  other = pipeline.BatchGenerators((4, 1))
+  other = batch_map.BatchGenerators((4, 1))
   assert not np.array_equal(other(5).random(7), fresh(5))
   np.testing.assert_array_equal(pickle.loads(pickle.dumps(generators))(9).random(3), fresh(9)[:3])
   seen = {}  # Threads (grain's read threads) each have their own bit generator.
@@ -270,7 +274,7 @@ def test_frames_that_fail_to_decode_are_replaced_with_their_objects(tmp_path):
   (batch,) = list(iterator)
   assert batch["video_index"].tolist() == [0, 2, 2, 3]
   assert iterator.stats["skipped_records"] == 1
-  cfg = pipeline.frame_pair_config(config)
+  cfg = data_config.frame_pair_config(config)
   for slot, video in enumerate(batch["video_index"]):
     want, _ = frame_pairs.make_frame_pair(records[video], int(batch["source_frame"][slot]),
                                           int(batch["target_frame"][slot]), int(video), cfg)
@@ -326,8 +330,8 @@ def test_config_errors(data_dir):
 
 
 def test_compressed_files_read_the_same_records(data_dir, tmp_path):
-  files = pipeline.resolve_files(data_dir, "train-*.array_record")
-  source = pipeline.VideoRecordSource(files)
+  files = data_config.resolve_files(data_dir, "train-*.array_record")
+  source = record_source.VideoRecordSource(files)
   assert len(source) == NUM_VIDEOS
   compressed = []
   for n, path in enumerate(files):
@@ -335,7 +339,7 @@ def test_compressed_files_read_the_same_records(data_dir, tmp_path):
     video_record.write_array_record(out, video_record.read_array_record(path),
                                     options="zstd:5")
     compressed.append(out)
-  zstd = pipeline.VideoRecordSource(compressed)
+  zstd = record_source.VideoRecordSource(compressed)
   assert len(zstd) == NUM_VIDEOS
   for key in range(NUM_VIDEOS):
     expected, got = _record(key), zstd.read_record(key)
@@ -345,7 +349,7 @@ def test_compressed_files_read_the_same_records(data_dir, tmp_path):
     assert source.read_record(key)["frames"] == expected["frames"]
   # The grain element of a video is its video record only.
   assert bytes(source[3]["data"]).startswith(video_record.VIDEO_MAGIC)
-  assert pipeline._read_threads(_config(data_dir, read_threads=None).data) == 0  # pylint: disable=protected-access
+  assert data_config.read_threads(_config(data_dir, read_threads=None).data) == 0
 
 
 def _flip_byte_inside(path, needle: bytes):
@@ -360,10 +364,10 @@ def _flip_byte_inside(path, needle: bytes):
 def test_a_damaged_shard_names_the_file_and_record_and_is_skipped(data_dir, tmp_path):
   import shutil  # pylint: disable=g-import-not-at-top
   path = str(tmp_path / "train-00000.array_record")
-  shutil.copy(pipeline.resolve_files(data_dir, "train-00000.array_record")[0], path)
+  shutil.copy(data_config.resolve_files(data_dir, "train-00000.array_record")[0], path)
   frame = bytes(_record(2)["frames"][3])
   _flip_byte_inside(path, frame)  # ArrayRecord's chunk hash of frame record 2*5+3 = 13 fails.
-  source = pipeline.VideoRecordSource([path])
+  source = record_source.VideoRecordSource([path])
   record = source.read_record(2)
   assert bytes(record["frames"][0]) == bytes(_record(2)["frames"][0])
   with pytest.raises(video_record.CorruptRecordError, match=r"train-00000.array_record record 13"):
@@ -382,7 +386,7 @@ def test_a_damaged_shard_names_the_file_and_record_and_is_skipped(data_dir, tmp_
     f.seek(offset)
     f.write(bytes([data[offset] ^ 0x40]))
   with pytest.raises(video_record.CorruptRecordError, match=r"train-00000.array_record record"):
-    pipeline.VideoRecordSource([path]).read(4)
+    record_source.VideoRecordSource([path]).read(4)
   it = pipeline.make_train_iterator(config, process_index=0, process_count=1)
   indices = [int(b["video_index"][0]) for b in it]
   assert 4 not in indices and indices[4] == 5 and it.stats["skipped_records"] >= 1
@@ -390,7 +394,7 @@ def test_a_damaged_shard_names_the_file_and_record_and_is_skipped(data_dir, tmp_
 
 def test_a_truncated_shard_stops_with_its_name(data_dir, tmp_path):
   import shutil  # pylint: disable=g-import-not-at-top
-  source_path = pipeline.resolve_files(data_dir, "train-00000.array_record")[0]
+  source_path = data_config.resolve_files(data_dir, "train-00000.array_record")[0]
   path = tmp_path / "train-00000.array_record"
   shutil.copy(source_path, path)
   data = path.read_bytes()

@@ -73,11 +73,12 @@ def write_scenes(config: ml_collections.ConfigDict, batches: Sequence[Mapping[st
   (`editing.Scene.save`, what `python -m neural_assets.edit --scene` and the app open):
   out_dir/scene_<video>_<frame>.npz. Returns the paths."""
   # pylint: disable=g-import-not-at-top
-  from data_pipelines import pipeline
+  from data_pipelines import data_config
+  from data_pipelines import record_source
   from neural_assets import editing
   # pylint: enable=g-import-not-at-top
-  source = pipeline.VideoRecordSource(
-      pipeline.resolve_files(config.data.data_dir, config.data.eval_files))
+  source = record_source.VideoRecordSource(
+      data_config.resolve_files(config.data.data_dir, config.data.eval_files))
   os.makedirs(out_dir, exist_ok=True)
   paths = []
   for batch in batches:

@@ -58,9 +58,10 @@ def render_trajectories(bundle: Any, scene: Any, num_frames: int, num_steps: int
 
 def read_eval_record(config: ml_collections.ConfigDict, video_index: int) -> dict[str, Any]:
   """Decoded video record `video_index` of the eval split (the frame-pair `video_index`)."""
-  from data_pipelines import pipeline  # pylint: disable=g-import-not-at-top
-  source = pipeline.VideoRecordSource(
-      pipeline.resolve_files(config.data.data_dir, config.data.eval_files))
+  from data_pipelines import data_config  # pylint: disable=g-import-not-at-top
+  from data_pipelines import record_source  # pylint: disable=g-import-not-at-top
+  source = record_source.VideoRecordSource(
+      data_config.resolve_files(config.data.data_dir, config.data.eval_files))
   return source.read_record(int(video_index))  # Frames are read when used.
 
 

@@ -21,8 +21,9 @@ from typing import Any, Callable, Mapping
 import jax
 import numpy as np
 
+from data_pipelines import data_config
 from data_pipelines import frame_pairs
-from data_pipelines import pipeline
+from data_pipelines import record_source
 
 LATENTS_KEY = "target_latents"
 
@@ -77,9 +78,9 @@ def build(config: Any, encode_fn: Callable[[np.ndarray], Any], chunk_size: int,
     video_record.CorruptRecordError: a frame cannot be read or decoded (the cache must cover
       every frame the pipeline may pick).
   """
-  cfg = pipeline.frame_pair_config(config)
-  source = pipeline.VideoRecordSource(
-      pipeline.resolve_files(config.data.data_dir, config.data.train_files))
+  cfg = data_config.frame_pair_config(config)
+  source = record_source.VideoRecordSource(
+      data_config.resolve_files(config.data.data_dir, config.data.train_files))
   pending, chunks, offsets = [], [], [0]
 
   def encode(images: list[np.ndarray]) -> np.ndarray:
