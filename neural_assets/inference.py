@@ -1,7 +1,8 @@
 """Loading a trained Neural Assets model for inference: the one entry point.
 
 `load_model_for_inference(path)` resolves a training workdir, the demo's workdir, a
-`checkpoints/` directory or one step directory (`find_checkpoint`), reads the training code's
+`checkpoints/` directory or one step directory (`checkpoint_files.find_checkpoint`, re-exported
+here as `find_checkpoint`), reads the training code's
 orbax layout (`<workdir>/checkpoints/<step>/{state,meta}`, see `training/checkpointing.py`),
 restoring only `params` (or `ema_params`) and `frozen_params['vae']` of the saved `TrainState`,
 and returns a `ModelBundle`: config, modules, parameters and the jitted tokenizer / denoiser /
@@ -22,12 +23,10 @@ import numpy as np
 
 from neural_assets import config_files
 from neural_assets.models.neural_assets import NeuralAssetsModel
+from neural_assets.training import checkpoint_files
+from neural_assets.training import train_state as train_state_lib
 from neural_assets.training import train_step
-
-
-def _denoise(model, params, latents, timesteps, tokens):
-  return model.apply({"params": params}, latents, timesteps, tokens,
-                     method=NeuralAssetsModel.denoise)
+from neural_assets.training.checkpoint_files import find_checkpoint  # noqa: F401  (public here)
 
 
 class ModelBundle:
@@ -58,7 +57,7 @@ class ModelBundle:
 
     self.tokenize_fn = jax.jit(tokenize, static_argnums=2)
     # One object for the sampler's static argument, so its compilation is reused across calls.
-    self.denoise_fn = functools.partial(_denoise, model)
+    self.denoise_fn = train_step.denoiser(model)
     self.decode_fn = jax.jit(functools.partial(train_step.decode_latents, vae))
 
   @property
@@ -66,8 +65,7 @@ class ModelBundle:
     return tuple(int(r) for r in self.config.data.resolution)
 
   def latent_shape(self, batch_size: int) -> tuple[int, int, int, int]:
-    from neural_assets.training import trainer  # pylint: disable=g-import-not-at-top
-    return trainer.latent_shape(self.config, self.vae, batch_size)
+    return train_step.latent_shape(self.config, self.vae, batch_size)
 
   def sampler(self, guidance_scale: float | None = None, num_steps: int | None = None,
               eta: float | None = None):
@@ -78,39 +76,6 @@ class ModelBundle:
                  if v is not None}
     return DDIMSampler.from_config(self.config.diffusion, {**dict(self.config.sampler),
                                                            **overrides})
-
-
-def find_checkpoint(path: str, step: int | None = None) -> tuple[str, int]:
-  """Resolves a training workdir, a demo workdir, a `checkpoints/` directory or a step directory.
-
-  Returns:
-    (step directory holding `state/` and `meta/`, step).
-  Raises:
-    FileNotFoundError: nothing that looks like a checkpoint, or `step` is not there.
-  """
-  path = os.path.abspath(os.path.expanduser(path))
-  if os.path.isdir(os.path.join(path, "state")):
-    name = os.path.basename(path)
-    if step is not None and name != str(step):
-      raise FileNotFoundError(f"{path} is the checkpoint of step {name}, not {step}.")
-    return path, int(name) if name.isdigit() else -1
-  # A training workdir, the demo's workdir (`neural_assets.demo`: WORKDIR/train) or the
-  # checkpoints directory itself.
-  candidates = [os.path.join(path, "checkpoints"), os.path.join(path, "train", "checkpoints")]
-  root = next((c for c in candidates if os.path.isdir(c)), path)
-  if not os.path.isdir(root):
-    raise FileNotFoundError(f"No checkpoint at {path}: not a directory.")
-  # Orbax writes `<step>.orbax-checkpoint-tmp-*` first and renames when complete: digits only.
-  steps = sorted(int(d) for d in os.listdir(root)
-                 if d.isdigit() and os.path.isdir(os.path.join(root, d, "state")))
-  if not steps:
-    raise FileNotFoundError(f"No checkpoint under {root} (want <workdir>/checkpoints/<step>/state "
-                            "as written by neural_assets.main).")
-  if step is None:
-    step = steps[-1]
-  elif step not in steps:
-    raise FileNotFoundError(f"No checkpoint of step {step} under {root}; found {steps}.")
-  return os.path.join(root, str(step)), step
 
 
 def load_model_for_inference(workdir_or_checkpoint: str,
@@ -135,11 +100,7 @@ def load_model_for_inference(workdir_or_checkpoint: str,
     FileNotFoundError: no checkpoint / config found.
     ValueError: the checkpoint's parameters do not fit the model built from the config.
   """
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  # pylint: disable=g-import-not-at-top
-  from neural_assets.training import checkpointing
-  from neural_assets.training import trainer
-  # pylint: enable=g-import-not-at-top
+  from neural_assets.training import checkpointing  # pylint: disable=g-import-not-at-top
   step_dir, step = find_checkpoint(workdir_or_checkpoint, step)
   meta_path = os.path.join(step_dir, "meta", "metadata")
   meta = {}
@@ -160,13 +121,10 @@ def load_model_for_inference(workdir_or_checkpoint: str,
 
   model, vae = train_step.build_models(config)
   abstract_params, abstract_frozen = jax.eval_shape(
-      functools.partial(trainer.init_params, config, model, vae), jax.random.key(0))
-  state_dir = os.path.join(step_dir, "state")
-  saved = ocp.PyTreeCheckpointer().metadata(state_dir)
-  saved = getattr(saved, "item_metadata", saved)
-  saved = getattr(saved, "tree", saved)
-  ema = use_ema and saved.get("ema_params") is not None
-  params_key = "ema_params" if ema else "params"
+      functools.partial(train_step.init_params, config, model, vae), jax.random.key(0))
+  saved = checkpoint_files.tree_metadata(os.path.join(step_dir, "state"))
+  params_key = train_state_lib.weights_field(saved.get("ema_params") is not None, use_ema)
+  ema = params_key == "ema_params"
   wanted = {"params": abstract_params, "frozen_params": {"vae": abstract_frozen["vae"]}}
   stored = {"params": saved.get(params_key), "frozen_params": {"vae": (saved.get(
       "frozen_params") or {}).get("vae")}}
@@ -179,11 +137,8 @@ def load_model_for_inference(workdir_or_checkpoint: str,
   item = {params_key: abstract_params, "frozen_params": {"vae": abstract_frozen["vae"]}}
   item = jax.tree_util.tree_map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), item)
-  restore_args = jax.tree_util.tree_map(lambda _: ocp.ArrayRestoreArgs(sharding=device), item)
-  restored = ocp.PyTreeCheckpointer().restore(
-      state_dir, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args,
-                                             partial_restore=True))
-  checkpointing.verify_partial(step_dir, restored)  # Checksums recorded at save.
+  # Checked against the checksums recorded at save.
+  restored = checkpoint_files.restore_partial(step_dir, item)
   return ModelBundle(config, restored[params_key], restored["frozen_params"]["vae"], step)
 
 
@@ -191,5 +146,5 @@ def bundle_from_train_state(config: ml_collections.ConfigDict, state: Any,
                             step: int | None = None, use_ema: bool = True) -> ModelBundle:
   """A `ModelBundle` from a live `TrainState` (e.g. right after training, as the demo does):
   the EMA weights when kept and `use_ema`, else the raw ones; the frozen VAE's parameters."""
-  params = state.params if not use_ema or state.ema_params is None else state.ema_params
+  params, _ = train_state_lib.eval_weights(state, use_ema)
   return ModelBundle(config, params, state.frozen_params["vae"], step)

@@ -32,14 +32,19 @@ def test_data_spec_reads_config_and_overrides():
     demo.data_spec(smoke.get_config(), num_frames=0)
 
 
-def test_train_log_tracker_parses_clu_lines():
-  import logging
-  tracker = demo._TrainLogTracker()  # pylint: disable=protected-access
-  tracker.emit(logging.makeLogRecord({"msg": "[%d] %s", "args": (12, "train/grad_norm=3, "
-                                                                  "train/loss=0.125")}))
-  assert tracker.step == 12 and tracker.loss == 0.125
-  tracker.emit(logging.makeLogRecord({"msg": "Training from step 1 to 6."}))
-  assert tracker.step == 12
+def test_training_progress_reads_the_trainer_scalars_and_stops_at_the_backstop():
+  now = [100.0]
+  progress = demo.TrainingProgress(backstop_after_s=30.0, clock=lambda: now[0])
+  # A log step: the trainer's logged means.
+  assert not progress(12, {"train/grad_norm": 3.0, "train/loss": 0.125})
+  assert progress.step == 12 and progress.loss == 0.125
+  # Between log steps the scalars are empty: the step moves on, the loss stays.
+  assert not progress(13, {})
+  assert progress.step == 13 and progress.loss == 0.125
+  assert progress.losses == [(12, 0.125)] and not progress.stopped_by_backstop
+  now[0] = 131.0  # Past the backstop: the trainer is asked to save and stop.
+  assert progress(14, {}) and progress.stopped_by_backstop
+  assert not demo.TrainingProgress(None, clock=lambda: now[0])(1, {})  # No backstop.
 
 
 def _copy_baseline_psnr(data_dir: str, min_gap: int) -> tuple[float, int]:

@@ -153,7 +153,7 @@ def test_config_typo_and_missing_data_dir_fail_clearly(tmp_path):
 
 
 _RESUME = textwrap.dedent("""
-    import sys
+    import os, sys
     from absl import logging
     import jax, numpy as np
     from configs import smoke
@@ -162,26 +162,34 @@ _RESUME = textwrap.dedent("""
     logging.set_verbosity(logging.INFO)
     data_dir, out = sys.argv[1], sys.argv[2]
 
-    def run(workdir, steps):
+    def run(workdir, steps, on_step=None):
       config = smoke.get_config()
       config.data.data_dir = data_dir
       config.training.num_train_steps = steps
       config.training.image_summary_every_steps = 0
       config.checkpoint.every_steps = 100
-      return trainer.train_and_evaluate(config, workdir, run_eval=False)
+      return trainer.train_and_evaluate(config, workdir, run_eval=False, on_step=on_step)
 
     straight = run(out + "/straight", 4)
     run(out + "/resumed", 2)
     resumed = run(out + "/resumed", 4)
+    # A run the caller's on_step stops at step 3 (seeing every step) saves it and resumes there.
+    seen = []
+    stopped = run(out + "/stopped", 4, lambda step, scalars: seen.append(step) or step == 3)
+    stopped_steps = sorted(int(d) for d in os.listdir(out + "/stopped/checkpoints")
+                           if d.isdigit())
+    restarted = run(out + "/stopped", 4)
     leaves = lambda s: [np.asarray(x) for x in jax.tree_util.tree_leaves((s.params, s.opt_state))]
     np.savez(out + "/result.npz", *leaves(straight), *leaves(resumed),
              steps=np.array([int(straight.step), int(resumed.step)]))
+    np.savez(out + "/stopped.npz", *leaves(restarted), seen=np.array(seen),
+             stopped_step=int(stopped.step), stopped_steps=np.array(stopped_steps))
 """)
 
 
 def test_resume_gives_the_same_run_as_training_straight(data_dir, tmp_path):
   result = subprocess.run([sys.executable, "-c", _RESUME, data_dir, str(tmp_path)], cwd=ROOT,
-                          env=_env(), capture_output=True, text=True, timeout=300)
+                          env=_env(), capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-5000:]
   assert "Resumed from checkpoint step 2" in result.stderr
   out = np.load(tmp_path / "result.npz")
@@ -197,6 +205,13 @@ def test_resume_gives_the_same_run_as_training_straight(data_dir, tmp_path):
   data = [open(tmp_path / run / "checkpoints" / "4" / "data" / "process_0-of-1.json").read()
           for run in ("straight", "resumed")]
   assert data[0] == data[1]
+  # Stopped by on_step at step 3: saved there, and the rerun ends where training straight does.
+  stopped = np.load(tmp_path / "stopped.npz")
+  assert list(stopped["seen"]) == [1, 2, 3] and int(stopped["stopped_step"]) == 3
+  assert list(stopped["stopped_steps"]) == [3]
+  restarted = [stopped[f"arr_{i}"] for i in range(half)]
+  for a, b in zip(arrays[:half], restarted):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_sigterm_or_time_budget_saves_a_checkpoint_and_stops(data_dir, tmp_path):

@@ -18,5 +18,5 @@ from neural_assets.demo.evaluation import (Restored, copy_source_sample_fn,
                                            evaluate_model_and_baseline,
                                            make_vae_reconstruction_fn, restore_latest)
 from neural_assets.demo.run import reconstruction_grid, run_demo
-from neural_assets.demo.training import _TrainLogTracker, train_with_budget
+from neural_assets.demo.training import TrainingProgress, train_with_budget
 from neural_assets.demo.vae_warmup import ensure_vae, pretrain_vae

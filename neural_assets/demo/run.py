@@ -195,7 +195,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str, minutes: float, *,
         "steps at start of this run": training["steps_before"],
         "steps at end": training["steps_after"],
         "steps this run": training["steps_after"] - training["steps_before"],
-        "stopped by SIGTERM backstop": training["stopped_by_backstop"],
+        "stopped by the backstop (budget + backstop_seconds)": training["stopped_by_backstop"],
         "load after training (1 / 5 min)": _load_info()})
 
   eval_config = copy.deepcopy(config)
@@ -209,13 +209,11 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str, minutes: float, *,
 
   # Is the conditioning used? Denoising error with the true tokens vs another scene's.
   t_cond = time.time()
-  from data_pipelines import pipeline  # pylint: disable=g-import-not-at-top
-  from neural_assets.training import train_state as train_state_lib  # pylint: disable=g-import-not-at-top
-  eval_batches = []
-  for index, batch in enumerate(pipeline.make_eval_iterator(eval_config)):
-    if 0 <= eval_config.eval.num_batches <= index:
-      break
-    eval_batches.append(batch)
+  # pylint: disable=g-import-not-at-top
+  from neural_assets.training import eval_sampling
+  from neural_assets.training import train_state as train_state_lib
+  # pylint: enable=g-import-not-at-top
+  eval_batches = list(eval_sampling.eval_batches(eval_config))
   params, weights = train_state_lib.eval_weights(restored.state, eval_config.eval.use_ema)
   run_info["scored weights"] = ("EMA (optimizer.ema_decay with its warm-up)" if weights == "ema"
                                 else "raw (no EMA kept, or eval.use_ema=False)")

@@ -1,47 +1,57 @@
-"""Demo step 2: training with a wall-clock budget, a progress bar and a SIGTERM backstop."""
+"""Demo step 2: training with a wall-clock budget and a progress bar.
+
+The trainer keeps the budget itself (`config.training.max_train_seconds`, set-up and compilation
+included) and reports every step to the demo's `on_step` (`TrainingProgress`): the step and loss
+for the progress bar, and a backstop that asks it to stop once `budget_s + backstop_s` have
+passed. However it stops, the trainer saves the step it stopped at, so the next run resumes there.
+"""
 from __future__ import annotations
 
 import copy
-import logging as py_logging
 import os
-import re
-import signal
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from absl import logging
 import jax
 import ml_collections
 
-_BACKSTOP_REPEAT_SECONDS = 5.0
 
+class TrainingProgress:
+  """The demo's `trainer.OnStep`: what the progress bar shows, and the backstop.
 
-class _TrainLogTracker(py_logging.Handler):
-  """Reads the step and loss from the trainer's metric log lines ('[step] train/loss=...')."""
+  Attributes:
+    step, loss: the latest step and logged `train/loss` (None before the first).
+    losses: [(step, loss)] of every logged step.
+    stopped_by_backstop: the backstop asked the trainer to stop.
+  """
 
-  _PATTERN = re.compile(r"^\[(\d+)\]")
-  _LOSS = re.compile(r"train/loss=([-+0-9.eE]+|nan|inf)")
-
-  def __init__(self):
-    super().__init__(level=py_logging.INFO)
+  def __init__(self, backstop_after_s: Optional[float],
+               clock: Callable[[], float] = time.monotonic):
+    """`backstop_after_s`: stop the run once this many seconds have passed (None: never)."""
+    self._clock = clock
+    self._start = clock()
+    self._backstop_after_s = backstop_after_s
     self.step: Optional[int] = None
     self.loss: Optional[float] = None
+    self.losses: list[tuple[int, float]] = []
+    self.stopped_by_backstop = False
 
-  def emit(self, record: py_logging.LogRecord) -> None:
-    try:
-      message = record.getMessage()
-    except Exception:  # pylint: disable=broad-except
-      return
-    match = self._PATTERN.match(message)
-    if match:
-      self.step = int(match.group(1))
-      loss = self._LOSS.search(message)
-      if loss:
-        self.loss = float(loss.group(1))
+  def __call__(self, step: int, scalars: Mapping[str, float]) -> bool:
+    self.step = int(step)
+    if "train/loss" in scalars:
+      self.loss = float(scalars["train/loss"])
+      self.losses.append((self.step, self.loss))
+    if (self._backstop_after_s is not None and not self.stopped_by_backstop and
+        self._clock() - self._start > self._backstop_after_s):
+      logging.warning("Training overran its budget by the %.0f s backstop: asking the trainer "
+                      "to save and stop.", self._backstop_after_s)
+      self.stopped_by_backstop = True
+    return self.stopped_by_backstop
 
 
-def _progress_loop(budget_s: float, tracker: _TrainLogTracker, done: threading.Event,
+def _progress_loop(budget_s: float, progress: TrainingProgress, done: threading.Event,
                    start: float) -> None:
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   total = max(int(round(budget_s)), 1)
@@ -51,10 +61,10 @@ def _progress_loop(budget_s: float, tracker: _TrainLogTracker, done: threading.E
     while not done.wait(1.0):
       bar.n = min(int(time.time() - start), total)
       postfix = {}
-      if tracker.step is not None:
-        postfix["step"] = tracker.step
-      if tracker.loss is not None:
-        postfix["loss"] = f"{tracker.loss:.4f}"
+      if progress.step is not None:
+        postfix["step"] = progress.step
+      if progress.loss is not None:
+        postfix["loss"] = f"{progress.loss:.4f}"
       bar.set_postfix(postfix, refresh=False)
       bar.refresh()
 
@@ -64,68 +74,31 @@ def train_with_budget(config: ml_collections.ConfigDict, train_dir: str, budget_
   """Runs `trainer.train_and_evaluate` (no periodic eval) for at most `budget_s` seconds.
 
   Sets `config.training.max_train_seconds = budget_s` (the trainer stops, saves and returns once
-  that much training time has passed). If it is still running `backstop_s` later, the demo sends
-  itself SIGTERM, which the trainer's PreemptionWatcher turns into "save a checkpoint and stop".
-  Returns {'steps_before', 'steps_after', 'train_seconds', 'stopped_by_backstop'}.
+  that much time has passed). `backstop_s` >= 0: the run is also stopped (and saved) at the first
+  step after `budget_s + backstop_s`; negative: no backstop.
+  Returns {'steps_before', 'steps_after', 'train_seconds', 'stopped_by_backstop',
+  'losses': [(step, loss)] of the logged steps}.
   """
-  from neural_assets.training import checkpointing  # pylint: disable=g-import-not-at-top
-  from neural_assets.training import trainer  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from neural_assets.training import checkpoint_files
+  from neural_assets.training import trainer
+  # pylint: enable=g-import-not-at-top
   config = copy.deepcopy(config)
   config.training.max_train_seconds = float(budget_s)
-  checkpoint_dir = os.path.join(train_dir, "checkpoints")
-  steps_before = _latest_step(checkpoint_dir, checkpointing)
+  steps = checkpoint_files.step_dirs(os.path.join(train_dir, "checkpoints"))
+  steps_before = int(steps[-1].name) if steps else 0
 
-  tracker = _TrainLogTracker()
-  absl_logger = logging.get_absl_logger()
-  absl_logger.addHandler(tracker)
+  progress = TrainingProgress(budget_s + backstop_s if backstop_s >= 0 else None)
   done = threading.Event()
   start = time.time()
-  progress = threading.Thread(target=_progress_loop, args=(budget_s, tracker, done, start),
-                              daemon=True)
-  backstop_fired = threading.Event()
-  in_main_thread = threading.current_thread() is threading.main_thread()
-  previous_handler = None
-  backstop = None
-  if backstop_s >= 0 and in_main_thread:
-    # Our own handler under the trainer's: a SIGTERM arriving while the trainer's watcher is not
-    # installed (set-up, compilation, after the loop) is then ignored instead of killing the
-    # demo, and the backstop repeats it until the watcher catches one.
-    previous_handler = signal.signal(signal.SIGTERM, lambda *_: None)
-
-    def fire():
-      if done.wait(budget_s + backstop_s):
-        return
-      logging.warning("Training overran its %.0f s budget by %.0f s: sending SIGTERM (every "
-                      "%.0f s) so the trainer saves and stops.", budget_s, backstop_s,
-                      _BACKSTOP_REPEAT_SECONDS)
-      backstop_fired.set()
-      while True:
-        os.kill(os.getpid(), signal.SIGTERM)
-        if done.wait(_BACKSTOP_REPEAT_SECONDS):
-          return
-    backstop = threading.Thread(target=fire, daemon=True)
-    backstop.start()
-  progress.start()
+  bar = threading.Thread(target=_progress_loop, args=(budget_s, progress, done, start),
+                         daemon=True)
+  bar.start()
   try:
-    state = trainer.train_and_evaluate(config, train_dir, run_eval=False)
+    state = trainer.train_and_evaluate(config, train_dir, run_eval=False, on_step=progress)
   finally:
     done.set()
-    progress.join()
-    if backstop is not None:
-      backstop.join()
-    absl_logger.removeHandler(tracker)
-    if previous_handler is not None:
-      signal.signal(signal.SIGTERM, previous_handler)
-  return dict(steps_before=steps_before or 0, steps_after=int(jax.device_get(state.step)),
+    bar.join()
+  return dict(steps_before=steps_before, steps_after=int(jax.device_get(state.step)),
               train_seconds=time.time() - start,
-              stopped_by_backstop=backstop_fired.is_set())
-
-
-def _latest_step(checkpoint_dir: str, checkpointing: Any) -> Optional[int]:
-  if not os.path.isdir(checkpoint_dir):
-    return None
-  checkpointer = checkpointing.Checkpointer(checkpoint_dir, 1, async_save=False)
-  try:
-    return checkpointer.latest_step()
-  finally:
-    checkpointer.close()
+              stopped_by_backstop=progress.stopped_by_backstop, losses=progress.losses)

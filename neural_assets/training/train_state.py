@@ -58,8 +58,14 @@ def update_ema(ema_params: Any, params: Any, decay: jax.Array) -> Any:
                                 ema_params, params)
 
 
+def weights_field(has_ema: bool, use_ema: bool) -> str:
+  """The `TrainState` field to sample or score with: 'ema_params' when the run keeps an EMA
+  (`has_ema`) and `use_ema`, else 'params'. The one choice of weights: `eval_weights` for a live
+  state, `inference.load_model_for_inference` for a checkpoint's metadata."""
+  return "ema_params" if use_ema and has_ema else "params"
+
+
 def eval_weights(state: TrainState, use_ema: bool) -> tuple[Any, str]:
   """(parameters to score, which: "ema" | "raw"): the EMA when kept and `use_ema`."""
-  if use_ema and state.ema_params is not None:
-    return state.ema_params, "ema"
-  return state.params, "raw"
+  field = weights_field(state.ema_params is not None, use_ema)
+  return getattr(state, field), ("ema" if field == "ema_params" else "raw")

@@ -18,6 +18,7 @@ EMA stay as they were; the step counter still advances so the data and RNG move 
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any, Callable, Mapping
 
 import jax
@@ -54,6 +55,58 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[NeuralAssetsModel, 
     model_config.conditioning.encoder.dtype = dtype  # the visual encoder (ViT.from_config)
   vae = AutoencoderKL(**dict(config.model.vae), dtype=dtype)
   return NeuralAssetsModel(model_config), vae
+
+
+def dummy_batch(config: ml_collections.ConfigDict, batch_size: int) -> dict[str, jax.Array]:
+  """An all-zero frame-pair batch (DESIGN.md) of the configured shapes, for initialisation."""
+  height, width = config.data.resolution
+  n = config.model.conditioning.max_objects
+  image = jnp.zeros((batch_size, height, width, 3), jnp.uint8)
+  return dict(
+      source_image=image, target_image=image,
+      source_boxes=jnp.zeros((batch_size, n, 4), jnp.float32),
+      target_boxes=jnp.zeros((batch_size, n, 4), jnp.float32),
+      target_corners=jnp.zeros((batch_size, n, 8, 3), jnp.float32),
+      slot_mask=jnp.zeros((batch_size, n), bool),
+      relative_pose=jnp.broadcast_to(jnp.eye(4, dtype=jnp.float32), (batch_size, 4, 4)),
+  )
+
+
+def latent_shape(config: ml_collections.ConfigDict, vae: AutoencoderKL,
+                 batch_size: int) -> tuple[int, int, int, int]:
+  """[B, H / f, W / f, C] of the VAE latents of `config.data.resolution` images."""
+  height, width = config.data.resolution
+  factor = vae.downsample_factor
+  if height % factor or width % factor:
+    raise ValueError(f"config.data.resolution {(height, width)} is not divisible by the VAE "
+                     f"downsampling factor {factor}.")
+  return (batch_size, height // factor, width // factor, vae.latent_channels)
+
+
+def init_params(config: ml_collections.ConfigDict, model: NeuralAssetsModel, vae: AutoencoderKL,
+                rng: jax.Array) -> tuple[Any, Any]:
+  """Random (trainable params, frozen params) = ({'tokenizer', 'unet'}, {'vae'})."""
+  model_key, vae_key = jax.random.split(rng)
+  batch = dummy_batch(config, 1)
+  latents = jnp.zeros(latent_shape(config, vae, 1), jnp.float32)
+  params = model.init(model_key, latents, jnp.zeros((1,), jnp.int32), batch,
+                      jnp.zeros((1,), bool))["params"]
+  height, width = config.data.resolution
+  vae_params = vae.init(vae_key, jnp.zeros((1, height, width, 3), jnp.float32))["params"]
+  return params, {"vae": vae_params}
+
+
+def _denoise(model: NeuralAssetsModel, params: Any, latents: jax.Array, timesteps: jax.Array,
+             tokens: jax.Array) -> jax.Array:
+  return model.apply({"params": params}, latents, timesteps, tokens,
+                     method=NeuralAssetsModel.denoise)
+
+
+def denoiser(model: NeuralAssetsModel) -> Callable[..., jax.Array]:
+  """`(params, latents [B,h,w,c], timesteps [B], tokens [B,L,D]) -> prediction [B,h,w,c]`, the
+  sampler's denoiser. Make it once per model and keep it: it is the sampler's static argument,
+  so the same object reuses the sampler's compilation."""
+  return functools.partial(_denoise, model)
 
 
 def images_to_vae_input(images: jax.Array) -> jax.Array:
