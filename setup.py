@@ -21,7 +21,7 @@ INSTALL_REQUIRES = [
     "scipy",
     "safetensors>=0.4",
     "pillow",
-    # libpng decoding of 8-bit RGB PNG frames straight into the batch (data_pipelines/frame_pairs).
+    # libpng decoding of 8-bit RGB PNG frames straight into the batch (data_pipelines/image_decoding).
     "imagecodecs",
     # zlib's CRC-32 with SIMD for the record checksums (data_pipelines/video_record).
     "zlib-ng",

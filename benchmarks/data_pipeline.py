@@ -54,6 +54,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from data_pipelines import data_config
 from data_pipelines import frame_pairs
+from data_pipelines import image_decoding
 from data_pipelines import pipeline
 from data_pipelines import record_source
 from data_pipelines import synthetic
@@ -113,7 +114,7 @@ def _make_data(data_dir: str, args) -> dict[str, str]:
 
 def _pillow_decode(data: bytes, jpeg_draft_size=None) -> np.ndarray:
   """Pillow's decode of a frame to an RGB array, JPEG draft as the pipeline."""
-  image = frame_pairs.open_image(data)
+  image = image_decoding.open_image(data)
   if jpeg_draft_size is not None and image.format == "JPEG":
     image.draft("RGB", jpeg_draft_size)
   return np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
@@ -190,7 +191,7 @@ def measure(link_dir: str, args) -> dict:
       record = source.read_record(v)
       jobs.extend(bytes(record["frames"][f]) for f in ((s,) if s == t else (s, t)))
     if frame_size is None:
-      frame_size = frame_pairs.image_size(jobs[0])
+      frame_size = image_decoding.image_size(jobs[0])
     if pair_cfg.jpeg_draft and draft is None:
       height, width = frame_size
       crop = frame_pairs.center_crop_box(height, width, args.resolution, args.resolution)

@@ -1,11 +1,12 @@
 """Frame-pair sampler: one decoded video record -> one frame-pair training example.
 
-Pure logic (numpy + Pillow / libpng + numba, no grain, no JAX arrays); `data_pipelines.pipeline`
-wraps it in a grain pipeline. `make_frame_pair` = `prepare_example` (per example: the two frames
-decoded, the objects' arrays gathered; itself `open_example` + `decode_example`, which the
-pipeline calls in separate phases) + `finish_examples` (the object logic over a whole batch, one
-compiled loop in `data_pipelines.object_logic`: the pipeline calls it once per batch). Given a
-video record (schema in `data_pipelines.video_record`) it
+Pure logic (numpy + numba, frames decoded by `data_pipelines.image_decoding`; no grain, no JAX
+arrays); `data_pipelines.pipeline` wraps it in a grain pipeline. An example is `prepare_example`
+(per example: the two frames decoded, the objects' arrays gathered; itself `open_example` +
+`decode_example`, which the pipeline calls in separate phases) + `finish_examples` (the object
+logic over a whole batch, one compiled loop in `data_pipelines.object_logic`: the pipeline calls
+it once per batch); `tests/frame_pairs_reference.py` composes them for one pair
+(`make_frame_pair`). Given a video record (schema in `data_pipelines.video_record`) it
 
 1. picks a (source, target) frame pair: gap uniform in [min_gap, min(max_gap, T - 1)] (0 allowed:
    source == target), start uniform among the frames that fit the gap, then the order is swapped
@@ -54,15 +55,11 @@ a bad *configuration* raises ValueError.
 from __future__ import annotations
 
 import dataclasses
-import io
-import math
-import struct
 from typing import Any, Mapping
 
-import imagecodecs
 import numpy as np
-from PIL import Image
 
+from data_pipelines import image_decoding
 from data_pipelines import object_logic
 from data_pipelines.video_record import CorruptRecordError
 from neural_assets import geometry
@@ -70,19 +67,9 @@ from neural_assets import geometry
 # Per-object outcome counters ("kept" and each drop rule, in the order the rules are applied).
 OBJECT_COUNT_NAMES = object_logic.OBJECT_COUNT_NAMES
 
-_RESAMPLING = {
-    "area": Image.Resampling.BOX,  # Exact area averaging when downsampling (the release's).
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-    "nearest": Image.Resampling.NEAREST,
-}
-
-FRAME_FORMATS = ("PNG", "JPEG")
-
 # `FramePairConfig.invalid_3d_boxes`: what `keep_all_objects` does with an object whose target 3D
 # box is behind the camera or off screen ("drop": no slot; "keep": its raw projection, release).
-INVALID_3D_BOXES = ("drop", "keep")  # Pillow format names of the video-record frames.
+INVALID_3D_BOXES = ("drop", "keep")
 
 EXAMPLE_KEYS = ("source_image", "target_image", "source_boxes", "target_boxes", "target_corners",
                 "slot_mask", "appearance_mask", "relative_pose", "video_index", "source_frame",
@@ -154,9 +141,9 @@ class FramePairConfig:
     if self.invalid_3d_boxes not in INVALID_3D_BOXES:
       raise ValueError(f"Unknown invalid_3d_boxes {self.invalid_3d_boxes!r}: expected one of "
                        f"{INVALID_3D_BOXES}.")
-    if self.resize_method not in _RESAMPLING:
+    if self.resize_method not in image_decoding.RESAMPLING:
       raise ValueError(f"Unknown resize_method {self.resize_method!r}: expected one of "
-                       f"{sorted(_RESAMPLING)}.")
+                       f"{sorted(image_decoding.RESAMPLING)}.")
 
   @property
   def drop_invalid_3d(self) -> bool:
@@ -255,173 +242,6 @@ def crop_boxes(boxes: np.ndarray, crop, height: int, width: int) -> np.ndarray:
   return np.clip(boxes * scale - offset, 0.0, 1.0).astype(np.float32)
 
 
-def decode_frame(data: bytes, crop, out_size: tuple[int, int], resize_method: str = "area",
-                 jpeg_draft: bool = True, expect_size: tuple[int, int] | None = None,
-                 out: np.ndarray | None = None) -> np.ndarray:
-  """Decodes a PNG/JPEG frame, crops `crop` (pixels of the full frame) and resizes.
-
-  An 8-bit RGB PNG that needs neither crop nor resize (e.g. MOVi-E at 256x256) is decoded by
-  libpng (`imagecodecs.png_decode`) straight into `out`: the same pixels as Pillow (PNG is
-  lossless; tested), ~1.5x faster and without Pillow's intermediate copies. Everything else
-  (JPEG, other PNG modes, crops, resizes) goes through Pillow.
-
-  Args:
-    data: encoded image bytes.
-    crop: (y0, x0, crop_h, crop_w) in pixels of the full-size frame, or None for the full frame.
-    out_size: (H, W) of the result.
-    resize_method: key of the resampling filters (see FramePairConfig).
-    jpeg_draft: allow DCT-domain downscaling for JPEGs much larger than the output.
-    expect_size: (height, width) the frame must have; None accepts any.
-    out: optional [H, W, 3] uint8 C-contiguous array to decode into (returned).
-
-  Returns:
-    [H, W, 3] uint8 (`out` when given).
-
-  Raises:
-    CorruptRecordError: the bytes are not a decodable image or have the wrong size.
-  """
-  return _decode_opened(open_image(data), data, crop, out_size, resize_method, jpeg_draft,
-                        expect_size, out)
-
-
-def open_image(data) -> Image.Image:
-  """Pillow image of an encoded frame (header parsed, pixels not decoded yet).
-
-  Only the frame formats of the video-record schema are tried (Pillow would otherwise test
-  every registered format's signature first).
-
-  Raises:
-    CorruptRecordError: not a PNG or JPEG image.
-  """
-  try:
-    return Image.open(io.BytesIO(data), formats=FRAME_FORMATS)
-  except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad bytes.
-    raise CorruptRecordError(f"Frame cannot be decoded as an image: {e!r}") from e
-
-
-def _decode_png_rgb8(data, out: np.ndarray | None) -> np.ndarray | None:
-  """libpng's decode of an 8-bit RGB PNG into `out`; None when the PNG is of another kind
-  (16-bit, transparency: imagecodecs refuses `out`'s dtype / shape before decoding)."""
-  try:
-    return imagecodecs.png_decode(data, out=out)
-  except imagecodecs.PngError as e:  # libpng: bad CRC, zlib data check, truncated stream.
-    raise CorruptRecordError(f"Frame cannot be decoded as an image: {e!r}") from e
-  except ValueError:
-    return None
-
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# A PNG's signature and header chunk: length (13), type, width, height (big-endian).
-_PNG_HEAD = struct.Struct(f">{len(_PNG_SIGNATURE)}sI4sII")
-
-
-def _png_size(data) -> tuple[int, int] | None:
-  """(height, width) of a PNG from its IHDR chunk; None if `data` does not start like a PNG
-  (Pillow then reads the header and names what is wrong). The chunk's CRC is checked by libpng
-  when the frame is decoded."""
-  if len(data) < _PNG_HEAD.size:
-    return None
-  signature, length, kind, width, height = _PNG_HEAD.unpack_from(data)
-  if (signature != _PNG_SIGNATURE or length != 13 or kind != b"IHDR" or not 0 < width < 2**31
-      or not 0 < height < 2**31):
-    return None
-  return height, width
-
-
-def _whole_rgb8_png(image: Image.Image, crop, out_size) -> bool:
-  """The frame is an 8-bit RGB PNG (as Pillow reads its header) needing no crop or resize."""
-  full_w, full_h = image.size
-  out_h, out_w = out_size
-  y0, x0, crop_h, crop_w = crop if crop is not None else (0.0, 0.0, full_h, full_w)
-  return ((full_h, full_w) == (out_h, out_w) and (y0, x0, crop_h, crop_w) == (0, 0, out_h, out_w)
-          and image.format == "PNG" and image.mode == "RGB" and "transparency" not in image.info)
-
-
-def _decode_opened(image: Image.Image | None, data, crop, out_size, resize_method, jpeg_draft,
-                   expect_size, out: np.ndarray | None = None) -> np.ndarray:
-  """`decode_frame` of an opened image (`data`: its encoded bytes). `image` None: not opened yet,
-  a frame of a video whose frames are PNGs of `expect_size` = `out_size` (as the source frame's
-  IHDR says; the crop is then the whole frame): libpng is tried first and Pillow reads the
-  header only if libpng refuses the frame (another kind of PNG, another size, not a PNG)."""
-  out_h, out_w = out_size
-  try:
-    if image is None and bytes(data[:len(_PNG_SIGNATURE)]) != _PNG_SIGNATURE:
-      image = open_image(data)  # Not a PNG (a JPEG, or not an image): Pillow.
-    if image is None or _whole_rgb8_png(image, crop, out_size):
-      if out is None:
-        out = np.empty((out_h, out_w, 3), np.uint8)
-      pixels = _decode_png_rgb8(data, out)
-      if pixels is not None:
-        return pixels
-      if image is None:
-        image = open_image(data)
-    full_w, full_h = image.size
-    if expect_size is not None and (full_h, full_w) != tuple(expect_size):
-      raise CorruptRecordError(f"Frame is {full_h}x{full_w}, other frames are "
-                               f"{expect_size[0]}x{expect_size[1]}.")
-    y0, x0, crop_h, crop_w = crop if crop is not None else (0.0, 0.0, full_h, full_w)
-    if jpeg_draft and image.format == "JPEG":
-      # Draft keeps every side >= the requested size, so the decoded crop still covers out_size.
-      image.draft("RGB", (math.ceil(out_w * full_w / crop_w), math.ceil(out_h * full_h / crop_h)))
-    if image.mode != "RGB":
-      image = image.convert("RGB")
-    sx, sy = image.size[0] / full_w, image.size[1] / full_h
-    box = (x0 * sx, y0 * sy, (x0 + crop_w) * sx, (y0 + crop_h) * sy)
-    if image.size != (out_w, out_h) or box != (0.0, 0.0, float(out_w), float(out_h)):
-      image = image.resize((out_w, out_h), _RESAMPLING[resize_method], box=box)
-    pixels = np.asarray(image)
-  except CorruptRecordError:
-    raise
-  except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad bytes.
-    raise CorruptRecordError(f"Frame cannot be decoded as an image: {e!r}") from e
-  if pixels.shape != (out_h, out_w, 3):
-    raise CorruptRecordError(f"Decoded frame has shape {pixels.shape}, want {(out_h, out_w, 3)}.")
-  if out is not None:
-    out[...] = pixels
-    return out
-  return pixels
-
-
-def image_size(data: bytes) -> tuple[int, int]:
-  """(height, width) of an encoded image from its header only."""
-  try:
-    width, height = open_image(data).size
-  except Exception as e:  # noqa: BLE001
-    raise CorruptRecordError(f"Frame header cannot be read: {e!r}") from e
-  return height, width
-
-
-# ------------------------------------------------------------------------------------------------
-# Object selection.
-
-
-def select_objects(visible_src, visible_tgt, boxes_src, boxes_tgt, valid_3d, reason_3d,
-                   cfg: FramePairConfig):
-  """Chooses the objects that get a slot.
-
-  Args:
-    visible_src, visible_tgt: [K] bool.
-    boxes_src, boxes_tgt: [K, 4] cropped normalised boxes.
-    valid_3d: [K] bool validity of the target 3D box; reason_3d: [K] int32 `BoxStatus`.
-    cfg: thresholds.
-
-  Returns:
-    keep: [M] int object indices (ascending), M <= max_objects.
-    counts: [len(OBJECT_COUNT_NAMES)] int32, one outcome per object.
-  """
-  visible = np.stack([visible_src, visible_tgt]).astype(bool)
-  status = np.where(np.asarray(valid_3d, bool), int(geometry.BoxStatus.OK),
-                    np.asarray(reason_3d, np.int64))
-  if not np.isin(status, [int(s) for s in geometry.BoxStatus]).all():
-    raise ValueError(f"reason_3d holds codes that are not BoxStatus values: {reason_3d}.")
-  boxes = np.stack([boxes_src, boxes_tgt]).astype(np.float64)
-  outcome, slot = object_logic.select(
-      visible, boxes, status, np.array([0, visible.shape[1]]), cfg.max_objects,
-      cfg.keep_all_objects, cfg.drop_invalid_3d, cfg.visible_in_both, cfg.min_box_size)
-  counts = np.bincount(outcome, minlength=len(OBJECT_COUNT_NAMES)).astype(np.int32)
-  return np.flatnonzero(slot >= 0), counts
-
-
 # ------------------------------------------------------------------------------------------------
 # The example.
 
@@ -438,12 +258,12 @@ def decode_frames(frames, cfg: FramePairConfig) -> np.ndarray:
   decode = None
   for t in range(len(frames)):
     data = frames[t]
-    image = open_image(data)
+    image = image_decoding.open_image(data)
     if decode is None:
       width, height = image.size
       decode = (center_crop_box(height, width, out_h, out_w), cfg.resolution, cfg.resize_method,
                 cfg.jpeg_draft, (height, width))
-    _decode_opened(image, data, *decode, out=out[t])
+    image_decoding.decode_opened(image, data, *decode, out=out[t])
   return out
 
 
@@ -466,11 +286,14 @@ def open_example(record: Mapping[str, Any], source_frame: int, target_frame: int
   parsed; `decode_example` decodes them).
 
   Args:
-    record, source_frame, target_frame, video_index, cfg: as `make_frame_pair`.
+    record: decoded, validated video record (`video_record.decode`).
+    source_frame, target_frame: frame indices (may be equal).
+    video_index: index of the record in the data source (for tracing).
+    cfg: FramePairConfig.
     encoded: the pair's encoded frames if already read (`read_pair_frames`); else read here.
 
   Returns:
-    The example's indices (as in `make_frame_pair`), `PREPARED_KEYS`: frame (height, width),
+    The example's int32 `video_index`, `source_frame`, `target_frame`, `PREPARED_KEYS`: frame (height, width),
     the source and target [2, K, 4] boxes and [2, K] visibility, the target [K, 8, 3] world
     corners, the [2, 4, 4] cameras and the target [3, 3] intrinsics; and `_frames`, what
     `decode_example` needs.
@@ -482,18 +305,18 @@ def open_example(record: Mapping[str, Any], source_frame: int, target_frame: int
                               else read_pair_frames(record, source_frame, target_frame))
   # A PNG at the training size is sized from its IHDR chunk and decoded by libpng first (Pillow
   # only if libpng refuses it); other frames are opened by Pillow (they need a crop / resize).
-  size = _png_size(source_data)
+  size = image_decoding.png_size(source_data)
   if size is not None and size == tuple(cfg.resolution):
     source, (height, width) = None, size
   else:
-    source = open_image(source_data)
+    source = image_decoding.open_image(source_data)
     width, height = source.size
   decode = (center_crop_box(height, width, *cfg.resolution), cfg.resolution, cfg.resize_method,
             cfg.jpeg_draft, (height, width))
-  target = None  # Same frame, or opened at decode time (libpng first: see `_decode_opened`).
+  target = None  # Same frame, or opened at decode time (libpng first: see `image_decoding.decode_opened`).
   if (target_frame != source_frame and source is not None
-      and not _whole_rgb8_png(source, decode[0], cfg.resolution)):
-    target = open_image(target_data)
+      and not image_decoding.whole_rgb8_png(source, decode[0], cfg.resolution)):
+    target = image_decoding.open_image(target_data)
   pair = np.array((source_frame, target_frame))
   return {
       "video_index": np.int32(video_index),
@@ -520,9 +343,10 @@ def decode_example(opened: Mapping[str, Any],
   """
   (source, source_data), (target, target_data), decode = opened["_frames"]
   source_out, target_out = out if out is not None else (None, None)
-  source_image = _decode_opened(source, source_data, *decode, out=source_out)
+  source_image = image_decoding.decode_opened(source, source_data, *decode, out=source_out)
   if opened["source_frame"] != opened["target_frame"]:
-    return source_image, _decode_opened(target, target_data, *decode, out=target_out)
+    return source_image, image_decoding.decode_opened(target, target_data, *decode,
+                                                      out=target_out)
   if target_out is None:
     return source_image, source_image
   target_out[...] = source_image
@@ -533,11 +357,11 @@ def prepare_example(record: Mapping[str, Any], source_frame: int, target_frame: 
                     video_index: int, cfg: FramePairConfig,
                     out: tuple[np.ndarray, np.ndarray] | None = None,
                     encoded: tuple[Any, Any] | None = None) -> dict[str, Any]:
-  """The per-example half of `make_frame_pair`: decodes the two frames, gathers the objects
+  """The per-example half of an example: decodes the two frames, gathers the objects
   (`open_example`, then `decode_example`).
 
   Args:
-    record, source_frame, target_frame, video_index, cfg: as `make_frame_pair`.
+    record, source_frame, target_frame, video_index, cfg: as `open_example`.
     out: optional (source, target) [H, W, 3] uint8 C-contiguous arrays the frames are decoded
       into.
     encoded: the pair's encoded frames if already read (`read_pair_frames`); else read here.
@@ -556,13 +380,13 @@ def prepare_example(record: Mapping[str, Any], source_frame: int, target_frame: 
 
 
 def finish_examples(prepared, cfg: FramePairConfig):
-  """The object half of `make_frame_pair`, for a batch of `prepare_example` outputs at once.
+  """The object half of the examples, for a batch of `prepare_example` outputs at once.
 
   Crops the boxes and intrinsics, projects the target 3D boxes, filters and selects the objects
   and computes the relative poses in one compiled loop over all objects of the batch
   (`object_logic.batch_objects`). It computes what `crop_boxes`, `crop_intrinsics`,
-  `geometry.project_box`, `geometry.box_validity`, `select_objects` and
-  `geometry.relative_pose` define (the tests check it against them), in float64, cast to
+  `geometry.project_box`, `geometry.box_validity`, the selection rules (steps 3-4) and
+  `geometry.relative_pose` define (tests/test_frame_pairs.py checks it against them), in float64, cast to
   float32 on output.
 
   Args:
@@ -623,35 +447,3 @@ def source_objects_mask(boxes, visible, segment, num_examples: int,
     if mine.any():
       mask[b] = (in_y[mine].T @ in_x[mine]) > 0
   return mask
-
-
-def make_frame_pair(record: Mapping[str, Any], source_frame: int, target_frame: int,
-                    video_index: int, cfg: FramePairConfig):
-  """Builds the frame-pair example for a given pair of frames of a decoded video record.
-
-  Args:
-    record: decoded, validated video record (`video_record.decode`).
-    source_frame, target_frame: frame indices (may be equal).
-    video_index: index of the record in the data source (for tracing).
-    cfg: FramePairConfig.
-
-  Returns:
-    (example, object_counts): the example dict (module docstring) and the
-    [len(OBJECT_COUNT_NAMES)] int32 per-object outcome counts.
-
-  Raises:
-    CorruptRecordError: a frame cannot be decoded, or frames differ in size.
-  """
-  prepared = prepare_example(record, source_frame, target_frame, video_index, cfg)
-  objects, counts = finish_examples([prepared], cfg)
-  example = {key: prepared[key] for key in EXAMPLE_KEYS if key in prepared}
-  example.update({key: value[0] for key, value in objects.items()})
-  return example, counts[0]
-
-
-def sample_example(record: Mapping[str, Any], video_index: int, rng: np.random.Generator,
-                   cfg: FramePairConfig):
-  """Random frame pair (`sample_frame_pair`) + `make_frame_pair`; same returns."""
-  source_frame, target_frame = sample_frame_pair(len(record["frames"]), cfg.min_gap, cfg.max_gap,
-                                                 cfg.swap_prob, rng)
-  return make_frame_pair(record, source_frame, target_frame, video_index, cfg)

@@ -91,7 +91,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from data_pipelines import conversion
-from data_pipelines import frame_pairs
+from data_pipelines import image_decoding
 from data_pipelines import video_record
 from neural_assets import geometry
 
@@ -297,7 +297,7 @@ def _read_frames(files: Sequence[str], height: int, width: int, path: str) -> li
     with open(file, "rb") as f:
       data = f.read()
     try:
-      size = frame_pairs.image_size(data)
+      size = image_decoding.image_size(data)
     except video_record.CorruptRecordError as e:
       raise VideoFormatError(path, f"frame {t} ({file})", f"not a readable PNG or JPEG image "
                                                           f"({e})") from e
@@ -493,7 +493,7 @@ def write_video_dir(record: dict[str, Any], video_dir: str, pose_type: str = "wo
   _choice(rotation_format, ("quaternion", "matrix"), "write_video_dir", "rotation_format")
   num_frames, _ = video_record.validate(record)
   os.makedirs(os.path.join(video_dir, FRAMES_DIR), exist_ok=True)
-  height, width = frame_pairs.image_size(record["frames"][0])
+  height, width = image_decoding.image_size(record["frames"][0])
   names = []
   for t, data in enumerate(record["frames"]):
     data = bytes(data)

@@ -10,8 +10,10 @@ from PIL import PngImagePlugin
 import pytest
 
 from data_pipelines import frame_pairs as fp
+from data_pipelines import image_decoding
 from data_pipelines.video_record import CorruptRecordError
 from neural_assets import geometry
+from tests import frame_pairs_reference as reference
 from tests import video_fixtures
 
 # Two well separated objects (no overlap in any frame) for pixel-level checks.
@@ -87,7 +89,7 @@ def test_crop_resize_keeps_boxes_pixels_and_projection_consistent(height, width)
                                             step=0.1, **_SEPARATED)
   assert record["visible"].all()
   cfg = _cfg(resolution=(32, 32))
-  example, counts = fp.make_frame_pair(record, 0, 3, video_index=7, cfg=cfg)
+  example, counts = reference.make_frame_pair(record, 0, 3, video_index=7, cfg=cfg)
   assert _counts(counts)["kept"] == 2
   np.testing.assert_array_equal(example["slot_mask"], [True, True, False, False])
   side = min(height, width)
@@ -121,10 +123,10 @@ def test_crop_resize_keeps_boxes_pixels_and_projection_consistent(height, width)
 def test_same_frame_pair_and_relative_pose():
   record = video_fixtures.make_video_record(num_frames=5)
   cfg = _cfg()
-  same, _ = fp.make_frame_pair(record, 2, 2, 0, cfg)
+  same, _ = reference.make_frame_pair(record, 2, 2, 0, cfg)
   np.testing.assert_array_equal(same["source_image"], same["target_image"])
   np.testing.assert_allclose(same["relative_pose"], np.eye(4), atol=1e-5)
-  example, _ = fp.make_frame_pair(record, 4, 1, 0, cfg)
+  example, _ = reference.make_frame_pair(record, 4, 1, 0, cfg)
   w2c = record["world_to_camera"]
   point = np.array([0.3, -0.2, 5.0, 1.0])
   np.testing.assert_allclose(example["relative_pose"] @ (w2c[4] @ point), w2c[1] @ point,
@@ -136,12 +138,12 @@ def test_slot_padding_keeps_largest_objects():
   sizes = [[0.3, 0.3, 0.3], [0.8, 0.8, 0.8], [0.5, 0.5, 0.5], [0.7, 0.7, 0.7]]
   record = video_fixtures.make_video_record(num_frames=2, height=64, width=64, centers=centers,
                                             sizes=sizes, pan=0.0, step=0.0)
-  example, counts = fp.make_frame_pair(record, 0, 1, 0, _cfg(max_objects=2))
+  example, counts = reference.make_frame_pair(record, 0, 1, 0, _cfg(max_objects=2))
   assert _counts(counts)["kept"] == 2 and _counts(counts)["over_max_objects"] == 2
   np.testing.assert_allclose(example["target_boxes"], record["boxes_2d"][1][[1, 3]], atol=1e-6)
   assert example["slot_mask"].all()
 
-  example, counts = fp.make_frame_pair(record, 0, 1, 0, _cfg(max_objects=6))
+  example, counts = reference.make_frame_pair(record, 0, 1, 0, _cfg(max_objects=6))
   assert _counts(counts)["kept"] == 4
   np.testing.assert_array_equal(example["slot_mask"], [True] * 4 + [False] * 2)
   np.testing.assert_allclose(example["source_boxes"][:4], record["boxes_2d"][0], atol=1e-6)
@@ -164,7 +166,8 @@ def test_filters_mask_and_count_reasons():
   # Object 3: degenerate (all corners equal) in the target.
   record["box_corners_world"][tgt, 3] = record["box_corners_world"][tgt, 3, :1]
   # Object 5 is tiny: removed by min_box_size.
-  example, counts = fp.make_frame_pair(record, src, tgt, 0, _cfg(max_objects=4, min_box_size=0.05))
+  example, counts = reference.make_frame_pair(record, src, tgt, 0,
+                                              _cfg(max_objects=4, min_box_size=0.05))
   got = _counts(counts)
   assert got["kept"] == 2 and got["not_visible_source"] == 1
   assert got["invalid_3d_behind_camera"] == 1 and got["invalid_3d_degenerate"] == 1
@@ -177,9 +180,9 @@ def test_filters_mask_and_count_reasons():
     assert np.all(np.isfinite(np.asarray(value, np.float64)))
 
   # visible_in_both=False: object 1 (absent from the source) keeps a slot with a zero source box.
-  example, counts = fp.make_frame_pair(record, src, tgt, 0,
-                                       _cfg(max_objects=4, visible_in_both=False,
-                                            min_box_size=0.05))
+  example, counts = reference.make_frame_pair(record, src, tgt, 0,
+                                              _cfg(max_objects=4, visible_in_both=False,
+                                                   min_box_size=0.05))
   assert _counts(counts)["kept"] == 3 and _counts(counts)["small_box_source"] == 1
   np.testing.assert_array_equal(example["source_boxes"][1], 0)
   assert np.all(example["target_boxes"][1] > 0)
@@ -190,9 +193,9 @@ def test_jpeg_frames_and_draft_decode():
   jpg = video_fixtures.make_video_record(num_frames=2, height=128, width=128, fmt="JPEG",
                                          **_SEPARATED)
   cfg = _cfg(resolution=(32, 32))
-  ref, _ = fp.make_frame_pair(png, 0, 1, 0, cfg)
+  ref, _ = reference.make_frame_pair(png, 0, 1, 0, cfg)
   for draft in (False, True):
-    out, _ = fp.make_frame_pair(jpg, 0, 1, 0, _cfg(resolution=(32, 32), jpeg_draft=draft))
+    out, _ = reference.make_frame_pair(jpg, 0, 1, 0, _cfg(resolution=(32, 32), jpeg_draft=draft))
     diff = np.abs(out["target_image"].astype(int) - ref["target_image"].astype(int))
     assert diff.mean() < 6, (draft, diff.mean())
     np.testing.assert_allclose(out["target_corners"], ref["target_corners"])
@@ -237,13 +240,13 @@ def test_full_size_png_decode_equals_pillow(kind):
   to Pillow; either way the pixels are Pillow's RGB conversion."""
   data = _png_kinds()[kind]
   want = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-  got = fp.decode_frame(memoryview(data), None, (24, 40))
+  got = image_decoding.decode_frame(memoryview(data), None, (24, 40))
   np.testing.assert_array_equal(got, want)
   out = np.full((24, 40, 3), 7, np.uint8)
-  assert fp.decode_frame(data, None, (24, 40), out=out) is out
+  assert image_decoding.decode_frame(data, None, (24, 40), out=out) is out
   np.testing.assert_array_equal(out, want)
   # A resize goes through Pillow whatever the kind.
-  resized = fp.decode_frame(data, (0.0, 0.0, 24.0, 40.0), (12, 20), "bilinear")
+  resized = image_decoding.decode_frame(data, (0.0, 0.0, 24.0, 40.0), (12, 20), "bilinear")
   np.testing.assert_array_equal(resized, np.asarray(
       Image.open(io.BytesIO(data)).convert("RGB").resize((20, 12), Image.BILINEAR)))
 
@@ -253,10 +256,10 @@ def test_fast_png_path_is_libpng_for_8bit_rgb(monkeypatch):
   decode = imagecodecs.png_decode
   monkeypatch.setattr(imagecodecs, "png_decode", lambda *a, **k: calls.append(1) or decode(*a, **k))
   kinds = _png_kinds()
-  fp.decode_frame(kinds["rgb"], None, (24, 40))
+  image_decoding.decode_frame(kinds["rgb"], None, (24, 40))
   assert calls == [1]
-  fp.decode_frame(kinds["rgb"], (0.0, 0.0, 24.0, 40.0), (12, 20))  # resized: Pillow
-  fp.decode_frame(kinds["gray"], None, (24, 40))  # not RGB: Pillow
+  image_decoding.decode_frame(kinds["rgb"], (0.0, 0.0, 24.0, 40.0), (12, 20))  # resized: Pillow
+  image_decoding.decode_frame(kinds["gray"], None, (24, 40))  # not RGB: Pillow
   assert calls == [1]
 
 
@@ -280,8 +283,9 @@ def test_frames_of_another_kind_decode_as_pillow(monkeypatch):
       np.testing.assert_array_equal(images[1], want, err_msg=f"{kind} {source} {target}")
       assert example["_frame_size"] == (24, 40)
   opened = []
-  open_image = fp.open_image
-  monkeypatch.setattr(fp, "open_image", lambda data: opened.append(1) or open_image(data))
+  open_image = image_decoding.open_image
+  monkeypatch.setattr(image_decoding, "open_image",
+                      lambda data: opened.append(1) or open_image(data))
   record = video_fixtures.make_video_record(num_frames=2, height=24, width=40)
   fp.prepare_example(record, 0, 1, 0, cfg)
   assert not opened  # 8-bit RGB PNGs at the training size: no Pillow at all.
@@ -305,9 +309,9 @@ def test_damaged_png_is_a_corrupt_record_on_the_libpng_path():
   data = bytearray(_png_kinds()["rgb"])
   data[len(data) // 2] ^= 0xFF  # Inside IDAT: libpng's CRC / zlib check fails.
   with pytest.raises(CorruptRecordError, match="cannot be decoded"):
-    fp.decode_frame(bytes(data), None, (24, 40))
+    image_decoding.decode_frame(bytes(data), None, (24, 40))
   with pytest.raises(CorruptRecordError):
-    fp.decode_frame(_png_kinds()["rgb"][:-40], None, (24, 40))  # truncated
+    image_decoding.decode_frame(_png_kinds()["rgb"][:-40], None, (24, 40))  # truncated
 
 
 def test_prepare_example_decodes_into_given_slots():
@@ -329,11 +333,11 @@ def test_bad_frames_raise_corrupt_record_error():
   record = video_fixtures.make_video_record(num_frames=3)
   record["frames"][1] = b"\x89PNG not really"
   with pytest.raises(CorruptRecordError):
-    fp.make_frame_pair(record, 0, 1, 0, _cfg())
+    reference.make_frame_pair(record, 0, 1, 0, _cfg())
   record = video_fixtures.make_video_record(num_frames=3)
   record["frames"][2] = video_fixtures.make_video_record(num_frames=1, height=40)["frames"][0]
   with pytest.raises(CorruptRecordError, match="other frames"):
-    fp.make_frame_pair(record, 0, 2, 0, _cfg())
+    reference.make_frame_pair(record, 0, 2, 0, _cfg())
 
 
 def test_keep_all_objects_slots_every_object_with_appearance_mask():
@@ -352,7 +356,7 @@ def test_keep_all_objects_slots_every_object_with_appearance_mask():
   record["box_corners_world"][tgt, 2, :, 2] -= 10.0  # behind the target camera
   record["box_corners_world"][tgt, 3] = record["box_corners_world"][tgt, 3, :1]  # degenerate
   cfg = _cfg(max_objects=6, keep_all_objects=True, invalid_3d_boxes="keep")
-  example, counts = fp.make_frame_pair(record, src, tgt, 0, cfg)
+  example, counts = reference.make_frame_pair(record, src, tgt, 0, cfg)
   got = _counts(counts)
   assert got["kept"] == 4 and got["invalid_3d_degenerate"] == 1 and sum(got.values()) == 5
   np.testing.assert_array_equal(example["slot_mask"], [True] * 4 + [False] * 2)
@@ -365,14 +369,14 @@ def test_keep_all_objects_slots_every_object_with_appearance_mask():
   np.testing.assert_array_equal(example["target_boxes"][3], 0.0)  # object 4, not in the target
   assert np.abs(example["target_corners"][3]).sum() > 0
   # "drop": object 2 (behind the camera) loses its slot; objects 0, 1, 4 keep theirs.
-  dropped, dropped_counts = fp.make_frame_pair(record, src, tgt, 0, _cfg(
+  dropped, dropped_counts = reference.make_frame_pair(record, src, tgt, 0, _cfg(
       max_objects=6, keep_all_objects=True, invalid_3d_boxes="drop"))
   got = _counts(dropped_counts)
   assert got["kept"] == 3 and got["invalid_3d_behind_camera"] == 1
   np.testing.assert_array_equal(dropped["appearance_mask"], [True, False, True] + [False] * 3)
   np.testing.assert_array_equal(dropped["target_corners"][:3], example["target_corners"][[0, 1, 3]])
   # The old rule drops objects 1, 2, 3, 4; its appearance_mask equals slot_mask.
-  old, old_counts = fp.make_frame_pair(record, src, tgt, 0, _cfg(max_objects=6))
+  old, old_counts = reference.make_frame_pair(record, src, tgt, 0, _cfg(max_objects=6))
   assert _counts(old_counts)["kept"] == 1
   np.testing.assert_array_equal(old["appearance_mask"], old["slot_mask"])
 
@@ -386,7 +390,7 @@ def test_background_mask_covers_every_source_visible_object():
                                             sizes=sizes, pan=0.0, step=0.0)
   record["visible"][0, 2] = False  # invisible in the source: not painted
   cfg = _cfg(max_objects=2, resolution=(64, 64), paint_all_source_objects=True)
-  example, _ = fp.make_frame_pair(record, 0, 1, 0, cfg)
+  example, _ = reference.make_frame_pair(record, 0, 1, 0, cfg)
   mask = example["background_mask"]
   assert mask.shape == (64, 64) and mask.dtype == bool
   centre = (np.arange(64) + 0.5) / 64
@@ -397,14 +401,15 @@ def test_background_mask_covers_every_source_visible_object():
                  & ((centre >= x0) & (centre <= x1))[None, :])
   np.testing.assert_array_equal(mask, expected)
   assert expected.sum() > 0
-  assert "background_mask" not in fp.make_frame_pair(record, 0, 1, 0, _cfg(max_objects=2))[0]
+  example, _ = reference.make_frame_pair(record, 0, 1, 0, _cfg(max_objects=2))
+  assert "background_mask" not in example
 
 
 def _reference_objects(record, source_frame, target_frame, cfg):
   """The object fields of make_frame_pair rebuilt from the public per-array helpers and
   `geometry` (project_box, box_validity, relative_pose) and a plain-Python selection: an
   independent reference for the vectorised `finish_examples`."""
-  height, width = fp.image_size(record["frames"][source_frame])
+  height, width = image_decoding.image_size(record["frames"][source_frame])
   crop = fp.center_crop_box(height, width, *cfg.resolution)
   visible = np.asarray(record["visible"])
   boxes = [fp.crop_boxes(record["boxes_2d"][f], crop, height, width) * visible[f, :, None]
@@ -474,7 +479,7 @@ def test_object_logic_matches_the_per_array_reference(seed):
                  dict(max_objects=8, keep_all_objects=True, invalid_3d_boxes="keep")):
     cfg = _cfg(**kwargs)
     for source_frame, target_frame in ((0, 4), (3, 1), (2, 2)):
-      example, counts = fp.make_frame_pair(record, source_frame, target_frame, 0, cfg)
+      example, counts = reference.make_frame_pair(record, source_frame, target_frame, 0, cfg)
       expected, expected_counts = _reference_objects(record, source_frame, target_frame, cfg)
       np.testing.assert_array_equal(counts, expected_counts)
       for key, value in expected.items():
@@ -497,7 +502,7 @@ def test_batched_object_logic_equals_per_example(keep_all):
               enumerate(zip(records, pairs))]
   objects, counts = fp.finish_examples(prepared, cfg)
   for i, (record, (s, t)) in enumerate(zip(records, pairs)):
-    example, example_counts = fp.make_frame_pair(record, s, t, i, cfg)
+    example, example_counts = reference.make_frame_pair(record, s, t, i, cfg)
     np.testing.assert_array_equal(counts[i], example_counts)
     for key, value in objects.items():
       np.testing.assert_array_equal(value[i], example[key], err_msg=key)
@@ -513,32 +518,32 @@ def test_select_objects_largest_first_ties_to_lower_index():
   reason = np.array([status.OK] * 4 + [status.BEHIND_CAMERA, status.OK], np.int32)
   valid = reason == status.OK
   for max_objects, kept in ((2, [1, 3]), (3, [0, 1, 3]), (4, [0, 1, 2, 3])):
-    keep, counts = fp.select_objects(visible_src, np.ones(6, bool), boxes, boxes, valid, reason,
-                                     _cfg(max_objects=max_objects))
+    keep, counts = reference.select_objects(visible_src, np.ones(6, bool), boxes, boxes, valid,
+                                            reason, _cfg(max_objects=max_objects))
     assert keep.tolist() == kept
     assert _counts(counts) == dict(
         {name: 0 for name in fp.OBJECT_COUNT_NAMES}, kept=len(kept),
         over_max_objects=4 - len(kept), invalid_3d_behind_camera=1, not_visible_source=1)
   # keep_all_objects, "keep": every non-degenerate object, the invisible and the invalid one too.
   reason[2] = status.DEGENERATE
-  keep, counts = fp.select_objects(visible_src, np.ones(6, bool), boxes, boxes,
-                                   reason == status.OK, reason,
-                                   _cfg(max_objects=6, keep_all_objects=True,
-                                        invalid_3d_boxes="keep"))
+  keep, counts = reference.select_objects(visible_src, np.ones(6, bool), boxes, boxes,
+                                          reason == status.OK, reason,
+                                          _cfg(max_objects=6, keep_all_objects=True,
+                                               invalid_3d_boxes="keep"))
   assert keep.tolist() == [0, 1, 3, 4, 5]
   assert _counts(counts)["invalid_3d_degenerate"] == 1 and _counts(counts)["kept"] == 5
   # "drop": not the one behind the camera (nor an off-screen one); a too-small one stays.
   reason[0], reason[5] = status.OFF_SCREEN, status.TOO_SMALL
-  keep, counts = fp.select_objects(visible_src, np.ones(6, bool), boxes, boxes,
-                                   reason == status.OK, reason,
-                                   _cfg(max_objects=6, keep_all_objects=True))
+  keep, counts = reference.select_objects(visible_src, np.ones(6, bool), boxes, boxes,
+                                          reason == status.OK, reason,
+                                          _cfg(max_objects=6, keep_all_objects=True))
   assert keep.tolist() == [1, 3, 5]
   assert _counts(counts) == dict(
       {name: 0 for name in fp.OBJECT_COUNT_NAMES}, kept=3, invalid_3d_degenerate=1,
       invalid_3d_behind_camera=1, invalid_3d_off_screen=1)
   with pytest.raises(ValueError, match="not BoxStatus"):
-    fp.select_objects(visible_src, np.ones(6, bool), boxes, boxes, np.zeros(6, bool),
-                      np.full(6, 9), _cfg())
+    reference.select_objects(visible_src, np.ones(6, bool), boxes, boxes, np.zeros(6, bool),
+                             np.full(6, 9), _cfg())
 
 
 # Objects for the pose-input bound of `invalid_3d_boxes`: a static camera at the origin looking
@@ -565,7 +570,7 @@ def test_keep_all_objects_drops_boxes_behind_the_camera_or_off_screen():
   the screen plus a margin, and each is counted under its invalid_3d_* reason."""
   record = _invalid_3d_record()
   cfg = _cfg(max_objects=6, keep_all_objects=True, invalid_3d_boxes="drop")
-  example, counts = fp.make_frame_pair(record, 0, 1, 0, cfg)
+  example, counts = reference.make_frame_pair(record, 0, 1, 0, cfg)
   assert _counts(counts) == dict({name: 0 for name in fp.OBJECT_COUNT_NAMES}, kept=2,
                                  invalid_3d_behind_camera=1, invalid_3d_off_screen=1)
   np.testing.assert_array_equal(example["slot_mask"], [True, True] + [False] * 4)
@@ -580,7 +585,7 @@ def test_keep_all_objects_keep_invalid_3d_boxes_is_the_release():
   its raw projection, |u| of order 1e6 for a corner on the camera plane."""
   record = _invalid_3d_record()
   cfg = _cfg(max_objects=6, keep_all_objects=True, invalid_3d_boxes="keep")
-  example, counts = fp.make_frame_pair(record, 0, 1, 0, cfg)
+  example, counts = reference.make_frame_pair(record, 0, 1, 0, cfg)
   assert _counts(counts)["kept"] == 4 and counts.sum() == 4
   u = np.abs(example["target_corners"][2, :, 0])  # Slot 2: the box on the camera plane.
   assert u.max() > 0.1 / geometry.PROJECT_EPS

@@ -12,6 +12,7 @@ from data_pipelines import host_batches
 from data_pipelines import pipeline
 from data_pipelines import record_source
 from data_pipelines import video_record
+from tests import frame_pairs_reference
 from tests import video_fixtures
 
 NUM_VIDEOS = 12  # 7 + 5 over two files.
@@ -276,8 +277,9 @@ def test_frames_that_fail_to_decode_are_replaced_with_their_objects(tmp_path):
   assert iterator.stats["skipped_records"] == 1
   cfg = data_config.frame_pair_config(config)
   for slot, video in enumerate(batch["video_index"]):
-    want, _ = frame_pairs.make_frame_pair(records[video], int(batch["source_frame"][slot]),
-                                          int(batch["target_frame"][slot]), int(video), cfg)
+    want, _ = frame_pairs_reference.make_frame_pair(
+        records[video], int(batch["source_frame"][slot]), int(batch["target_frame"][slot]),
+        int(video), cfg)
     for key, value in want.items():
       np.testing.assert_array_equal(batch[key][slot], value, err_msg=f"{key} of slot {slot}")
 

@@ -200,11 +200,12 @@ def scene_from_video_record(record: Mapping[str, Any], frame: int,
   the intrinsics and 2D boxes adjusted; else the full frame is kept.
   """
   from data_pipelines import frame_pairs  # pylint: disable=g-import-not-at-top
+  from data_pipelines import image_decoding  # pylint: disable=g-import-not-at-top
   num_frames = len(record["frames"])
   if not 0 <= frame < num_frames:
     raise ValueError(f"Frame {frame} out of range for a video of {num_frames} frames.")
   data = record["frames"][frame]
-  height, width = frame_pairs.image_size(data)
+  height, width = image_decoding.image_size(data)
   if resolution is None:
     crop, out_size = None, (height, width)
     intrinsics = np.asarray(record["intrinsics"][frame], np.float32)
@@ -215,7 +216,7 @@ def scene_from_video_record(record: Mapping[str, Any], frame: int,
     intrinsics = frame_pairs.crop_intrinsics(np.asarray(record["intrinsics"][frame]), crop,
                                              height, width)
     boxes = frame_pairs.crop_boxes(np.asarray(record["boxes_2d"][frame]), crop, height, width)
-  image = frame_pairs.decode_frame(data, crop, out_size, resize_method)
+  image = image_decoding.decode_frame(data, crop, out_size, resize_method)
   w2c = np.asarray(record["world_to_camera"][frame], np.float32)
   corners = np.asarray(record["box_corners_world"][frame], np.float32)
   uvd = geometry.project_box(corners, w2c, intrinsics)

@@ -4,7 +4,7 @@ The VAE is frozen and, without `vae_sample_posterior`, its latent of a frame is 
 function of the frame: encoding every target image again at every step (13% of the demo's step
 on CPU, benchmarks/train_step.py profile) recomputes the same arrays. With the cache the trainer
 encodes each frame of the training split once, before the first step, exactly as the pipeline
-decodes it for training (`frame_pairs.decode_frame`: centre crop + resize to
+decodes it for training (`image_decoding.decode_frame`: centre crop + resize to
 `data.resolution`) and as the step encodes it (`train_step.encode_latents`, posterior mean,
 scaling factor applied), and gives the step `target_latents` looked up by
 (`video_index`, `target_frame`), which every batch carries.
