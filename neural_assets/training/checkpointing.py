@@ -34,7 +34,8 @@ import re
 import signal
 import sys
 import threading
-from typing import Any, Optional
+import traceback
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -215,10 +216,46 @@ class _QuietDiskFull(std_logging.Filter):
     return "no space left on device" not in record.getMessage().lower()
 
 
-def _is_closed_loop_noise(error: Optional[BaseException]) -> bool:
-  # tensorstore completes a failed write after orbax closed its event loop and prints the
-  # resulting RuntimeError itself; the failure is reported by the save that waits for it.
-  return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+def _is_closed_loop_noise(unraisable: Any) -> bool:
+  """A failed async save's leftover: a tensorstore write that completes after orbax closed the
+  save's event loop posts its result with `loop.call_soon_threadsafe`, which raises
+  "Event loop is closed" in tensorstore's own thread. The failure itself is reported by the
+  save or wait that finds it (`CheckpointSaveError`)."""
+  error = unraisable.exc_value
+  if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+    return False
+  frames = traceback.extract_tb(unraisable.exc_traceback) if unraisable.exc_traceback else []
+  return any(frame.name == "call_soon_threadsafe" for frame in frames)
+
+
+class _UnraisableFilter:
+  """While entered, drops the unraisable exceptions `drop` accepts and passes every other one to
+  the hook that was installed before.
+
+  Why a hook: the exception is raised in a thread that tensorstore runs, not in Python code of
+  ours, so Python reports it only through `sys.unraisablehook` (no logger, no warning to
+  filter). Entered for as long as a writable manager can have writes in flight (first save to
+  `close`), and left so as not to undo a hook someone installed after it.
+  """
+
+  def __init__(self, drop: Callable[[Any], bool]):
+    self._drop = drop
+    self._previous = None
+
+  def __enter__(self) -> "_UnraisableFilter":
+    self._previous = sys.unraisablehook
+    sys.unraisablehook = self._hook
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    if sys.unraisablehook == self._hook:  # pylint: disable=comparison-with-callable
+      sys.unraisablehook = self._previous
+    self._previous = None
+
+  def _hook(self, unraisable: Any) -> None:
+    if self._drop(unraisable):
+      return
+    (self._previous or sys.__unraisablehook__)(unraisable)
 
 
 class Checkpointer:
@@ -242,7 +279,7 @@ class Checkpointer:
     self._saved_steps: list[int] = []
     self._failed = False  # A save failed and was reported: later waits stay quiet.
     self._filter = None
-    self._previous_unraisablehook = None
+    self._unraisable_filter = None
 
   def _make_manager(self, writable: bool) -> ocp.CheckpointManager:
     # Read-only until the first save: creating the directory, cleaning temporary directories of
@@ -275,19 +312,18 @@ class Checkpointer:
     return self._manager
 
   def _quiet(self, on: bool) -> None:
-    """Installs / removes the filters that keep a full disk from flooding the log."""
+    """Installs / removes the filters that keep a full disk from flooding the log: orbax's
+    per-thread log records and the closed-loop leftovers of a failed async save."""
     absl_logger = logging.get_absl_logger()
     if on and self._filter is None:
       self._filter = _QuietDiskFull()
       absl_logger.addFilter(self._filter)
-      previous = sys.unraisablehook
-      self._previous_unraisablehook = previous
-      sys.unraisablehook = lambda u: (None if _is_closed_loop_noise(u.exc_value)
-                                      else previous(u))
+      self._unraisable_filter = _UnraisableFilter(_is_closed_loop_noise).__enter__()
     elif not on and self._filter is not None:
       absl_logger.removeFilter(self._filter)
       self._filter = None
-      sys.unraisablehook = self._previous_unraisablehook
+      self._unraisable_filter.__exit__(None, None, None)
+      self._unraisable_filter = None
 
   def all_steps(self) -> list[int]:
     manager = self._reader()
