@@ -399,7 +399,6 @@ def finish_examples(prepared, cfg: FramePairConfig):
     [B, 4, 4]} (+ background_mask [B, H, W] with `paint_all_source_objects`); counts =
     [B, len(OBJECT_COUNT_NAMES)] int32 per-object outcome counts.
   """
-  num = len(prepared)
   sizes = [len(p["_corners_world"]) for p in prepared]
   crops = {}
   for p in prepared:
@@ -420,30 +419,25 @@ def finish_examples(prepared, cfg: FramePairConfig):
              "target_corners": target_corners, "slot_mask": slot_mask,
              "appearance_mask": appearance_mask, "relative_pose": relative_pose}
   if cfg.paint_all_source_objects:
-    objects["background_mask"] = source_objects_mask(
-        boxes[0], visible[0], np.repeat(np.arange(num), sizes), num, cfg.resolution)
+    objects["background_mask"] = source_objects_mask(boxes[0], visible[0], sizes,
+                                                     cfg.resolution)
   return objects, counts
 
 
-def source_objects_mask(boxes, visible, segment, num_examples: int,
-                        resolution: tuple[int, int]) -> np.ndarray:
-  """[B, H, W] bool: pixels whose centre lies inside the source box of any visible object.
-
-  Same pixel rule as the tokenizer's `conditioning.boxes_union_mask` (centre (i + 0.5) / H
-  within [y0, y1], both ends included).
+def source_objects_mask(boxes, visible, sizes, resolution: tuple[int, int]) -> np.ndarray:
+  """[B, H, W] bool: pixels whose centre lies inside the source box of any visible object
+  (`geometry.boxes_union_mask`, the tokenizer's pixel rule).
 
   Args:
     boxes: [M, 4] normalised source boxes of all M objects of the batch; visible: [M] bool.
-    segment: [M] example index of each object; num_examples: B; resolution: (H, W).
+    sizes: [B] objects per example (example b's follow example b - 1's); resolution: (H, W).
   """
-  height, width = resolution
-  ys = (np.arange(height) + 0.5) / height
-  xs = (np.arange(width) + 0.5) / width
-  in_y = ((ys >= boxes[:, 0:1]) & (ys <= boxes[:, 2:3]) & visible[:, None]).astype(np.float32)
-  in_x = ((xs >= boxes[:, 1:2]) & (xs <= boxes[:, 3:4])).astype(np.float32)
-  mask = np.zeros((num_examples, height, width), bool)
-  for b in range(num_examples):  # One [H, K] @ [K, W] product per example.
-    mine = segment == b
-    if mine.any():
-      mask[b] = (in_y[mine].T @ in_x[mine]) > 0
-  return mask
+  sizes = np.asarray(sizes, np.int64)
+  # The flat objects laid out as [B, K] slots (K: the most objects of an example), the rest
+  # padded invalid.
+  example = np.repeat(np.arange(len(sizes)), sizes)
+  slot = np.arange(len(example)) - (np.cumsum(sizes) - sizes)[example]
+  padded = np.zeros((len(sizes), int(sizes.max(initial=0)), 4), boxes.dtype)
+  valid = np.zeros(padded.shape[:2], bool)
+  padded[example, slot], valid[example, slot] = boxes, visible
+  return geometry.boxes_union_mask(padded, valid, *resolution)

@@ -460,6 +460,35 @@ def box2d_from_corners(uvd):
   return xp.clip(box, 0.0, 1.0)
 
 
+def boxes_union_mask(boxes, valid, height: int, width: int):
+  """Pixels whose centre lies inside any valid box: the one pixel rule of the box masks (the
+  tokenizer's object / background images, the diffusion loss's object weight, the pipeline's
+  `background_mask`).
+
+  Pixel (i, j) is inside [y0, x0, y1, x1] when y0 <= (i + 0.5) / H <= y1 and
+  x0 <= (j + 0.5) / W <= x1 (both ends included). Pixel centres are computed in the boxes'
+  precision (at least float32). The union is a [H, N] @ [N, W] product of 0 / 1 rows, exact
+  (a sum of non-negative terms is positive iff one is) and, unlike an [N, H, W] mask reduced
+  over N, cheap for the pipeline's numpy batches.
+
+  Args:
+    boxes: [..., N, 4] normalised [y0, x0, y1, x1].
+    valid: [..., N] bool.
+    height, width: H, W.
+
+  Returns:
+    [..., H, W] bool.
+  """
+  xp = _xp(boxes, valid)
+  boxes, valid = xp.asarray(boxes), xp.asarray(valid)
+  dtype = xp.promote_types(boxes.dtype, xp.float32)
+  ys = (xp.arange(height, dtype=dtype) + 0.5) / height
+  xs = (xp.arange(width, dtype=dtype) + 0.5) / width
+  in_y = (ys >= boxes[..., 0:1]) & (ys <= boxes[..., 2:3]) & valid[..., None]  # [..., N, H]
+  in_x = (xs >= boxes[..., 1:2]) & (xs <= boxes[..., 3:4])  # [..., N, W]
+  return xp.matmul(xp.swapaxes(in_y.astype(xp.float32), -1, -2), in_x.astype(xp.float32)) > 0
+
+
 class BoxStatus(enum.IntEnum):
   """Reason codes of `box_validity` (first failing rule wins, in this order)."""
   OK = 0

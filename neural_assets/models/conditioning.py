@@ -54,6 +54,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from neural_assets.geometry import boxes_union_mask  # The one box-mask pixel rule.
 from neural_assets.models import vit as vit_lib
 from neural_assets.models.partitioning import constrain_batch
 from neural_assets.models.roi_align import roi_align
@@ -70,21 +71,6 @@ def sample_drop_cond(key: jax.Array, batch_size: int, drop_prob: float) -> jax.A
   if not 0.0 <= drop_prob <= 1.0:
     raise ValueError(f"drop_prob must be in [0, 1], got {drop_prob}.")
   return jax.random.bernoulli(key, drop_prob, (batch_size,))
-
-
-def boxes_union_mask(boxes: jax.Array, valid: jax.Array, height: int, width: int) -> jax.Array:
-  """[B, H, W] bool: pixels whose centre lies inside any valid box.
-
-  Args:
-    boxes: [B, N, 4] normalised [y0, x0, y1, x1].
-    valid: [B, N] bool.
-  """
-  ys = (jnp.arange(height, dtype=jnp.float32) + 0.5) / height
-  xs = (jnp.arange(width, dtype=jnp.float32) + 0.5) / width
-  in_y = (ys >= boxes[..., 0:1]) & (ys <= boxes[..., 2:3])  # [B, N, H]
-  in_x = (xs >= boxes[..., 1:2]) & (xs <= boxes[..., 3:4])  # [B, N, W]
-  inside = in_y[..., :, None] & in_x[..., None, :] & valid[..., None, None]
-  return jnp.any(inside, axis=1)
 
 
 def shuffle_slots(key: jax.Array, tokens: jax.Array, valid: jax.Array) -> jax.Array:

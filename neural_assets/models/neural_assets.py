@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 
 from neural_assets.diffusion.schedule import NoiseSchedule
-from neural_assets.models.conditioning import AssetTokenizer, boxes_union_mask, fourier_features
+from neural_assets.geometry import boxes_union_mask
+from neural_assets.models.conditioning import AssetTokenizer, fourier_features
 from neural_assets.models.conditioning import sample_drop_cond
 from neural_assets.models.unet import UNet2DConditionModel
 
@@ -122,7 +123,7 @@ def diffusion_loss(params: Any, model: NeuralAssetsModel, batch: Mapping[str, ja
   2023): min(SNR(t), gamma) / SNR(t) for epsilon prediction, min(SNR, gamma) / (SNR + 1) for v,
   min(SNR, gamma) for sample prediction (SNR = a_t / (1 - a_t)); 0 = the plain mean (the release).
   With `object_weight` w > 0 the squared error of each latent pixel inside a slotted object's
-  target box (`target_boxes`, `slot_mask`; pixel centres, as `conditioning.boxes_union_mask`)
+  target box (`target_boxes`, `slot_mask`; pixel centres, as `geometry.boxes_union_mask`)
   weighs 1 + w, elsewhere 1 (the mean is still over all pixels): the tokens' job is the objects,
   which cover a small part of the image. 0 = unweighted (the release).
 
