@@ -25,7 +25,7 @@ INSTALL_REQUIRES = [
     "imagecodecs",
     # zlib's CRC-32 with SIMD for the record checksums (data_pipelines/video_record).
     "zlib-ng",
-    # The compiled per-batch object logic (data_pipelines/object_logic).
+    # The compiled per-batch object logic (data_pipelines/object_slots).
     "numba",
     "matplotlib",
     "tqdm",

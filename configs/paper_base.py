@@ -30,8 +30,12 @@ def get_config(max_objects: int, resolution: int = 256) -> ml_collections.Config
   config.data.global_batch_size = 64  # (open) the paper does not publish its batch size.
   config.data.eval_global_batch_size = 32
   config.data.worker_count = 8
-  # The release's conditioning data: every object of the video gets a slot; the background
-  # token's image paints out every object visible in the source (slotted or not).
+  # The release's conditioning data. keep_all_objects: every object of the video is a slot
+  # candidate, visible or not (the 2D filters and the 3D size rule are off), but an object with
+  # a degenerate target 3D box (and, with invalid_3d_boxes "drop" below, one behind the camera
+  # or off screen) gets no slot, and only the max_objects largest keep one (all keys:
+  # data_pipelines/data_config.py). The background token's image paints out every object
+  # visible in the source (slotted or not).
   config.data.keep_all_objects = True
   config.data.paint_all_source_objects = True
   # (open) Except objects whose target 3D box is behind the camera or off screen: no slot

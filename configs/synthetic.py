@@ -117,6 +117,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data = data_config.default_data_config()
   config.data.update(dict(resolution=(64, 64), global_batch_size=16, eval_global_batch_size=32,
                           min_gap=1, max_gap=7, worker_count=0, read_threads=2,
+                          # Every object a slot candidate, visible or not; invalid 3D boxes
+                          # (below) drop and at most max_objects keep a slot (data_config.py).
                           keep_all_objects=True, paint_all_source_objects=True, eval_min_gap=1,
                           # Objects behind the camera or off screen get no slot (bounded pose
                           # inputs; "keep": the MOVi-E release). Depth is in generator units,

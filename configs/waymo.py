@@ -19,5 +19,6 @@ def get_config():
   data.min_box_size = 0.03  # (open) distant cars are a few pixels at 256 px.
   # Pose inputs: depth in metres, raw (no scale): lidar labels reach ~75 m, so depth reaches the
   # pose MLP as up to ~75. paper_base's invalid_3d_boxes "drop" matters most here: lidar-labelled
-  # objects beside and behind the FRONT camera are common, and keep_all_objects slots them.
+  # objects beside and behind the FRONT camera are common, and keep_all_objects makes them slot
+  # candidates (it drops only invalid 3D boxes, then keeps the max_objects largest).
   return config

@@ -1,8 +1,8 @@
 """Dataset conversion on Apache Beam: enumerate inputs, convert each in parallel, write shards.
 
 Each reader (MOVi-E, Objectron, Waymo, synthetic, your own videos) defines a
-`conversion.ConversionPlan` (output shards and their inputs); `build` turns it into one Beam
-pipeline:
+`dataset_conversion.ConversionPlan` (output shards and their inputs); `build` turns it into one
+Beam pipeline:
 
     Create(inputs, tagged with shard and position) -> Reshuffle (spread over workers)
       -> Convert (ParDo: the input's videos; a failure goes to the "failures" output and the
@@ -39,7 +39,7 @@ import sys
 import time
 from typing import Sequence
 
-from data_pipelines import conversion
+from data_pipelines import dataset_conversion
 
 _NAMESPACE = "neural_assets.conversion"
 
@@ -55,7 +55,7 @@ def _beam():
 class _ConvertFn:
   """(shard, position, input) -> (shard, (position, video index, record)) + failures."""
 
-  def __init__(self, plan: conversion.ConversionPlan):
+  def __init__(self, plan: dataset_conversion.ConversionPlan):
     self._plan = plan
 
   def __call__(self, element):
@@ -84,7 +84,7 @@ class _ConvertFn:
 class _WriteShardFn:
   """(shard, [(position, index, record)]) -> (path, videos written)."""
 
-  def __init__(self, plan: conversion.ConversionPlan):
+  def __init__(self, plan: dataset_conversion.ConversionPlan):
     self._plan = plan
 
   def __call__(self, element):
@@ -99,8 +99,8 @@ class _WriteShardFn:
     yield path, count
 
 
-def build(pipeline, plan: conversion.ConversionPlan, failures_prefix: str | None = None,
-          label: str = ""):
+def build(pipeline, plan: dataset_conversion.ConversionPlan,
+          failures_prefix: str | None = None, label: str = ""):
   """Adds the conversion to a Beam pipeline; returns (written, failures) PCollections:
   (path, count) per shard, and one text line per failed input or video. `label` prefixes the
   step names (several conversions in one pipeline)."""
@@ -122,7 +122,7 @@ def build(pipeline, plan: conversion.ConversionPlan, failures_prefix: str | None
   return written, failures
 
 
-def run(plan: conversion.ConversionPlan, pipeline_args: Sequence[str] = (),
+def run(plan: dataset_conversion.ConversionPlan, pipeline_args: Sequence[str] = (),
         failures_prefix: str | None = None) -> dict[str, int]:
   """Runs the plan on Beam (runner and options from `pipeline_args`); returns the counters
   (inputs, converted_videos, failed_videos, failed_inputs, written_shards)."""
@@ -154,7 +154,7 @@ def counter_totals(result) -> dict[str, int]:
 # CLI.
 
 
-def _plan(args) -> conversion.ConversionPlan:
+def _plan(args) -> dataset_conversion.ConversionPlan:
   # pylint: disable=g-import-not-at-top
   if args.dataset == "synthetic":
     from data_pipelines import synthetic

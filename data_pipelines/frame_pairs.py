@@ -4,7 +4,7 @@ Pure logic (numpy + numba, frames decoded by `data_pipelines.image_decoding`; no
 arrays); `data_pipelines.pipeline` wraps it in a grain pipeline. An example is `prepare_example`
 (per example: the two frames decoded, the objects' arrays gathered; itself `open_example` +
 `decode_example`, which the pipeline calls in separate phases) + `finish_examples` (the object
-logic over a whole batch, one compiled loop in `data_pipelines.object_logic`: the pipeline calls
+logic over a whole batch, one compiled loop in `data_pipelines.object_slots`: the pipeline calls
 it once per batch); `tests/frame_pairs_reference.py` composes them for one pair
 (`make_frame_pair`). Given a video record (schema in `data_pipelines.video_record`) it
 
@@ -60,12 +60,12 @@ from typing import Any, Mapping
 import numpy as np
 
 from data_pipelines import image_decoding
-from data_pipelines import object_logic
+from data_pipelines import object_slots
 from data_pipelines.video_record import CorruptRecordError
 from neural_assets import geometry
 
 # Per-object outcome counters ("kept" and each drop rule, in the order the rules are applied).
-OBJECT_COUNT_NAMES = object_logic.OBJECT_COUNT_NAMES
+OBJECT_COUNT_NAMES = object_slots.OBJECT_COUNT_NAMES
 
 # `FramePairConfig.invalid_3d_boxes`: what `keep_all_objects` does with an object whose target 3D
 # box is behind the camera or off screen ("drop": no slot; "keep": its raw projection, release).
@@ -95,9 +95,10 @@ class FramePairConfig:
       target suffices (its source box is zeros: an object inserted into the scene).
     min_depth: corners at depth <= min_depth (camera z) make the target 3D box invalid.
     min_projected_size: minimum normalised width/height of the clipped projected 3D box.
-    keep_all_objects: the release's slot selection (step 3): every object gets a slot unless its
-      3D box is degenerate (or, with `invalid_3d_boxes` "drop", behind the camera or off
-      screen); `visible_in_both`, the 2D rules and the other 3D rules are ignored.
+    keep_all_objects: the release's slot selection (step 3): every object is a slot candidate
+      unless its 3D box is degenerate (or, with `invalid_3d_boxes` "drop", behind the camera or
+      off screen); `visible_in_both`, the 2D rules and the other 3D rules are ignored; step 4
+      (at most `max_objects`, the largest) still applies.
     invalid_3d_boxes: with `keep_all_objects`, an object whose target 3D box is behind the camera
       or off screen: "drop" (no slot, counted under `invalid_3d_behind_camera` /
       `invalid_3d_off_screen`; bounded pose inputs) or "keep" (the MOVi-E release: a slot with
@@ -147,7 +148,7 @@ class FramePairConfig:
 
   @property
   def drop_invalid_3d(self) -> bool:
-    """`invalid_3d_boxes` as the compiled `object_logic` takes it (a bool, not a string)."""
+    """`invalid_3d_boxes` as the compiled `object_slots` takes it (a bool, not a string)."""
     return self.invalid_3d_boxes == "drop"
 
   @classmethod
@@ -293,10 +294,10 @@ def open_example(record: Mapping[str, Any], source_frame: int, target_frame: int
     encoded: the pair's encoded frames if already read (`read_pair_frames`); else read here.
 
   Returns:
-    The example's int32 `video_index`, `source_frame`, `target_frame`, `PREPARED_KEYS`: frame (height, width),
-    the source and target [2, K, 4] boxes and [2, K] visibility, the target [K, 8, 3] world
-    corners, the [2, 4, 4] cameras and the target [3, 3] intrinsics; and `_frames`, what
-    `decode_example` needs.
+    The example's int32 `video_index`, `source_frame`, `target_frame`; `PREPARED_KEYS`: frame
+    (height, width), the source and target [2, K, 4] boxes and [2, K] visibility, the target
+    [K, 8, 3] world corners, the [2, 4, 4] cameras and the target [3, 3] intrinsics; and
+    `_frames`, what `decode_example` needs.
 
   Raises:
     CorruptRecordError: a frame is not a PNG / JPEG image.
@@ -313,7 +314,8 @@ def open_example(record: Mapping[str, Any], source_frame: int, target_frame: int
     width, height = source.size
   decode = (center_crop_box(height, width, *cfg.resolution), cfg.resolution, cfg.resize_method,
             cfg.jpeg_draft, (height, width))
-  target = None  # Same frame, or opened at decode time (libpng first: see `image_decoding.decode_opened`).
+  # Same frame, or opened at decode time (libpng first: see `image_decoding.decode_opened`).
+  target = None
   if (target_frame != source_frame and source is not None
       and not image_decoding.whole_rgb8_png(source, decode[0], cfg.resolution)):
     target = image_decoding.open_image(target_data)
@@ -384,10 +386,10 @@ def finish_examples(prepared, cfg: FramePairConfig):
 
   Crops the boxes and intrinsics, projects the target 3D boxes, filters and selects the objects
   and computes the relative poses in one compiled loop over all objects of the batch
-  (`object_logic.batch_objects`). It computes what `crop_boxes`, `crop_intrinsics`,
+  (`object_slots.batch_objects`). It computes what `crop_boxes`, `crop_intrinsics`,
   `geometry.project_box`, `geometry.box_validity`, the selection rules (steps 3-4) and
-  `geometry.relative_pose` define (tests/test_frame_pairs.py checks it against them), in float64, cast to
-  float32 on output.
+  `geometry.relative_pose` define (tests/test_frame_pairs.py checks it against them), in
+  float64, cast to float32 on output.
 
   Args:
     prepared: sequence of B `prepare_example` dicts.
@@ -411,7 +413,7 @@ def finish_examples(prepared, cfg: FramePairConfig):
   cameras = np.array([p["_world_to_camera"] for p in prepared], np.float64)
   intrinsics = np.array([p["_intrinsics"] for p in prepared], np.float64)
   (boxes, source_boxes, target_boxes, target_corners, slot_mask, appearance_mask, relative_pose,
-   counts) = object_logic.batch_objects(
+   counts) = object_slots.batch_objects(
        np.array(sizes, np.int64), frames, boxes_2d, visible, corners, cameras, intrinsics,
        cfg.max_objects, cfg.keep_all_objects, cfg.drop_invalid_3d, cfg.visible_in_both,
        cfg.min_box_size, cfg.min_depth, cfg.min_projected_size, geometry.PROJECT_EPS)

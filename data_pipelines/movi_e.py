@@ -58,7 +58,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 from PIL import Image
 
-from data_pipelines import conversion
+from data_pipelines import dataset_conversion
 from data_pipelines import video_record
 from neural_assets import geometry
 
@@ -466,7 +466,7 @@ def _convert_range(example_range: tuple[int, int], tfds_dir: str, split: str, co
       if isinstance(video_name, bytes):
         video_name = video_name.decode("utf-8", "replace")
       name += f" ({video_name})"
-    yield conversion.guarded(
+    yield dataset_conversion.guarded(
         name, lambda: example_to_video_record(ex, image_format, min_visible_pixels))
 
 
@@ -477,7 +477,8 @@ def _describe_range(example_range: tuple[int, int], split: str) -> str:
 def conversion_plan(tfds_dir: str, out_dir: str, split: str, config: str = "256x256",
                     records_per_shard: int = 256, max_videos: int | None = None,
                     image_format: str = "png", min_visible_pixels: int = 1,
-                    options: str = video_record.DEFAULT_OPTIONS) -> conversion.ConversionPlan:
+                    options: str = video_record.DEFAULT_OPTIONS
+                    ) -> dataset_conversion.ConversionPlan:
   """Shards `{out_dir}/{split}.array_record-XXXXX-of-YYYYY` of `records_per_shard` videos; one
   input = the example range of one shard (read with TFDS split slicing)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -488,10 +489,10 @@ def conversion_plan(tfds_dir: str, out_dir: str, split: str, config: str = "256x
   if max_videos is not None:
     total = min(total, max_videos)
   ranges = [(s, min(s + records_per_shard, total)) for s in range(0, total, records_per_shard)]
-  shards = conversion.chunked_shards(
+  shards = dataset_conversion.chunked_shards(
       ranges, 1, lambda n, count: os.path.join(out_dir, f"{split}.array_record-{n:05d}-of-"
                                                         f"{count:05d}"))
-  return conversion.ConversionPlan(
+  return dataset_conversion.ConversionPlan(
       shards, functools.partial(_convert_range, tfds_dir=tfds_dir, split=split, config=config,
                                 image_format=image_format,
                                 min_visible_pixels=min_visible_pixels),
@@ -510,7 +511,7 @@ def convert(tfds_dir: str, out_dir: str, split: str, config: str = "256x256",
   """
   plan = conversion_plan(tfds_dir, out_dir, split, config, records_per_shard, max_videos,
                          image_format, min_visible_pixels, options)
-  written = conversion.run_local(plan)
+  written = dataset_conversion.run_local(plan)
   logging.info("Wrote %d MOVi-E %s videos to %d shards in %s", sum(written.values()), split,
                len(written), out_dir)
   return list(written)

@@ -72,7 +72,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from data_pipelines import conversion
+from data_pipelines import dataset_conversion
 from data_pipelines import video_record
 from neural_assets import geometry
 
@@ -516,24 +516,26 @@ def read_tfrecord(path: str, config: ObjectronConfig = ObjectronConfig()) -> Ite
 def _convert_shard(path: str, config: ObjectronConfig):
   for index, raw in enumerate(read_serialized(path)):
     name = f"{path}#{index}"
-    yield conversion.guarded(name, lambda: parse_sequence_example(raw, config, record_name=name))
+    yield dataset_conversion.guarded(
+        name, lambda: parse_sequence_example(raw, config, record_name=name))
 
 
 def conversion_plan(inputs: Sequence[str], out_dir: str,
                     config: ObjectronConfig = ObjectronConfig(),
-                    options: str = video_record.DEFAULT_OPTIONS) -> conversion.ConversionPlan:
+                    options: str = video_record.DEFAULT_OPTIONS
+                    ) -> dataset_conversion.ConversionPlan:
   """One ArrayRecord file per input tfrecord shard (`<basename>.array_record`)."""
-  shards = tuple(conversion.Shard(os.path.join(out_dir, os.path.basename(p) + ".array_record"),
-                                  (p,)) for p in inputs)
-  return conversion.ConversionPlan(shards, functools.partial(_convert_shard, config=config),
-                                   options=options)
+  shards = tuple(dataset_conversion.Shard(
+      os.path.join(out_dir, os.path.basename(p) + ".array_record"), (p,)) for p in inputs)
+  return dataset_conversion.ConversionPlan(
+      shards, functools.partial(_convert_shard, config=config), options=options)
 
 
 def convert(inputs: Sequence[str], out_dir: str, config: ObjectronConfig = ObjectronConfig(),
             options: str = video_record.DEFAULT_OPTIONS) -> dict[str, int]:
   """Converts tfrecord shards to ArrayRecord files (one per shard) in this process
   (`data_pipelines.beam_convert` runs the same plan on Apache Beam); returns {output: count}."""
-  return conversion.run_local(conversion_plan(inputs, out_dir, config, options))
+  return dataset_conversion.run_local(conversion_plan(inputs, out_dir, config, options))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

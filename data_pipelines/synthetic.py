@@ -683,7 +683,7 @@ def generate_records(seed: int, num_videos: int, config: SceneConfig, image_form
 
 
 def _convert_video(index: int, seed: int, config: SceneConfig, image_format: str):
-  from data_pipelines import conversion  # pylint: disable=g-import-not-at-top
+  from data_pipelines import dataset_conversion as conversion  # pylint: disable=g-import-not-at-top
   yield conversion.guarded(f"synthetic_{seed}_{index:06d}",
                            lambda: _record_worker((seed, index, config, image_format)))
 
@@ -694,7 +694,7 @@ def conversion_plan(out_dir: str, num_videos: int, config: SceneConfig, seed: in
   """The shards the CLI writes (`{split}.array_record-XXXXX-of-YYYYY`), one input per video, as a
   `conversion.ConversionPlan` for `data_pipelines.beam_convert`."""
   import functools  # pylint: disable=g-import-not-at-top
-  from data_pipelines import conversion  # pylint: disable=g-import-not-at-top
+  from data_pipelines import dataset_conversion as conversion  # pylint: disable=g-import-not-at-top
   from data_pipelines import video_record  # pylint: disable=g-import-not-at-top
   shards = conversion.chunked_shards(
       list(range(num_videos)), records_per_shard,

@@ -90,7 +90,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from data_pipelines import conversion
+from data_pipelines import dataset_conversion
 from data_pipelines import image_decoding
 from data_pipelines import video_record
 from neural_assets import geometry
@@ -569,18 +569,19 @@ def list_videos(input_dir: str) -> list[str]:
 
 
 def _convert_video(video_dir: str):
-  yield conversion.guarded(video_dir, lambda: read_video(video_dir))
+  yield dataset_conversion.guarded(video_dir, lambda: read_video(video_dir))
 
 
 def conversion_plan(input_dir: str, out_dir: str, split: str = "train",
                     videos_per_shard: int = VIDEOS_PER_SHARD,
-                    options: str = video_record.DEFAULT_OPTIONS) -> conversion.ConversionPlan:
+                    options: str = video_record.DEFAULT_OPTIONS
+                    ) -> dataset_conversion.ConversionPlan:
   """Shards `{out_dir}/{split}.array_record-XXXXX-of-YYYYY` of `videos_per_shard` videos; one
   input = one video directory of `input_dir`."""
-  shards = conversion.chunked_shards(
+  shards = dataset_conversion.chunked_shards(
       list_videos(input_dir), videos_per_shard,
       lambda n, count: os.path.join(out_dir, f"{split}.array_record-{n:05d}-of-{count:05d}"))
-  return conversion.ConversionPlan(shards, _convert_video, options=options)
+  return dataset_conversion.ConversionPlan(shards, _convert_video, options=options)
 
 
 def convert(input_dir: str, out_dir: str, split: str = "train",
@@ -588,8 +589,8 @@ def convert(input_dir: str, out_dir: str, split: str = "train",
             options: str = video_record.DEFAULT_OPTIONS) -> dict[str, int]:
   """Converts every video directory of `input_dir` in this process (the first refused video
   stops it, naming it); returns {shard path: videos written}."""
-  return conversion.run_local(conversion_plan(input_dir, out_dir, split, videos_per_shard,
-                                              options))
+  return dataset_conversion.run_local(conversion_plan(input_dir, out_dir, split,
+                                                      videos_per_shard, options))
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, int]:

@@ -62,7 +62,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from data_pipelines import conversion
+from data_pipelines import dataset_conversion
 from data_pipelines import video_record
 from neural_assets import geometry
 
@@ -388,25 +388,25 @@ def read_dataset(input_dir: str, config: WaymoConfig = WaymoConfig(),
 
 
 def _convert_segment(segment: str, input_dir: str, config: WaymoConfig):
-  yield conversion.guarded(f"{segment}/{config.camera}",
-                           lambda: read_segment(input_dir, segment, config))
+  yield dataset_conversion.guarded(f"{segment}/{config.camera}",
+                                   lambda: read_segment(input_dir, segment, config))
 
 
 def conversion_plan(input_dir: str, out_dir: str, config: WaymoConfig = WaymoConfig(),
                     segments: Sequence[str] | None = None, videos_per_shard: int = 16,
                     split: str = "train", options: str = video_record.DEFAULT_OPTIONS
-                    ) -> conversion.ConversionPlan:
+                    ) -> dataset_conversion.ConversionPlan:
   """Shards `{split}.array_record-waymo_<camera>-XXXXX-of-YYYYY` of `videos_per_shard`
   segments each (the experiment configs select splits by the `{split}.array_record*` prefix);
   one input = one segment."""
   if videos_per_shard < 1:
     raise ValueError(f"videos_per_shard must be >= 1, got {videos_per_shard}.")
   segments = list(segments or list_segments(input_dir))
-  shards = conversion.chunked_shards(
+  shards = dataset_conversion.chunked_shards(
       segments, videos_per_shard,
       lambda n, count: os.path.join(out_dir, f"{split}.array_record-waymo_"
                                              f"{config.camera.lower()}-{n:05d}-of-{count:05d}"))
-  return conversion.ConversionPlan(
+  return dataset_conversion.ConversionPlan(
       shards, functools.partial(_convert_segment, input_dir=input_dir, config=config),
       options=options)
 
@@ -417,8 +417,8 @@ def convert(input_dir: str, out_dir: str, config: WaymoConfig = WaymoConfig(),
             ) -> dict[str, int]:
   """Runs `conversion_plan` in this process (for small data; `data_pipelines.beam_convert`
   runs the same plan on Apache Beam); returns {path: count}."""
-  return conversion.run_local(conversion_plan(input_dir, out_dir, config, segments,
-                                              videos_per_shard, split, options))
+  return dataset_conversion.run_local(conversion_plan(input_dir, out_dir, config, segments,
+                                                      videos_per_shard, split, options))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

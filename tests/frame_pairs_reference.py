@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from data_pipelines import object_logic
+from data_pipelines import object_slots
 from data_pipelines.frame_pairs import EXAMPLE_KEYS
 from data_pipelines.frame_pairs import FramePairConfig
 from data_pipelines.frame_pairs import OBJECT_COUNT_NAMES
@@ -41,7 +41,7 @@ def select_objects(visible_src, visible_tgt, boxes_src, boxes_tgt, valid_3d, rea
   if not np.isin(status, [int(s) for s in geometry.BoxStatus]).all():
     raise ValueError(f"reason_3d holds codes that are not BoxStatus values: {reason_3d}.")
   boxes = np.stack([boxes_src, boxes_tgt]).astype(np.float64)
-  outcome, slot = object_logic.select(
+  outcome, slot = object_slots.select(
       visible, boxes, status, np.array([0, visible.shape[1]]), cfg.max_objects,
       cfg.keep_all_objects, cfg.drop_invalid_3d, cfg.visible_in_both, cfg.min_box_size)
   counts = np.bincount(outcome, minlength=len(OBJECT_COUNT_NAMES)).astype(np.int32)

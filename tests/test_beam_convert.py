@@ -12,7 +12,7 @@ beam = pytest.importorskip("apache_beam")
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from data_pipelines import beam_convert
-from data_pipelines import conversion
+from data_pipelines import dataset_conversion
 from data_pipelines import movi_e
 from data_pipelines import objectron
 from data_pipelines import synthetic
@@ -129,8 +129,9 @@ def test_cli_entry_point_and_failed_inputs(tmp_path):
   assert [r["video_id"] for r in video_record.read_array_record(
       str(tmp_path / "train.array_record-00001-of-00002"))] == [b"synthetic_0_000001"]
 
-  plan = conversion.ConversionPlan(
-      (conversion.Shard(str(tmp_path / "x" / "a.array_record"), ("bad", "worse")),), _explode)
+  plan = dataset_conversion.ConversionPlan(
+      (dataset_conversion.Shard(str(tmp_path / "x" / "a.array_record"), ("bad", "worse")),),
+      _explode)
   counters = beam_convert.run(plan, failures_prefix=str(tmp_path / "x" / "failures"))
   assert counters["failed_inputs"] == 1 and counters["failed_videos"] == 1
   assert counters["converted_videos"] == 0
@@ -146,4 +147,4 @@ def _explode(item):
 
   def broken():
     raise ValueError("no frames")
-  yield conversion.guarded(f"{item}/0", broken)
+  yield dataset_conversion.guarded(f"{item}/0", broken)

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from data_pipelines import conversion
+from data_pipelines import dataset_conversion
 from data_pipelines import synthetic
 from data_pipelines import video_record
 from data_pipelines import videos
@@ -251,7 +251,7 @@ def exported(tmp_path_factory):
   synthetic.main(["--export_videos", str(root / "folders"), "--num_videos", str(NUM_SYNTHETIC),
                   "--resolution", "32", "--num_frames", "3", "--seed", str(SEED)])
   plan = synthetic.conversion_plan(str(root / "direct"), NUM_SYNTHETIC, SCENE, seed=SEED)
-  conversion.run_local(plan)
+  dataset_conversion.run_local(plan)
   (direct,) = glob.glob(str(root / "direct" / "train.array_record-*"))
   return dict(root=root, folders=str(root / "folders"),
               direct=video_record.read_array_record(direct))

@@ -1,4 +1,4 @@
-"""The object logic of a frame-pair batch, compiled (numba): crop, project, validate, select.
+"""Which objects of a frame-pair batch get a slot, compiled (numba): crop, project, check, select.
 
 `frame_pairs.finish_examples` gathers the objects of a batch's examples into flat arrays and
 calls `batch_objects` once. One compiled loop replaces ~100 small numpy calls per batch, whose
@@ -48,7 +48,7 @@ if ([(s.name, int(s)) for s in geometry.BoxStatus]
         ("OFF_SCREEN", _OFF_SCREEN), ("TOO_SMALL", _TOO_SMALL)]
     or OBJECT_COUNT_NAMES[_INVALID_3D + 1:_OVER_MAX]
     != tuple(f"invalid_3d_{s.name.lower()}" for s in geometry.BoxStatus if s)):
-  raise ImportError("object_logic's codes disagree with geometry.BoxStatus: update both.")
+  raise ImportError("object_slots's codes disagree with geometry.BoxStatus: update both.")
 
 @numba.njit(cache=True)
 def box_status(uvd, corners, min_depth, min_projected_size):
