@@ -4,6 +4,7 @@ import struct
 import zlib
 
 import imagecodecs
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 from PIL import PngImagePlugin
@@ -403,6 +404,29 @@ def test_background_mask_covers_every_source_visible_object():
   assert expected.sum() > 0
   example, _ = reference.make_frame_pair(record, 0, 1, 0, _cfg(max_objects=2))
   assert "background_mask" not in example
+
+
+def test_boxes_union_mask_is_one_rule_for_numpy_and_jax():
+  """geometry.boxes_union_mask serves the pipeline (numpy) and the tokenizer (JAX): the same
+  pixels, box edges on pixel centres included, as a per-pixel reading of the rule."""
+  rng = np.random.default_rng(0)
+  corners = np.sort(rng.integers(0, 9, (2, 5, 2, 2)) / 8, axis=-2)  # Edges on pixel centres.
+  boxes = np.stack([corners[..., 0, 0], corners[..., 0, 1], corners[..., 1, 0],
+                    corners[..., 1, 1]], -1).astype(np.float32)  # [2, 5, 4]
+  valid = rng.random((2, 5)) > 0.3
+  height, width = 4, 8
+  centre_y, centre_x = (np.arange(height) + 0.5) / height, (np.arange(width) + 0.5) / width
+  expected = np.zeros((2, height, width), bool)
+  for b, n in zip(*np.nonzero(valid)):
+    y0, x0, y1, x1 = boxes[b, n]
+    expected[b] |= (((centre_y >= y0) & (centre_y <= y1))[:, None]
+                    & ((centre_x >= x0) & (centre_x <= x1))[None, :])
+  np_mask = geometry.boxes_union_mask(boxes, valid, height, width)
+  jax_mask = geometry.boxes_union_mask(jnp.asarray(boxes), jnp.asarray(valid), height, width)
+  assert isinstance(np_mask, np.ndarray) and np_mask.dtype == bool
+  np.testing.assert_array_equal(np_mask, expected)
+  np.testing.assert_array_equal(np.asarray(jax_mask), expected)
+  assert 0 < expected.sum() < expected.size
 
 
 def _reference_objects(record, source_frame, target_frame, cfg):
