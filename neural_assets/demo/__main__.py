@@ -16,7 +16,7 @@ Steps (each skipped when its output already exists, so re-running resumes):
      `--vae_minutes` (part of the budget; once per workdir): the paper starts from SD's trained
      VAE, and a random frozen VAE decodes every sample to noise.
   2. WORKDIR/train: `trainer.train_and_evaluate` for the rest of `--minutes` of wall-clock
-     (`config.training.max_train_seconds`, set-up and compilation included; a SIGTERM backstop makes the trainer save and stop if
+     (`config.training.max_train_seconds`, set-up and compilation included; a backstop through the trainer's on_step makes it save and stop if
      it overruns), resuming from the newest checkpoint. A tqdm bar shows time, step and loss.
   3. Evaluation of the newest checkpoint on the eval split with the trainer's `evaluate` (DDIM +
      guidance through the Evaluator, image and object level), and of the copy-source-frame
@@ -98,8 +98,8 @@ _VAE_MINUTES = flags.DEFINE_float(
     "(default: config.demo.vae_minutes, else 3) "
     "(once per workdir; 0: keep a randomly initialised VAE, whose samples are noise).")
 _BACKSTOP_SECONDS = flags.DEFINE_float(
-    "backstop_seconds", 120.0, "Grace after the budget before the demo sends itself SIGTERM "
-    "(the trainer then saves and stops); <0 disables.")
+    "backstop_seconds", 120.0, "Grace after the budget before the demo's on_step asks the "
+    "trainer to save and stop; <0 disables.")
 
 # Numbers are checked at parse time (NaN / inf included), naming the flag and the valid range.
 _FLAG_RANGES = (("minutes", "a finite number", 0), ("vae_minutes", "a finite number", 0),
