@@ -22,8 +22,10 @@ import jax
 from jax.sharding import PartitionSpec as P
 
 
-def batch_axes(mesh) -> tuple[str, ...]:
-  """The mesh axes a batch is split over: 'data' and every fsdp factor ('fsdp', 'fsdp_i')."""
+def batch_axes(mesh: jax.sharding.Mesh | jax.sharding.AbstractMesh) -> tuple[str, ...]:
+  """The mesh axes a batch is split over: 'data' and every fsdp factor ('fsdp', 'fsdp_i'), in
+  mesh order (`training/mesh.py` builds 'data' outermost). The one definition: the training
+  mesh (`mesh.batch_axes`, the batch and output shardings) and the activation hints here agree."""
   return tuple(name for name in mesh.axis_names
                if name in ("data", "fsdp") or name.startswith("fsdp_"))
 

@@ -25,6 +25,10 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+# The models' activation hints split the batch over the same axes, so the one definition lives
+# with them (models do not import training).
+from neural_assets.models.partitioning import batch_axes
+
 AXES = ("data", "fsdp", "tensor")
 
 
@@ -129,11 +133,6 @@ def expand_axis(mesh: Mesh | jax.sharding.AbstractMesh, name: str) -> tuple[str,
 def axis_size(mesh: Mesh | jax.sharding.AbstractMesh, name: str) -> int:
   """Size of a config axis ('data', 'fsdp', 'tensor') or of one mesh axis."""
   return math.prod(mesh.shape[a] for a in expand_axis(mesh, name))
-
-
-def batch_axes(mesh: Mesh | jax.sharding.AbstractMesh) -> tuple[str, ...]:
-  """Mesh axes the batch dimension is split over: 'data' and every fsdp factor."""
-  return ("data",) + fsdp_axes(mesh)
 
 
 def num_batch_shards(mesh: Mesh | jax.sharding.AbstractMesh) -> int:
