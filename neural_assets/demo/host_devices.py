@@ -9,7 +9,10 @@ cores) gave 315 ms on 1 device, 274 ms on 2, 330 ms on 4. The math is the same d
 step (the gradient of the global batch's mean loss); only the reduction order differs.
 
 JAX reads the device count once, when its backend starts: call `split_host_devices` before any
-JAX computation or device query. It never overrides a count the user set in XLA_FLAGS.
+JAX computation or device query. It sets JAX's public `jax_num_cpu_devices` option (this process
+only: nothing is written to os.environ) and never overrides a count the user set, either in
+XLA_FLAGS (`--xla_force_host_platform_device_count`) or as `jax_num_cpu_devices` (e.g. the
+JAX_NUM_CPU_DEVICES environment variable).
 """
 from __future__ import annotations
 
@@ -44,18 +47,19 @@ def split_host_devices(batch_sizes: Iterable[int], requested: int = 0) -> int:
       (1 = leave XLA's default single CPU device).
 
   Returns:
-    The device count now in XLA_FLAGS (the user's own when they set one), or 1 when nothing was
-    set.
+    The device count now set (the user's own when they set one), or 1 when nothing was set.
 
   Raises:
     RuntimeError: JAX's backends already started (too late to change the device count).
     ValueError: `requested` does not divide a batch size.
   """
+  import jax  # pylint: disable=g-import-not-at-top  (importing jax starts no backend)
   batch_sizes = [int(b) for b in batch_sizes]
-  flags = os.environ.get("XLA_FLAGS", "")
-  for flag in flags.split():
+  for flag in os.environ.get("XLA_FLAGS", "").split():
     if flag.startswith(XLA_FLAG + "="):
       return int(flag.split("=", 1)[1])
+  if jax.config.jax_num_cpu_devices >= 0:  # -1: unset.
+    return int(jax.config.jax_num_cpu_devices)
   if requested < 0:
     raise ValueError(f"cpu_devices must be >= 0, got {requested}.")
   count = requested or device_count_for(batch_sizes, usable_cores())
@@ -64,11 +68,12 @@ def split_host_devices(batch_sizes: Iterable[int], requested: int = 0) -> int:
     raise ValueError(f"cpu_devices={count} does not divide the batch sizes {bad}.")
   if count == 1:
     return 1
-  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
-  if xla_bridge.backends_are_initialized():
+  try:
+    # JAX refuses the option (RuntimeError) once its backends started.
+    jax.config.update("jax_num_cpu_devices", count)
+  except RuntimeError as e:
     raise RuntimeError("JAX's backends already started: split the host devices before any JAX "
-                       "computation or device query.")
-  os.environ["XLA_FLAGS"] = f"{flags} {XLA_FLAG}={count}".strip()
+                       "computation or device query.") from e
   return count
 
 
