@@ -136,7 +136,7 @@ def main():
       sharding_lib.batch_sharding(mesh), sharding_lib.replicated(mesh))
   train_iter = pipeline.make_train_iterator(config)
   cache_start = time.time()
-  cache = (trainer.build_latent_cache(config, vae, state) if config.training.get("cache_latents")
+  cache = (trainer.build_latent_cache(config, vae, state) if config.training.cache_latents
            else None)
   cache_seconds = time.time() - cache_start  # Counted as training time (the step's share).
 

@@ -6,6 +6,9 @@ Field names follow the transformers `ViTConfig` / `Dinov2Config` keys. Usage:
 import ml_collections
 
 _WIDTHS = {"s": (384, 6, 1536), "b": (768, 12, 3072)}
+# The variants with a published checkpoint (tests/test_configs.py builds each); the parser below
+# also accepts the other size / patch combinations.
+VARIANTS = ("vitb8", "vits16", "vitb16", "vits8", "dinov2_vitb14_reg")
 
 
 def get_config(variant: str = "vitb8") -> ml_collections.ConfigDict:

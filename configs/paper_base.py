@@ -21,7 +21,12 @@ def get_config(max_objects: int, resolution: int = 256) -> ml_collections.Config
   unet.sample_size = resolution // 8
   config.model = ml_collections.ConfigDict(dict(
       unet=unet, vae=sd.vae,
-      conditioning=conditioning.get_config("vitb8", max_objects=max_objects)))
+      conditioning=conditioning.get_config("vitb8", max_objects=max_objects),
+      # (open) No latent-position input channels (the release's UNet input is the 4 latent
+      # channels): True adds (y, x) in front of the UNet, latent_coordinate_bands K > 0 their
+      # Fourier features (4 K more); unet.in_channels must count them (configs/synthetic.py).
+      latent_coordinates=False,
+      latent_coordinate_bands=0))
   config.diffusion = sd.diffusion
   config.sampler = sampler.get_config()  # DDIM 50 steps, guidance 2.0 (open).
 

@@ -9,9 +9,12 @@ Usage: `python -m ... --config=configs/sd21.py:base` or `sd21.get_config('768')`
 """
 import ml_collections
 
+# Every `get_config` variant (tests/test_configs.py builds each).
+VARIANTS = ("base", "768")
+
 
 def unet_config(variant: str = "base") -> ml_collections.ConfigDict:
-  if variant not in ("base", "768"):
+  if variant not in VARIANTS:
     raise ValueError(f"Unknown SD-2.1 variant {variant!r}: expected 'base' or '768'.")
   return ml_collections.ConfigDict(dict(
       sample_size=64 if variant == "base" else 96,

@@ -46,7 +46,10 @@ def get_config() -> ml_collections.ConfigDict:
   cond.encoder.update(dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                            intermediate_size=64, image_size=32, input_size=32))
   cond.update(dict(token_dim=16, context_dim=32, pose_hidden_dim=32))
-  config.model = ml_collections.ConfigDict(dict(unet=unet, vae=vae, conditioning=cond))
+  # No latent-position channels, as the paper configs (configs/paper_base.py).
+  config.model = ml_collections.ConfigDict(dict(unet=unet, vae=vae, conditioning=cond,
+                                                latent_coordinates=False,
+                                                latent_coordinate_bands=0))
   config.diffusion = sd.diffusion
   config.sampler = sampler.get_config()
   config.sampler.num_inference_steps = 4

@@ -355,7 +355,8 @@ def _model_config(prediction_type="epsilon"):
   diffusion = sd21.get_config("base").diffusion
   diffusion.prediction_type = prediction_type
   return ml_collections.ConfigDict(dict(conditioning=_tiny_config(), unet=unet,
-                                        diffusion=diffusion))
+                                        diffusion=diffusion, latent_coordinates=False,
+                                        latent_coordinate_bands=0))
 
 
 class _StandInModel(nn.Module):

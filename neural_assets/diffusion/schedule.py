@@ -58,7 +58,7 @@ class NoiseSchedule:
     """Builds from a diffusers-style scheduler config (`configs/sd21.py: diffusion`)."""
     betas = make_betas(int(config["num_train_timesteps"]), float(config["beta_start"]),
                        float(config["beta_end"]), str(config["beta_schedule"]))
-    prediction_type = str(config.get("prediction_type", "epsilon"))
+    prediction_type = str(config["prediction_type"])
     _check_prediction_type(prediction_type)
     # float32 cumprod, as the reference library computes it.
     alphas_cumprod = np.cumprod(1.0 - betas, dtype=np.float32)

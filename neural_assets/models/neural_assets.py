@@ -35,9 +35,9 @@ from neural_assets.models.unet import UNet2DConditionModel
 
 def coordinate_channels(config: Any) -> int:
   """UNet input channels that `model.latent_coordinates` / `latent_coordinate_bands` add."""
-  if not config.get("latent_coordinates", False):
+  if not config.latent_coordinates:
     return 0
-  return 2 + 4 * int(config.get("latent_coordinate_bands", 0))
+  return 2 + 4 * int(config.latent_coordinate_bands)
 
 
 class NeuralAssetsModel(nn.Module):
@@ -55,7 +55,7 @@ class NeuralAssetsModel(nn.Module):
       raise ValueError(f"model.latent_coordinates adds {extra} input channels: unet.in_channels "
                        f"must be out_channels + {extra} = {c.unet.out_channels + extra}, got "
                        f"{c.unet.in_channels}.")
-    if c.get("latent_coordinate_bands", 0) and not c.get("latent_coordinates", False):
+    if c.latent_coordinate_bands and not c.latent_coordinates:
       raise ValueError("model.latent_coordinate_bands needs model.latent_coordinates = True.")
     self.tokenizer = AssetTokenizer(c.conditioning, name="tokenizer")
     self.unet = UNet2DConditionModel(**dict(c.unet), name="unet")
@@ -88,11 +88,11 @@ class NeuralAssetsModel(nn.Module):
     sides in one basis a query-key dot product is a shift-invariant kernel of (pixel - corner),
     the match that placing an object needs, rather than a function the UNet must build.
     """
-    if self.config.get("latent_coordinates", False):
+    if self.config.latent_coordinates:
       batch, height, width, _ = latents.shape
       grid = jnp.stack(jnp.meshgrid(jnp.linspace(-1.0, 1.0, height),
                                     jnp.linspace(-1.0, 1.0, width), indexing="ij"), axis=-1)
-      bands = int(self.config.get("latent_coordinate_bands", 0))
+      bands = int(self.config.latent_coordinate_bands)
       if bands:
         # Pixel centres in the pipeline's normalised image units, as the box corners.
         centres = jnp.stack(jnp.meshgrid((jnp.arange(height) + 0.5) / height,

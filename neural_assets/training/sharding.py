@@ -198,7 +198,7 @@ def per_device_bytes(abstract_tree: Any, shardings: Any) -> int:
 def config_shardings(tree: Any, mesh: Mesh, sharding_config: Any) -> Any:
   """`tree_shardings` with the knobs of `config.sharding` (rules, min_size_to_shard, split_dims)."""
   return tree_shardings(tree, mesh, sharding_config.rules, sharding_config.min_size_to_shard,
-                        sharding_config.get("split_dims", True))
+                        sharding_config.split_dims)
 
 
 def replicated_over_fsdp(abstract_tree: Any, shardings: Any, mesh: Mesh,

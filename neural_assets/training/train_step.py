@@ -176,8 +176,8 @@ def make_train_step(config: ml_collections.ConfigDict, model: NeuralAssetsModel,
   ema_decay_fn = optimizer_lib.ema_decay_schedule(float(config.optimizer.ema_decay),
                                                   float(config.optimizer.ema_warmup))
   sample_posterior = bool(config.training.vae_sample_posterior)
-  min_snr_gamma = float(config.training.get("loss_min_snr_gamma", 0.0))
-  object_weight = float(config.training.get("loss_object_weight", 0.0))
+  min_snr_gamma = float(config.training.loss_min_snr_gamma)
+  object_weight = float(config.training.loss_object_weight)
 
   def step(state: TrainState, batch: Mapping[str, jax.Array]):
     key = train_state_lib.step_rng(state)

@@ -143,7 +143,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  optimizer_lib.group_sizes(setup.abstract_state.params, config.optimizer))
     train_iter = pipeline.make_train_iterator(config)
     state = state_setup.restore_or_initialize(config, setup, checkpointer, train_iter)
-    latent_cache = (build_latent_cache(config, vae, state) if train_cfg.get("cache_latents")
+    latent_cache = (build_latent_cache(config, vae, state) if train_cfg.cache_latents
                     else None)
   except BaseException:
     checkpointer.close()
