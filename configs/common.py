@@ -1,8 +1,9 @@
 """Training, evaluation, checkpoint, mesh and optimizer sections shared by every experiment config.
 
 Each experiment config (`configs/movi_e.py`, `configs/smoke.py`, ...) calls these builders and
-overrides what differs. Values tagged (open) are not published by the paper (paper.md); they are
-the third-party readings or common choices, exposed here so that a run can change them.
+overrides what differs. Values tagged (open) are published neither in the paper nor in the
+authors' code release (tags: configs/paper_base.py); they are third-party readings or common
+choices, exposed here so that a run can change them.
 """
 import ml_collections
 
@@ -30,7 +31,7 @@ def sharding_config() -> ml_collections.ConfigDict:
 
 
 def optimizer_config() -> ml_collections.ConfigDict:
-  """AdamW as read from the authors' setting (open: not in the paper; paper.md)."""
+  """AdamW as read from the authors' setting (open: not in the paper or the release)."""
   return ml_collections.ConfigDict(dict(
       lr=5e-5,  # (open) UNet and visual encoder (pre-trained parts).
       new_layers_lr=1e-3,  # (open) token MLPs and projections (new layers).

@@ -1,7 +1,8 @@
 """The Neural Assets conditioning (asset tokenizer) at the paper's / release's values.
 
-`config.model.conditioning` of every experiment. Tags as in /work/shared/docs/paper.md:
-(release) = the authors' code, (paper) = the paper, (open) = our choice.
+`config.model.conditioning` of every experiment. Tags as in configs/paper_base.py: (release) =
+the authors' code release, (paper) = the paper or its authors in review, (open) = published in
+neither: our choice.
 Usage: `conditioning.get_config()` (MOVi-E: 23 objects, DINO ViT-B/8) or
 `get_config('vits16', max_objects=10)` for MOVi-A/B/C with a small encoder.
 """

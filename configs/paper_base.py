@@ -1,8 +1,15 @@
 """The paper's model and training setting (SD-2.1 base at 256x256 + DINO ViT-B/8), shared by the
 MOVi-E, Objectron and Waymo configs, which set the dataset-specific parts.
 
-Tags as in /work/shared/docs/paper.md: (release) the authors' code, (paper) the paper,
-(open) unpublished: our choice, change it by config.
+Where each value comes from, tagged in the comments:
+- (release): the value in the authors' partial code release (google-deepmind/neural_assets,
+  JAX/Flax: the conditioning encoder, the diffusion wrapper, MOVi preprocessing and a one-batch
+  loss notebook; no training loop, sampler, evaluation or weights);
+- (paper): stated in the paper (Wu et al., "Neural Assets: 3D-Aware Multi-Object Scene Synthesis
+  with Image Diffusion Models", NeurIPS 2024, arXiv 2406.09292) or by its authors in the public
+  review discussion;
+- (open): published in neither: our choice (or a common one), exposed here so that a run can
+  change it by config.
 """
 import ml_collections
 

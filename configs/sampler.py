@@ -12,7 +12,7 @@ def get_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       num_inference_steps=50,  # (open) the usual DDIM budget.
       eta=0.0,  # deterministic DDIM.
-      guidance_scale=2.0,  # (open) paper.md: a common choice.
+      guidance_scale=2.0,  # (open) a common choice.
       timestep_spacing="leading",
       steps_offset=1,
       set_alpha_to_one=False,
