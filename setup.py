@@ -76,7 +76,10 @@ setuptools.setup(
     name="neural_assets",
     version="0.1.0",
     description=__doc__,
-    packages=setuptools.find_packages(include=["neural_assets*", "data_pipelines*", "configs*"]),
+    # benchmarks: they import each other (`from benchmarks import ...`), so `python
+    # benchmarks/x.py` needs the package importable like the others.
+    packages=setuptools.find_packages(include=["neural_assets*", "data_pipelines*", "configs*",
+                                               "benchmarks*"]),
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

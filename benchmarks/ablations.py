@@ -34,14 +34,10 @@ import copy
 import json
 import os
 import platform
-import sys
 import time
 from typing import Any, Mapping, Optional, Sequence
 
-if __package__ in (None, ""):  # `python benchmarks/ablations.py`
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from neural_assets import config_files  # pylint: disable=g-import-not-at-top,wrong-import-position
+from neural_assets import config_files
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _RESULTS = os.path.join(_ROOT, "benchmarks", "results")

@@ -42,7 +42,6 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 # Dense (no 2:4 sparsity) bf16 peak per chip, TFLOP/s: (device_kind regex, peak, source).
 PEAK_BF16_TFLOPS = (

@@ -12,4 +12,5 @@ if [ -z "$PY" ]; then
 fi
 # A persistent compilation cache makes a second run (or a rerun after a time-out) start fast.
 export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-/tmp/neural_assets_xla_cache}"
-exec timeout "${BENCH_TIMEOUT_S:-480}" "$PY" benchmarks/accelerator.py "$@"
+# `-m` from the repository root: runs without installing the package (a bare machine).
+exec timeout "${BENCH_TIMEOUT_S:-480}" "$PY" -m benchmarks.accelerator "$@"

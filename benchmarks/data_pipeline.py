@@ -28,7 +28,7 @@ CPU-second of this process (= per core); wall-clock rates are listed for referen
 shared machine), and so are minor page faults per pair. Results go to a JSON file.
 
 Usage:
-  python benchmarks/data_pipeline.py [--num_videos 6] [--num_pairs 768] [--resolution 256]
+  python -m benchmarks.data_pipeline [--num_videos 6] [--num_pairs 768] [--resolution 256]
       [--image_format png] [--batch_size 8] [--data_dir DIR]
       [--out benchmarks/results/data_pipeline.json]
 """
@@ -41,7 +41,6 @@ import math
 import os
 import platform
 import resource
-import sys
 import tempfile
 import time
 
@@ -50,8 +49,6 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from data_pipelines import data_config
 from data_pipelines import frame_pairs
 from data_pipelines import image_decoding

@@ -13,11 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import Any, Optional, Sequence
-
-if __package__ in (None, ""):  # `python benchmarks/edit_fidelity.py`
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from neural_assets.evaluation.edit_fidelity import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED,

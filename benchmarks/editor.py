@@ -11,7 +11,7 @@ on demand. Without --checkpoint, a random-weight checkpoint of --config is writt
 training code's Checkpointer (timings do not depend on weight values).
 
 Usage:
-  python benchmarks/editor.py [--config configs/synthetic.py] [--checkpoint WORKDIR]
+  python -m benchmarks.editor [--config configs/synthetic.py] [--checkpoint WORKDIR]
       [--repeats 5] [--out benchmarks/results/editor.json]
 """
 from __future__ import annotations
@@ -26,9 +26,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from neural_assets import app as app_lib
 from neural_assets import config_files
 from neural_assets import editing

@@ -13,7 +13,7 @@ Training time excludes evaluation time. Writes --out (JSON; rewritten after ever
 killed run keeps its curve) and the same name with .png (the plot).
 
 Usage:
-  python benchmarks/learning_curve.py [--minutes 10] [--eval_every_steps 300] \
+  python -m benchmarks.learning_curve [--minutes 10] [--eval_every_steps 300] \
       [--workdir /tmp/na_curve] [--config configs/synthetic.py] [--set optimizer.lr=1e-3 ...] \
       [--out benchmarks/results/learning_curve.json]
 """
@@ -24,13 +24,10 @@ import copy
 import json
 import os
 import platform
-import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-# pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
 import numpy as np
 

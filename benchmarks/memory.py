@@ -16,7 +16,7 @@ figures and says `compile: timed out`. Compiling with `--xla_backend_optimizatio
 assignment, so the memory figures are those of a normal compile.
 
 Usage:
-  python benchmarks/memory.py [--config configs/movi_e.py] [--devices 1,8,64,256]
+  python -m benchmarks.memory [--config configs/movi_e.py] [--devices 1,8,64,256]
       [--per_device_batch 1] [--compile_timeout 1500] [--no_compile]
       [--out benchmarks/results/memory.json]
 """
@@ -32,9 +32,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from neural_assets import config_files  # pylint: disable=g-import-not-at-top,wrong-import-position
+from neural_assets import config_files
 
 
 def compiled_memory(compiled) -> dict[str, int]:
@@ -154,18 +153,22 @@ def worker(args) -> None:
 
 def run_count(args, n: int) -> dict:
   """Runs `worker` for n devices in a subprocess; keeps the plan if the compile times out."""
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT,
+  env = {**os.environ, "JAX_PLATFORMS": "cpu",
          "XLA_FLAGS": (f"--xla_force_host_platform_device_count={n} "
                        f"--xla_backend_optimization_level={args.opt_level}"),
          "TF_CPP_MIN_LOG_LEVEL": "3"}
-  cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(n), "--config", args.config,
+  # `-m` from the repository root, so the worker imports this package as the parent does
+  # (installed or not); the config path is made absolute for the worker's working directory.
+  path, sep, arg = args.config.partition(":")
+  config = os.path.abspath(path) + sep + arg
+  cmd = [sys.executable, "-m", "benchmarks.memory", "--worker", str(n), "--config", config,
          "--per_device_batch", str(args.per_device_batch),
          "--min_size_to_shard", str(args.min_size_to_shard)]
   cmd += ["--no_compile"] if args.no_compile else []
   cmd += ["--single_dim"] if args.single_dim else []
   start = time.perf_counter()
-  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+  proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
   try:
     stdout, stderr = proc.communicate(timeout=args.compile_timeout)
     timed_out = False

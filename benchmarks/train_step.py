@@ -14,7 +14,7 @@ In one run:
 Batches are random arrays of the configured shapes (the step's cost does not depend on values).
 
 Usage:
-  python benchmarks/train_step.py [--config configs/smoke.py] [--mesh data=-1,fsdp=1]
+  python -m benchmarks.train_step [--config configs/smoke.py] [--mesh data=-1,fsdp=1]
       [--batch_size 8] [--steps 10] [--no_torch] [--no_plan]
       [--out benchmarks/results/train_step.json]
 Multi-device CPU runs: XLA_FLAGS=--xla_force_host_platform_device_count=8 ... --mesh data=2,fsdp=4
@@ -26,7 +26,6 @@ import inspect
 import json
 import os
 import platform
-import sys
 import time
 
 import jax
@@ -35,9 +34,8 @@ import numpy as np
 import optax
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from neural_assets.diffusion.schedule import NoiseSchedule  # pylint: disable=g-import-not-at-top
+from neural_assets.diffusion.schedule import NoiseSchedule
 from neural_assets import config_files
 from neural_assets.models.unet import UNet2DConditionModel
 from neural_assets.training import mesh as mesh_lib

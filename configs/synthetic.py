@@ -40,7 +40,7 @@ learned null context, adaptive RoIAlign); what is toy-sized, and why:
   (`benchmarks/train_step.py`, 2 devices, with and without the tunable).
 
   python -m neural_assets.demo --workdir=/tmp/na_demo            # data, VAE, training, report
-  python benchmarks/learning_curve.py --minutes 10                # the curve of this config
+  python -m benchmarks.learning_curve --minutes 10                # the curve of this config
 """
 import ml_collections
 

@@ -149,7 +149,8 @@ def test_every_config_has_every_key_the_model_reads(name, args):
 @pytest.mark.parametrize("section,key", [
     ("model", "latent_coordinates"), ("model", "latent_coordinate_bands"),
     ("diffusion", "prediction_type"), ("training", "loss_min_snr_gamma"),
-    ("training", "loss_object_weight"), ("sharding", "split_dims"), ("model.conditioning", "null_condition")])
+    ("training", "loss_object_weight"), ("sharding", "split_dims"),
+    ("model.conditioning", "null_condition")])
 def test_a_missing_model_key_is_an_error(section, key):
   """The check above is real: without one of the keys the code reads, building fails (no
   silent default)."""
