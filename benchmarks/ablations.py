@@ -90,7 +90,7 @@ def run_variant(config, name: str, workdir: str, minutes: float, num_scenes: int
                 log=print) -> dict[str, Any]:
   """Trains one variant for `minutes`, then scores it; returns (and saves) its result."""
   # pylint: disable=g-import-not-at-top
-  from neural_assets.evaluation import edit_fidelity
+  from benchmarks import edit_fidelity
   from neural_assets.training import trainer
   # pylint: enable=g-import-not-at-top
   out_dir = os.path.join(workdir, name)

@@ -68,7 +68,7 @@ def main(argv=None) -> int:
   bundle = inference.load_model_for_inference(checkpoint)
   report["load_seconds"] = time.perf_counter() - start
   report["resolution"] = list(bundle.resolution)
-  scene = app_lib.fit_to_slots(app_lib.synthetic_scene(0, bundle), bundle.max_objects)
+  scene = app_lib.synthetic_scene(0, bundle).keep_largest(bundle.max_objects)
   edit = editing.as_edit(scene)
   report["num_objects"] = scene.num_objects
 

@@ -45,6 +45,7 @@ from neural_assets import editing
 from neural_assets import inference
 from neural_assets.editing import draw
 from neural_assets.editing import trajectory as trajectory_lib
+from neural_assets.images import slug
 
 # Where `bash demo.sh` trains (REPO/workdir/demo) and where `python -m neural_assets.demo` does by
 # default (./workdir/demo): the first that exists.
@@ -173,7 +174,7 @@ class Editor:
                            guidance_scale=float(guidance_scale), num_steps=int(num_steps),
                            seed=int(seed))[0, 0]
     progress(0.95, "Writing the PNG")
-    path = os.path.join(self.out_dir, f"render_{_slug(session.scene)}_{uuid.uuid4().hex[:8]}.png")
+    path = _fresh_path(self.out_dir, "render", session.scene, ".png")
     Image.fromarray(image).save(path)
     return image, path
 
@@ -203,7 +204,7 @@ class Editor:
         self.bundle, edits, seed=int(seed), shared_noise=bool(shared_noise),
         guidance_scale=float(guidance_scale), num_steps=int(num_steps),
         progress=lambda done, total: progress(done / total, f"{done}/{total} frames rendered"))
-    stem = os.path.join(self.out_dir, f"motion_{_slug(session.scene)}_{uuid.uuid4().hex[:8]}")
+    stem = _fresh_path(self.out_dir, "motion", session.scene)
     mp4, gif = trajectory_lib.write_videos(frames, stem, ("mp4", "gif"), float(fps),
                                            _video_scale(frames.shape[1:3]))
     return frames, mp4, gif
@@ -217,7 +218,7 @@ class Editor:
   def save_edit(self, session: Session) -> str:
     """Writes the current edit as `.npz` (`Edit.save`) and returns its path (a fresh name: several
     browser sessions share the directory)."""
-    path = os.path.join(self.out_dir, f"edited_{_slug(session.scene)}_{uuid.uuid4().hex[:8]}.npz")
+    path = _fresh_path(self.out_dir, "edited", session.scene, ".npz")
     session.edit.save(path)
     return path
 
@@ -257,8 +258,10 @@ def _describe(edit: editing.Edit) -> str:
   return f"{live} object(s)" + (f", {len(edit.steps)} edit(s) loaded" if edit.steps else "")
 
 
-def _slug(text: str) -> str:
-  return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)[:40] or "scene"
+def _fresh_path(out_dir: str, kind: str, scene: str, ext: str = "") -> str:
+  """OUT_DIR/<kind>_<scene slug>_<random>EXT: a fresh name (several browser sessions share the
+  directory)."""
+  return os.path.join(out_dir, f"{kind}_{slug(scene, default='scene')}_{uuid.uuid4().hex[:8]}{ext}")
 
 
 def object_choices(edit: editing.Edit) -> list[tuple[str, int]]:
@@ -293,22 +296,13 @@ def load_scenes(directory: str | None, bundle: inference.ModelBundle,
   for path in paths:
     loaded = editing.load_scene_or_edit(path)
     if isinstance(loaded, editing.Scene):
-      loaded = editing.as_edit(fit_to_slots(loaded, bundle.max_objects))
+      loaded = editing.as_edit(loaded.keep_largest(bundle.max_objects))
     scenes[os.path.splitext(os.path.basename(path))[0]] = loaded
   if not scenes:
     for seed in range(num_synthetic):
-      scenes[f"synthetic_{seed}"] = editing.as_edit(fit_to_slots(synthetic_scene(seed, bundle),
-                                                         bundle.max_objects))
+      scenes[f"synthetic_{seed}"] = editing.as_edit(
+          synthetic_scene(seed, bundle).keep_largest(bundle.max_objects))
   return scenes
-
-
-def fit_to_slots(scene: editing.Scene, max_objects: int) -> editing.Scene:
-  """The scene's `max_objects` largest objects (2D box area), in their original order."""
-  if scene.num_objects <= max_objects:
-    return scene
-  boxes = scene.boxes_2d
-  area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-  return scene.subset(np.sort(np.argsort(-area, kind="stable")[:max_objects]))
 
 
 def synthetic_scene(seed: int, bundle: inference.ModelBundle) -> editing.Scene:

@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import re
 import sys
 from typing import Callable, Sequence
 
@@ -55,6 +54,7 @@ from PIL import Image
 from neural_assets import editing
 from neural_assets import inference
 from neural_assets.editing import trajectory as trajectory_lib
+from neural_assets.images import image_grid, slug
 from neural_assets.cli_validation import finite_float, int_at_least
 
 DEFAULT_VIDEO_FORMATS = "mp4,gif"
@@ -199,28 +199,6 @@ def build_edit(scene: editing.Scene | editing.Edit, op: str,
   return dataclasses.replace(edit, steps=(op.strip(),))
 
 
-def slug(text: str, max_len: int = 40) -> str:
-  """A file-name-safe short form of an op string."""
-  return re.sub(r"[^A-Za-z0-9.=-]+", "_", text.strip()).strip("_")[:max_len] or "edit"
-
-
-def make_grid(rows: Sequence[Sequence[np.ndarray]], gap: int = 2,
-              fill: int = 255) -> np.ndarray:
-  """[H, W, 3] uint8 images (all the same size) in rows -> one [R*(H+gap)-gap, ..., 3] image."""
-  height, width, _ = rows[0][0].shape
-  cols = max(len(r) for r in rows)
-  grid = np.full((len(rows) * (height + gap) - gap, cols * (width + gap) - gap, 3), fill,
-                 np.uint8)
-  for i, row in enumerate(rows):
-    for j, image in enumerate(row):
-      if image.shape != (height, width, 3):
-        raise ValueError(f"Grid image ({i}, {j}) has shape {image.shape}, want "
-                         f"{(height, width, 3)}.")
-      y, x = i * (height + gap), j * (width + gap)
-      grid[y:y + height, x:x + width] = image
-  return grid
-
-
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="python -m neural_assets.edit", description=__doc__.split("\n\n")[0],
@@ -287,7 +265,7 @@ def write_stills(bundle: inference.ModelBundle, scene: editing.Scene,
   rows = [[source] + [images[k, v] for k in range(len(edits))]
           for v in range(args.num_variations)]
   grid_path = os.path.join(args.out_dir, "grid.png")
-  Image.fromarray(make_grid(rows)).save(grid_path)
+  Image.fromarray(image_grid(rows, border=False)).save(grid_path)
   print(f"Wrote {len(written)} edit image(s) and {grid_path} (columns: source | "
         + " | ".join(args.op) + ")")
 

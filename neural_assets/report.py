@@ -3,7 +3,7 @@
 Everything here is a pure function of arrays / dicts that writes files, so it is testable
 without a model:
 
-  grid = image_grid([[source, target, sample], ...])            # [rows*H, cols*W, 3] uint8
+  grid = images.image_grid([[source, target, sample], ...])     # [rows*H, cols*W, 3] uint8
   curves = read_event_scalars(workdir)                          # {'train/loss': (steps, values)}
   write_report(out_dir, grids=[Grid('recon', 'Reconstruction', grid, ['source', ...])],
                curves=curves, metrics={'model': {...}, 'copy source frame': {...}},
@@ -23,7 +23,8 @@ import os
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
-from PIL import Image
+
+from neural_assets.images import to_uint8, write_png
 
 # Direction of improvement of each metric name (the part after 'image/' or 'object/').
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "dino": True, "lpips": False, "fid": False}
@@ -54,49 +55,6 @@ class Grid:
 # Images.
 
 
-def to_uint8(image: Any) -> np.ndarray:
-  """[H, W, 3] (or [H, W]) uint8, or float in [0, 1] -> [H, W, 3] uint8. Raises on other input."""
-  image = np.asarray(image)
-  if image.ndim == 2:
-    image = np.repeat(image[..., None], 3, axis=-1)
-  if image.ndim != 3 or image.shape[-1] != 3:
-    raise ValueError(f"Expected an [H, W, 3] image, got shape {image.shape}.")
-  if image.dtype == np.uint8:
-    return image
-  if not np.issubdtype(image.dtype, np.floating):
-    raise ValueError(f"Expected uint8 or float images, got {image.dtype}.")
-  if not np.all(np.isfinite(image)):
-    raise ValueError("Image contains NaN or inf.")
-  # Samplers overshoot [0, 1] by round-off; anything further out is a caller's range bug.
-  if image.min() < -0.05 or image.max() > 1.05:
-    raise ValueError(f"Float image values in [{image.min():.3f}, {image.max():.3f}] are not in "
-                     "[0, 1].")
-  return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def image_grid(rows: Sequence[Sequence[Any]], pad: int = 2, pad_value: int = 255) -> np.ndarray:
-  """Tiles images into a grid: rows[r][c] is an [H, W, 3] image; all the same size.
-
-  Returns [R*H + (R+1)*pad, C*W + (C+1)*pad, 3] uint8.
-  """
-  if not rows or not all(len(r) for r in rows):
-    raise ValueError("image_grid needs at least one non-empty row.")
-  num_cols = max(len(r) for r in rows)
-  tiles = [[to_uint8(im) for im in r] for r in rows]
-  height, width = tiles[0][0].shape[:2]
-  for r, row in enumerate(tiles):
-    for c, tile in enumerate(row):
-      if tile.shape[:2] != (height, width):
-        raise ValueError(f"Image [{r}][{c}] is {tile.shape[:2]}, expected {(height, width)}.")
-  out = np.full((len(rows) * (height + pad) + pad, num_cols * (width + pad) + pad, 3), pad_value,
-                np.uint8)
-  for r, row in enumerate(tiles):
-    for c, tile in enumerate(row):
-      y, x = pad + r * (height + pad), pad + c * (width + pad)
-      out[y:y + height, x:x + width] = tile
-  return out
-
-
 def draw_boxes(image: Any, boxes: Any, color: Sequence[int] = (255, 0, 0),
                thickness: int = 1) -> np.ndarray:
   """Outlines normalised [y0, x0, y1, x1] boxes [K, 4] on an image -> [H, W, 3] uint8 copy.
@@ -119,17 +77,6 @@ def draw_boxes(image: Any, boxes: Any, color: Sequence[int] = (255, 0, 0),
     out[top:bottom + 1, left:left + t] = color
     out[top:bottom + 1, max(right - t + 1, 0):right + 1] = color
   return out
-
-
-def write_png(image: Any, path: str, scale: int = 1) -> str:
-  """Writes an image (uint8 or [0, 1] float) as PNG, upscaled by `scale` (nearest)."""
-  image = to_uint8(image)
-  if scale < 1:
-    raise ValueError(f"scale must be >= 1, got {scale}.")
-  if scale > 1:
-    image = np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
-  Image.fromarray(image).save(path, format="PNG")
-  return path
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 
 from configs import conditioning as conditioning_config
 from data_pipelines import frame_pairs
-from neural_assets.evaluation import edit_fidelity
+from neural_assets.evaluation import edit_cases
 from neural_assets.models import conditioning
 from tests import frame_pairs_reference
 from tests import video_fixtures
@@ -193,7 +193,7 @@ def test_smoke_run_trains_scores_and_resumes(tmp_path):
   result = report["results"]["shuffled_pose"]
   assert result["steps"] >= 1 and result["switches"] == {"model.conditioning.shuffle_pose": True}
   assert result["heldout"]["heldout/image/count"] > 0
-  assert set(result["edit_means"]) == set(edit_fidelity.EDIT_TYPES)
+  assert set(result["edit_means"]) == set(edit_cases.EDIT_TYPES)
   assert os.path.exists(tmp_path / "a.png")
   # A finished variant is read back, not trained again.
   again = ablations.main(args)

@@ -1,5 +1,6 @@
-"""Edit fidelity (neural_assets/evaluation/edit_fidelity.py and its CLI): ground-truth renders of edits, the scores' ceiling,
-and a smoke run of the runner on a tiny checkpoint."""
+"""Edit fidelity (benchmarks/edit_fidelity.py; the ground truth, data_pipelines/synthetic_edits.py;
+cases, scores, effects and report, neural_assets/evaluation/edit_*.py): ground-truth renders of
+edits, the scores' ceiling, and a smoke run of the runner on a tiny checkpoint."""
 import json
 import os
 import sys
@@ -13,6 +14,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import edit_fidelity as ef_cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from neural_assets.evaluation import edit_fidelity as ef  # pylint: disable=g-import-not-at-top,wrong-import-position
 from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top,wrong-import-position
+from data_pipelines import synthetic_edits  # pylint: disable=g-import-not-at-top,wrong-import-position
+from neural_assets.evaluation import edit_cases  # pylint: disable=g-import-not-at-top,wrong-import-position
+from neural_assets.evaluation import edit_effects  # pylint: disable=g-import-not-at-top,wrong-import-position
+from neural_assets.evaluation import edit_report  # pylint: disable=g-import-not-at-top,wrong-import-position
 from neural_assets import editing  # pylint: disable=g-import-not-at-top,wrong-import-position
 from neural_assets.evaluation import lpips  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -23,7 +28,7 @@ SEED = 1000
 
 @pytest.fixture(scope="module")
 def held():
-  return ef.heldout_scenes(CFG, SEED, 3, (RES, RES), 6, frame=1)
+  return synthetic_edits.heldout_scenes(CFG, SEED, 3, (RES, RES), 6, frame=1)
 
 
 def _states(*helds):
@@ -48,7 +53,7 @@ def test_state_at_renders_the_generators_frame():
 
 def test_unedited_ground_truth_is_the_source_frame(held):
   for h in held:
-    image, masks = ef.render_ground_truth(h.scene, _states(h), CFG, (RES, RES))
+    image, masks = synthetic_edits.render_ground_truth(h.scene, _states(h), CFG, (RES, RES))
     np.testing.assert_array_equal(image, h.scene.image)
     assert sorted(masks) == list(range(h.scene.num_objects))
 
@@ -58,7 +63,8 @@ def test_edits_render_as_the_edited_state_given_directly(held):
   scene, states = h.scene, _states(h)
   k = 0
   offset = np.array([0.5, -0.25, 0.0])
-  rendered = lambda e: ef.render_ground_truth(e, states, CFG, (RES, RES))[0]  # noqa: E731
+  rendered = lambda e: synthetic_edits.render_ground_truth(  # noqa: E731
+      e, states, CFG, (RES, RES))[0]
   direct = lambda s: synthetic.render_state(s, CFG, (RES, RES))["rgb"]  # noqa: E731
   base = _direct(h)
 
@@ -90,15 +96,16 @@ def test_edits_render_as_the_edited_state_given_directly(held):
 
 def test_a_removed_object_is_absent_from_the_ground_truth(held):
   h = held[0]
-  k = int(np.argmax([m.sum() for m in ef.render_ground_truth(h.scene, _states(h), CFG,
+  k = int(np.argmax([m.sum() for m in synthetic_edits.render_ground_truth(h.scene, _states(h), CFG,
                                                              (RES, RES))[1].values()]))
-  image, masks = ef.render_ground_truth(editing.remove(h.scene, k), _states(h), CFG, (RES, RES))
+  image, masks = synthetic_edits.render_ground_truth(editing.remove(h.scene, k), _states(h), CFG,
+                                                     (RES, RES))
   assert k not in masks and len(masks) == h.scene.num_objects - 1
   keep = [i for i in range(h.scene.num_objects) if i != k]
   want = synthetic.render_state(h.state.subset(h.scene.instance_ids[keep]), CFG)
   np.testing.assert_array_equal(image, want["rgb"])
   # What was the object now shows what is behind it.
-  _, before = ef.render_ground_truth(h.scene, _states(h), CFG, (RES, RES))
+  _, before = synthetic_edits.render_ground_truth(h.scene, _states(h), CFG, (RES, RES))
   assert (image[before[k]] != h.scene.image[before[k]]).any()
 
 
@@ -107,16 +114,17 @@ def test_duplicate_and_insert_copy_the_appearance(held):
   states = _states(h, other)
   scene = h.scene if h.scene.num_objects < 6 else editing.remove(h.scene, 0)
   dup = editing.duplicate(scene, 1, (0.0, 0.0, 0.0), center=(0.0, 0.0, 0.5), allow_invalid=True)
-  state, objects = ef.ground_truth_state(dup, states)
+  state, objects = synthetic_edits.ground_truth_state(dup, states)
   new, orig = objects[len(dup.assets) - 1], objects[1]
   np.testing.assert_array_equal(state.colors[new], state.colors[orig])
   assert state.shapes[new] == state.shapes[orig] and state.patterns[new] == state.patterns[orig]
   ins = editing.insert(scene, other.scene, 0, allow_invalid=True)
-  state, objects = ef.ground_truth_state(ins, states)
+  state, objects = synthetic_edits.ground_truth_state(ins, states)
   donor = other.state.subset(other.scene.instance_ids[:1])
   np.testing.assert_array_equal(state.colors[objects[len(ins.assets) - 1]], donor.colors[0])
   # Background swap: the donor's ground and sky, this scene's camera.
-  state, _ = ef.ground_truth_state(editing.replace_background(h.scene, other.scene), states)
+  state, _ = synthetic_edits.ground_truth_state(editing.replace_background(h.scene, other.scene),
+                                                states)
   np.testing.assert_array_equal(state.ground, other.state.ground)
   np.testing.assert_array_equal(state.cam_to_world, h.state.cam_to_world)
 
@@ -148,13 +156,14 @@ def test_a_perfect_model_scores_the_ceiling(held):
   states = _states(h, other)
 
   def perfect(scene, edits):  # The ground truth in place of the model.
-    return np.stack([ef.render_ground_truth(e, states, CFG, (RES, RES))[0] for e in edits])
+    return np.stack([synthetic_edits.render_ground_truth(e, states, CFG, (RES, RES))[0]
+                     for e in edits])
 
   scorer = ef.Scorer(_random_lpips(), crop_size=RES)
-  result = ef.score_scene(h, other, 6, perfect, scorer, CFG)
-  assert set(result["scores"]) == set(ef.EDIT_TYPES)  # every edit type was applied.
+  result = ef_cli.score_scene(h, other, 6, perfect, scorer, CFG)
+  assert set(result["scores"]) == set(edit_cases.EDIT_TYPES)  # every edit type was applied.
   means = ef.aggregate([result])
-  for name in ef.EDIT_TYPES:
+  for name in edit_cases.EDIT_TYPES:
     for method in ("model", "ground truth (ceiling)"):
       row = means[name][method]
       assert row["image/psnr"] == ef.PSNR_CAP and row["image/lpips"] == 0.0, (name, row)
@@ -178,8 +187,9 @@ def test_smoke_run_on_a_tiny_checkpoint(tmp_path):
   assert os.path.exists(os.path.join(out, "index.html"))
   assert any(f.startswith("grid_") and f.endswith(".png") for f in os.listdir(out))
   saved = json.loads(results.read_text())
-  assert set(saved["means"]) == set(ef.EDIT_TYPES)
-  assert saved["checkpoint_step"] == 0 and report["settings"]["held_out_seed"] == ef.DEFAULT_SEED
+  assert set(saved["means"]) == set(edit_cases.EDIT_TYPES)
+  assert saved["checkpoint_step"] == 0
+  assert report["settings"]["held_out_seed"] == synthetic_edits.DEFAULT_SEED
   # A random model is far from the ground truth; the ceiling row is not.
   model = saved["summary"]["model"]
   assert model["image/psnr"] < 40 and saved["summary"]["ground truth (ceiling)"]["image/psnr"] \
@@ -188,12 +198,12 @@ def test_smoke_run_on_a_tiny_checkpoint(tmp_path):
   # The powered format: per-scene scores and ground-truth changes, paired differences with
   # intervals (one scene: none), the verdict per edit type, marked in both tables.
   scene0 = saved["per_scene"][0]
-  assert set(scene0["scores"]) == set(scene0["ground_truth_change"]) == set(ef.EDIT_TYPES)
+  assert set(scene0["scores"]) == set(scene0["ground_truth_change"]) == set(edit_cases.EDIT_TYPES)
   assert min(scene0["ground_truth_change"].values()) >= ef.MIN_GROUND_TRUTH_CHANGE
   diff = saved["differences"]["rotate (yaw)"]["source frame"]["region/psnr"]
   assert diff["n"] == 1 and diff["low"] is None and not diff["better_than_zero"]
-  assert saved["takes_effect"] == {name: False for name in ef.EDIT_TYPES}
-  assert saved["settings"]["bootstrap"]["seed"] == ef.BOOTSTRAP_SEED
+  assert saved["takes_effect"] == {name: False for name in edit_cases.EDIT_TYPES}
+  assert saved["settings"]["bootstrap"]["seed"] == edit_effects.BOOTSTRAP_SEED
   table = open(os.path.join(out, "table.md")).read()
   assert "| edit | takes effect | scenes |" in table and table.count("| no |") >= 10
   page = open(os.path.join(out, "index.html")).read()
@@ -207,7 +217,7 @@ def test_smoke_run_on_a_tiny_checkpoint(tmp_path):
 def _world(name: str) -> synthetic.SceneConfig:
   import importlib  # pylint: disable=g-import-not-at-top
   config = importlib.import_module(f"configs.{name}").get_config()
-  return ef.scene_config_for(config)
+  return synthetic_edits.scene_config_for(config)
 
 
 @pytest.mark.parametrize("name", ["synthetic_3d", "synthetic"])
@@ -216,7 +226,7 @@ def test_every_edit_types_ground_truth_differs_from_the_unedited_one(name):
   # magnitude whose ground truth differs from the unedited ground truth in at least
   # MIN_GROUND_TRUTH_CHANGE of the scored region's pixels (recomputed here from the renders).
   config, res, num = _world(name), (64, 64), 6
-  held = ef.heldout_scenes(config, SEED, num + ef.NUM_DONORS, res, 3)
+  held = synthetic_edits.heldout_scenes(config, SEED, num + ef_cli.NUM_DONORS, res, 3)
   states = _states(*held)
   scorer = ef.Scorer(None, crop_size=16)
 
@@ -224,18 +234,18 @@ def test_every_edit_types_ground_truth_differs_from_the_unedited_one(name):
     return np.stack([scene.image] * len(edits))
 
   for i in range(num):
-    donors = held[i + 1:i + 1 + ef.NUM_DONORS]
-    result = ef.score_scene(held[i], donors, 3, copy_source, scorer, config)
-    assert set(result["scores"]) == set(ef.EDIT_TYPES), result["notes"]
-    cases = ef.make_cases(held[i].scene, [d.scene for d in donors], 3)  # Without the check.
-    unedited, u_masks = ef.render_ground_truth(held[i].scene, states, config, res)
+    donors = held[i + 1:i + 1 + ef_cli.NUM_DONORS]
+    result = ef_cli.score_scene(held[i], donors, 3, copy_source, scorer, config)
+    assert set(result["scores"]) == set(edit_cases.EDIT_TYPES), result["notes"]
+    cases = edit_cases.make_cases(held[i].scene, [d.scene for d in donors], 3)  # Without the check.
+    unedited, u_masks = synthetic_edits.render_ground_truth(held[i].scene, states, config, res)
     for edit_type, change in result["ground_truth_change"].items():
       assert change >= ef.MIN_GROUND_TRUTH_CHANGE, (edit_type, change)
       assert result["notes"][edit_type] != "no variant accepted"
     # The rotated object's region, recomputed: the first accepted yaw turns it visibly.
     k = cases["rotate (yaw)"].obj
-    turned = editing.rotate(held[i].scene, k, yaw=ef.YAW_DEGREES[0])
-    image, masks = ef.render_ground_truth(turned, states, config, res)
+    turned = editing.rotate(held[i].scene, k, yaw=edit_cases.YAW_DEGREES[0])
+    image, masks = synthetic_edits.render_ground_truth(turned, states, config, res)
     box = ef.union_box([ef.mask_box(u_masks[k]), ef.mask_box(masks[k])])
     assert ef.changed_fraction(image, unedited, box, 0.1) >= ef.MIN_GROUND_TRUTH_CHANGE
     # Copying the source frame scores exactly the source-frame baseline.
@@ -246,18 +256,18 @@ def test_every_edit_types_ground_truth_differs_from_the_unedited_one(name):
 def test_bootstrap_interval_and_paired_differences():
   rng = np.random.default_rng(3)
   effect = 1.0 + 0.5 * rng.standard_normal(32)
-  low, high = ef.bootstrap_interval(effect)
+  low, high = edit_effects.bootstrap_interval(effect)
   assert 0.0 < low < effect.mean() < high
   # About the normal-theory width 2 * 1.96 * sd / sqrt(n).
   width = 2 * 1.96 * effect.std(ddof=1) / np.sqrt(effect.size)
   assert 0.7 * width < high - low < 1.3 * width
-  assert ef.bootstrap_interval(effect) == (low, high)  # The seed is fixed.
+  assert edit_effects.bootstrap_interval(effect) == (low, high)  # The seed is fixed.
   noise = 0.5 * rng.standard_normal(32)
   noise -= noise.mean()
-  low, high = ef.bootstrap_interval(noise)
+  low, high = edit_effects.bootstrap_interval(noise)
   assert low < 0.0 < high
-  assert ef.bootstrap_interval(np.full(5, 2.0)) == (2.0, 2.0)
-  assert ef.bootstrap_interval(np.array([1.0])) == (None, None)
+  assert edit_effects.bootstrap_interval(np.full(5, 2.0)) == (2.0, 2.0)
+  assert edit_effects.bootstrap_interval(np.array([1.0])) == (None, None)
 
   def scene(model, unedited, source, lpips_model=0.1):
     row = lambda psnr, iou, lp: {"region/psnr": psnr, "localisation/iou": iou,  # noqa: E731
@@ -268,44 +278,44 @@ def test_bootstrap_interval_and_paired_differences():
 
   # The model beats both baselines on every scene in PSNR and IoU: takes effect.
   per_scene = [scene((15 + e, 0.5 + 0.05 * e), (14, 0.3), (13, 0.2)) for e in effect]
-  diffs = ef.paired_differences(per_scene)
+  diffs = edit_effects.paired_differences(per_scene)
   rot = diffs["rotate (yaw)"]
   assert rot["model, unedited"]["region/psnr"]["mean"] == pytest.approx(1 + effect.mean())
   assert rot["source frame"]["localisation/iou"]["n"] == 32
   lp = rot["source frame"]["region/lpips"]
   assert lp["better"] == "lower" and lp["mean"] == pytest.approx(-0.2) and lp["better_than_zero"]
-  assert ef.takes_effect(diffs)["rotate (yaw)"]
-  assert not ef.takes_effect(diffs)["remove"]  # No scenes: no effect.
+  assert edit_effects.takes_effect(diffs)["rotate (yaw)"]
+  assert not edit_effects.takes_effect(diffs)["remove"]  # No scenes: no effect.
   # The same PSNR as the unedited render on half the scenes, worse on the other: no effect.
   per_scene = [scene((14 + (i % 2) * -1.0, 0.5), (14, 0.3), (13, 0.2)) for i in range(32)]
-  assert not ef.takes_effect(ef.paired_differences(per_scene))["rotate (yaw)"]
+  assert not edit_effects.takes_effect(edit_effects.paired_differences(per_scene))["rotate (yaw)"]
   # NaN (e.g. an object not visible in the truth) drops the scene from that pair only.
   per_scene = [scene((15, float("nan") if i < 4 else 0.5), (14, 0.3), (13, 0.2))
                for i in range(32)]
-  rot = ef.paired_differences(per_scene)["rotate (yaw)"]
+  rot = edit_effects.paired_differences(per_scene)["rotate (yaw)"]
   assert rot["source frame"]["localisation/iou"]["n"] == 28
   assert rot["source frame"]["region/psnr"]["n"] == 32
 
 
 def test_a_perfect_model_takes_effect_everywhere_and_copying_nowhere():
   config, res, num = _world("synthetic_3d"), (64, 64), 8
-  held = ef.heldout_scenes(config, SEED, num + ef.NUM_DONORS, res, 3)
+  held = synthetic_edits.heldout_scenes(config, SEED, num + ef_cli.NUM_DONORS, res, 3)
   states = _states(*held)
   scorer = ef.Scorer(_random_lpips(), crop_size=64)  # AlexNet LPIPS needs crops of >= ~32 px.
 
   def perfect(scene, edits):
-    return np.stack([ef.render_ground_truth(e, states, config, res)[0] for e in edits])
+    return np.stack([synthetic_edits.render_ground_truth(e, states, config, res)[0] for e in edits])
 
   def copy_source(scene, edits):
     return np.stack([scene.image] * len(edits))
 
   for render, expected in ((perfect, True), (copy_source, False)):
-    per_scene = [ef.score_scene(held[i], held[i + 1:i + 1 + ef.NUM_DONORS], 3, render, scorer,
-                                config) for i in range(num)]
-    diffs = ef.paired_differences(per_scene)
-    effects = ef.takes_effect(diffs)
-    assert effects == {name: expected for name in ef.EDIT_TYPES}, (expected, effects)
-    text = ef.format_effects(diffs, effects)
+    per_scene = [ef_cli.score_scene(held[i], held[i + 1:i + 1 + ef_cli.NUM_DONORS], 3, render,
+                                    scorer, config) for i in range(num)]
+    diffs = edit_effects.paired_differences(per_scene)
+    effects = edit_effects.takes_effect(diffs)
+    assert effects == {name: expected for name in edit_cases.EDIT_TYPES}, (expected, effects)
+    text = edit_report.format_effects(diffs, effects)
     assert text.count("| YES |") == (10 if expected else 0)
     assert text.count("| no |") == (0 if expected else 10)
     if expected:

@@ -137,6 +137,17 @@ def test_scene_subset(scene):
     scene.subset([4])
 
 
+def test_scene_keep_largest(scene):
+  boxes = scene.boxes_2d
+  area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+  order = scene.largest_first()
+  assert sorted(order) == list(range(scene.num_objects))
+  assert all(area[a] >= area[b] for a, b in zip(order, order[1:]))
+  kept = scene.keep_largest(2)
+  np.testing.assert_array_equal(kept.instance_ids, scene.instance_ids[np.sort(order[:2])])
+  assert scene.keep_largest(scene.num_objects) is scene
+
+
 def test_scene_rejects_bad_inputs(scene):
   kwargs = {name: getattr(scene, name) for name in editing.SCENE_ARRAYS}
   with pytest.raises(ValueError, match="uint8"):

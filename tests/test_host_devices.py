@@ -41,24 +41,25 @@ def test_errors(monkeypatch):
   assert host_devices.split_host_devices((16,), 1) == 1  # Nothing to set: no error.
 
 
+def _run(code: str, **env) -> list[str]:
+  """stdout words of `code` in a fresh Python (no XLA_FLAGS unless given), run from the repo."""
+  env = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, **env}
+  return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True,
+                        capture_output=True, text=True, timeout=120).stdout.split()
+
+
 def test_split_before_jax_starts_gives_the_devices():
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  code = ("from neural_assets.demo import host_devices\n"
-          "n = host_devices.split_host_devices((16, 32), 2)\n"
-          "import jax, os\n"
-          "print(n, jax.device_count(), jax.default_backend(), 'XLA_FLAGS' in os.environ)\n")
-  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True,
-                       capture_output=True, text=True, timeout=120).stdout.split()
+  out = _run("from neural_assets.demo import host_devices\n"
+             "n = host_devices.split_host_devices((16, 32), 2)\n"
+             "import jax, os\n"
+             "print(n, jax.device_count(), jax.default_backend(), 'XLA_FLAGS' in os.environ)\n")
   # Public jax config only: the process environment is left alone.
   assert out == ["2", "2", "cpu", "False"]
 
 
 def test_a_users_jax_num_cpu_devices_is_kept():
-  env = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, "JAX_NUM_CPU_DEVICES": "3"}
-  code = ("from neural_assets.demo import host_devices\n"
-          "n = host_devices.split_host_devices((12,), 2)\n"
-          "import jax\n"
-          "print(n, jax.device_count())\n")
-  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True,
-                       capture_output=True, text=True, timeout=120).stdout.split()
+  out = _run("from neural_assets.demo import host_devices\n"
+             "n = host_devices.split_host_devices((12,), 2)\n"
+             "import jax\n"
+             "print(n, jax.device_count())\n", JAX_NUM_CPU_DEVICES="3")
   assert out == ["3", "3"]

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from neural_assets import images
 from neural_assets import report
 
 
@@ -20,26 +21,26 @@ def _png_pixels(data: bytes) -> np.ndarray:
 
 
 def test_to_uint8_converts_and_rejects():
-  np.testing.assert_array_equal(report.to_uint8(np.full((2, 2, 3), 0.5, np.float32)),
+  np.testing.assert_array_equal(images.to_uint8(np.full((2, 2, 3), 0.5, np.float32)),
                                 np.full((2, 2, 3), 128, np.uint8))
-  assert report.to_uint8(np.zeros((2, 2))).shape == (2, 2, 3)
+  assert images.to_uint8(np.zeros((2, 2))).shape == (2, 2, 3)
   with pytest.raises(ValueError, match="not in"):
-    report.to_uint8(np.full((2, 2, 3), 2.0, np.float32))
+    images.to_uint8(np.full((2, 2, 3), 2.0, np.float32))
   with pytest.raises(ValueError, match="NaN"):
-    report.to_uint8(np.full((2, 2, 3), np.nan, np.float32))
+    images.to_uint8(np.full((2, 2, 3), np.nan, np.float32))
   with pytest.raises(ValueError, match="shape"):
-    report.to_uint8(np.zeros((2, 2, 4), np.uint8))
+    images.to_uint8(np.zeros((2, 2, 4), np.uint8))
 
 
 def test_image_grid_places_tiles():
-  grid = report.image_grid([[_image(10), _image(20)], [_image(30)]], pad=1, pad_value=255)
+  grid = images.image_grid([[_image(10), _image(20)], [_image(30)]], pad=1, pad_value=255)
   assert grid.shape == (2 * 9 + 1, 2 * 9 + 1, 3)
   assert (grid[1:9, 1:9] == 10).all() and (grid[1:9, 10:18] == 20).all()
   assert (grid[10:18, 1:9] == 30).all()
   assert (grid[10:18, 10:18] == 255).all()  # Missing tile stays padding.
   assert (grid[0] == 255).all() and (grid[:, 9] == 255).all()
   with pytest.raises(ValueError, match="expected"):
-    report.image_grid([[_image(0, 8), _image(0, 4)]])
+    images.image_grid([[_image(0, 8), _image(0, 4)]])
 
 
 def test_draw_boxes_outline_only():
@@ -83,9 +84,9 @@ def test_metrics_table_rows_columns_and_values():
 @pytest.mark.parametrize("embed", [False, True])
 def test_write_report_writes_every_image_and_table(tmp_path, embed):
   out = str(tmp_path / "report")
-  grids = [report.Grid("recon", "Reconstruction", report.image_grid([[_image(50), _image(60)]]),
+  grids = [report.Grid("recon", "Reconstruction", images.image_grid([[_image(50), _image(60)]]),
                        ("source", "sample")),
-           report.Grid("translate", "Translate", report.image_grid([[_image(70)]]))]
+           report.Grid("translate", "Translate", images.image_grid([[_image(70)]]))]
   curves = {"train/loss": (np.array([1, 2, 3]), np.array([1.0, 0.5, 0.2])),
             "eval/image/psnr": (np.array([3]), np.array([14.0]))}
   metrics = {"model": {"image/psnr": 14.0, "object/psnr": 11.5},

@@ -164,10 +164,10 @@ NUM_VIDEOS = 24
 
 def _world(name: str, resolution: int = 64) -> synthetic.SceneConfig:
   """The SceneConfig a demo config's data are rendered with (as neural_assets.demo renders)."""
-  from neural_assets.evaluation import edit_fidelity  # pylint: disable=g-import-not-at-top
+  from data_pipelines import synthetic_edits  # pylint: disable=g-import-not-at-top
   config = importlib.import_module(f"configs.{name}").get_config()
   config.data.resolution = (resolution, resolution)
-  return edit_fidelity.scene_config_for(config)
+  return synthetic_edits.scene_config_for(config)
 
 
 def _apparent_size_ratios(seed: int, index: int, config: synthetic.SceneConfig) -> list[float]:

@@ -283,19 +283,20 @@ FID_RES = 48
 @pytest.fixture(scope="module")
 def fidelity_setup():
   from data_pipelines import synthetic
-  from neural_assets.evaluation import edit_fidelity as ef
+  from data_pipelines import synthetic_edits
   config = synthetic.SceneConfig(height=FID_RES, width=FID_RES, num_frames=4)
-  (held,) = ef.heldout_scenes(config, ef.DEFAULT_SEED, 1, (FID_RES, FID_RES), 6, frame=1)
+  (held,) = synthetic_edits.heldout_scenes(config, synthetic_edits.DEFAULT_SEED, 1,
+                                           (FID_RES, FID_RES), 6, frame=1)
   return held, config
 
 
 def _truth_renderer(held, config):
-  from neural_assets.evaluation import edit_fidelity as ef
+  from data_pipelines import synthetic_edits
   states = {id(held.scene): held.state}
 
   def perfect(scene, edits, shared_noise):
     del scene, shared_noise
-    return np.stack([ef.render_ground_truth(e, states, config, (FID_RES, FID_RES))[0]
+    return np.stack([synthetic_edits.render_ground_truth(e, states, config, (FID_RES, FID_RES))[0]
                      for e in edits])
 
   return perfect

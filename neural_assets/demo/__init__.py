@@ -13,7 +13,7 @@
 The public names are re-exported here.
 """
 from neural_assets.demo.data import SYNTHETIC_DEFAULTS, data_spec, ensure_data
-from neural_assets.demo.edits import EDIT_TYPES, keep_largest_objects, make_edits, run_edits
+from neural_assets.demo.edits import EDIT_TYPES, make_edits, run_edits
 from neural_assets.demo.evaluation import (Restored, copy_source_sample_fn,
                                            evaluate_model_and_baseline,
                                            make_vae_reconstruction_fn, restore_latest)

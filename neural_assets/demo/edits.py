@@ -12,10 +12,11 @@ import ml_collections
 import numpy as np
 
 from neural_assets import report as report_lib
+from neural_assets.images import image_grid
 from neural_assets.demo.evaluation import Restored
-from neural_assets.evaluation import edit_fidelity
+from neural_assets.evaluation import edit_cases
 
-EDIT_TYPES = edit_fidelity.EDIT_TYPES  # The demo shows the edits the benchmark scores.
+EDIT_TYPES = edit_cases.EDIT_TYPES  # The demo shows the edits the benchmark scores.
 # A few frames at a few DDIM steps: 7 trajectories cost about 7 x 6 renders at 5 steps, a small
 # part of the demo's evaluation (which samples at config.sampler's steps).
 DEFAULT_TRAJECTORY_FRAMES = 6
@@ -65,26 +66,13 @@ def read_eval_record(config: ml_collections.ConfigDict, video_index: int) -> dic
   return source.read_record(int(video_index))  # Frames are read when used.
 
 
-def keep_largest_objects(scene: Any, max_objects: int) -> Any:
-  """The scene with only its `max_objects` largest objects (2D box area), as the training
-  pipeline keeps them when a frame has more objects than the model's slots."""
-  from neural_assets import editing  # pylint: disable=g-import-not-at-top
-  if scene.num_objects <= max_objects:
-    return scene
-  keep = np.sort(edit_fidelity.object_order(scene)[:max_objects])
-  return editing.Scene(image=scene.image, boxes_2d=scene.boxes_2d[keep],
-                       centers=scene.centers[keep], sizes=scene.sizes[keep],
-                       rotations=scene.rotations[keep], instance_ids=scene.instance_ids[keep],
-                       intrinsics=scene.intrinsics, world_to_camera=scene.world_to_camera)
-
-
 def make_edits(scene: Any, other: Any, max_objects: int
                ) -> dict[str, tuple[Optional[Any], str]]:
-  """Every edit type on `scene`: {type: (its `edit_fidelity.EditCase` or None, note)}, chosen
+  """Every edit type on `scene`: {type: (its `edit_cases.EditCase` or None, note)}, chosen
   exactly as the edit-fidelity benchmark chooses them (`make_cases`: objects by decreasing size,
   a few magnitudes, within the model's `max_objects` slots); `other` (another scene, or None)
   donates the inserted object and the swapped background."""
-  cases = edit_fidelity.make_cases(scene, other, max_objects)
+  cases = edit_cases.make_cases(scene, other, max_objects)
   edits = {}
   for name in EDIT_TYPES:
     case = cases.get(name)
@@ -132,10 +120,11 @@ def run_edits(config: ml_collections.ConfigDict, restored: Restored,
   scenes = []
   for i in range(count + (1 if count < len(examples["video_index"]) else 0)):
     record = read_eval_record(config, examples["video_index"][i])
-    scenes.append(keep_largest_objects(editing.scene_from_video_record(
+    scenes.append(editing.scene_from_video_record(
         record, int(examples["source_frame"][i]), resolution=tuple(config.data.resolution),
         resize_method=config.data.resize_method, min_depth=float(config.data.min_depth),
-        min_projected_size=float(config.data.min_projected_size)), bundle.max_objects))
+        min_projected_size=float(config.data.min_projected_size)
+    ).keep_largest(bundle.max_objects))
   per_type: dict[str, list[list[np.ndarray]]] = {name: [] for name in EDIT_TYPES}
   overview, notes = [], {name: [] for name in EDIT_TYPES}
   grey = np.full(scenes[0].image.shape, 128, np.uint8)
@@ -164,7 +153,7 @@ def run_edits(config: ml_collections.ConfigDict, restored: Restored,
   motions = (render_trajectories(bundle, scenes[0], settings["frames"], settings["steps"],
                                  int(config.eval.seed)) if settings["frames"] else {})
   grids = [report_lib.Grid(
-      "edits_overview", "All edits", report_lib.image_grid(overview),
+      "edits_overview", "All edits", image_grid(overview),
       columns=("source + boxes", "reconstruction") + EDIT_TYPES,
       caption="One row per eval scene (its source frame); grey: no object allowed the edit.")]
   for name in EDIT_TYPES:
@@ -173,7 +162,7 @@ def run_edits(config: ml_collections.ConfigDict, restored: Restored,
         f"Trajectory on scene 0: {spec!r} ({settings['frames']} frames, {settings['steps']} DDIM "
         "steps, the same initial noise for every frame).")) if frames is not None else {}
     grids.append(report_lib.Grid(
-        "edit_" + name.replace(" ", "_"), f"Edit: {name}", report_lib.image_grid(per_type[name]),
+        "edit_" + name.replace(" ", "_"), f"Edit: {name}", image_grid(per_type[name]),
         columns=("source (edited object boxed)", "before: render of the unedited scene",
                  "after: render of the edit"),
         caption=("Green: the edited object's box before and its target box after the edit "

@@ -13,6 +13,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from neural_assets import images
 from neural_assets import report as report_lib
 from neural_assets.demo.data import data_spec, ensure_data, write_scenes
 from neural_assets.demo.edits import run_edits
@@ -77,24 +78,28 @@ def fidelity_tables(fidelity: Mapping[str, Any], num_scenes: int
                     ) -> dict[str, tuple[str, dict[str, dict[str, Any]]]]:
   """The report's edit-fidelity tables: the verdict per edit type with its intervals, and the
   means per edit type and method (each row marked)."""
-  from neural_assets.evaluation import edit_fidelity  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from neural_assets.evaluation import edit_effects
+  from neural_assets.evaluation import edit_fidelity
+  from neural_assets.evaluation import edit_report
+  # pylint: enable=g-import-not-at-top
   seed = fidelity["settings"]["held_out_seed"]
   effects = fidelity["takes_effect"]
-  fewer = (f" (the benchmark's default is {edit_fidelity.DEFAULT_NUM_SCENES}; the demo scores "
+  fewer = (f" (the benchmark's default is {edit_effects.DEFAULT_NUM_SCENES}; the demo scores "
            f"fewer to fit its budget, so its intervals are wider)"
-           if num_scenes < edit_fidelity.DEFAULT_NUM_SCENES else "")
+           if num_scenes < edit_effects.DEFAULT_NUM_SCENES else "")
   verdict = {}
   for edit, by_baseline in fidelity["differences"].items():
     row = {"takes effect": "YES" if effects[edit] else "no"}
     for baseline, by_metric in by_baseline.items():
       short = "unedited" if baseline == "model, unedited" else "source"
       for metric, d in by_metric.items():
-        row[f"\u0394 vs {short}: {metric}"] = edit_fidelity.format_difference(d, metric)
+        row[f"\u0394 vs {short}: {metric}"] = edit_report.format_difference(d, metric)
     verdict[edit] = row
   taking = [e for e, ok in effects.items() if ok]
   title = "Does each edit take effect? (edit fidelity against the generator's ground truth)"
   caption = (f"{num_scenes} held-out scenes{fewer} (generator seed {seed}). "
-             + edit_fidelity.EFFECTS_CAPTION
+             + edit_report.EFFECTS_CAPTION
              + f" At this budget {len(taking)} of {len(effects)} edit types take effect"
              + (f": {', '.join(taking)}." if taking else "."))
   means_title = "How well edits work (edit fidelity against the generator's ground truth)"
@@ -128,7 +133,7 @@ def reconstruction_grid(examples: Mapping[str, np.ndarray]) -> report_lib.Grid:
         green(np.clip(examples["vae_reconstruction"][i], 0.0, 1.0)),
     ])
   return report_lib.Grid(
-      "reconstruction", "Held-out pairs: model vs copy-source", report_lib.image_grid(rows),
+      "reconstruction", "Held-out pairs: model vs copy-source", images.image_grid(rows),
       columns=("source (+ source boxes)", "target (+ target boxes)",
                "model: DDIM + guidance from source appearance + target poses",
                "copy-source baseline (the source frame)", "target through the VAE (ceiling)"),
@@ -234,8 +239,8 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str, minutes: float, *,
   tables, links = {}, {}
   if num_fidelity_scenes > 0:
     # pylint: disable=g-import-not-at-top
+    from benchmarks import edit_fidelity
     from neural_assets import inference
-    from neural_assets.evaluation import edit_fidelity
     # pylint: enable=g-import-not-at-top
     t_fidelity = time.time()
     bundle = inference.bundle_from_train_state(eval_config, restored.state, restored.step,

@@ -124,6 +124,21 @@ class Scene:
                  instance_ids=self.instance_ids[keep], intrinsics=self.intrinsics,
                  world_to_camera=self.world_to_camera)
 
+  def largest_first(self) -> list[int]:
+    """Object indices by decreasing 2D box area (ties in index order): the biggest object is the
+    clearest to edit and the last to drop."""
+    boxes = self.boxes_2d
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return [int(i) for i in np.argsort(-area, kind="stable")]
+
+  def keep_largest(self, max_objects: int) -> "Scene":
+    """The scene with only its `max_objects` largest objects (2D box area) in their original
+    order, as the training pipeline keeps them when a frame has more objects than the model's
+    slots; the scene itself when it has no more."""
+    if self.num_objects <= max_objects:
+      return self
+    return self.subset(np.sort(self.largest_first()[:max_objects]))
+
   def arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
     """The scene's arrays keyed `prefix + name` (for `.npz` files holding several scenes)."""
     return {prefix + name: getattr(self, name) for name in SCENE_ARRAYS}

@@ -53,9 +53,12 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from data_pipelines import synthetic_edits
 from neural_assets import editing
 from neural_assets.editing import trajectory
+from neural_assets.evaluation import edit_cases
 from neural_assets.evaluation import edit_fidelity as ef
+from neural_assets.evaluation import edit_report
 
 TRAJECTORY_TYPES = ("translate (image plane)", "translate (depth)", "rotate (yaw)", "rescale",
                     "duplicate", "camera move", "camera orbit")
@@ -86,15 +89,16 @@ def candidate_specs(scene: editing.Scene, name: str, num_frames: int) -> list[st
   """The trajectory specs of type `name` on `scene`, in the order they are tried: objects by
   decreasing 2D box size, then `edit_fidelity`'s magnitudes for that edit type."""
   n = int(num_frames)
-  objects = ef.object_order(scene)
+  objects = scene.largest_first()
   if name == "translate (image plane)":
     return [f"translate {k} x=0:{_num(m)}:{n} frame=camera" for k in objects
-            for m in ef.IMAGE_PLANE_OFFSETS]
+            for m in edit_cases.IMAGE_PLANE_OFFSETS]
   if name == "translate (depth)":
     specs = []
     for k in objects:
       center = scene.world_to_camera[:3, :3] @ scene.centers[k] + scene.world_to_camera[:3, 3]
-      for factor in ef.DEPTH_FACTORS:  # The offset that takes the centre to factor x its depth.
+      # The offset that takes the centre to factor x its depth.
+      for factor in edit_cases.DEPTH_FACTORS:
         dx, dy, dz = ((factor - 1.0) * center).tolist()
         specs.append(f"translate {k} x=0:{_num(dx)} y=0:{_num(dy)} z=0:{_num(dz)}:{n} "
                      "frame=camera")
@@ -103,15 +107,15 @@ def candidate_specs(scene: editing.Scene, name: str, num_frames: int) -> list[st
     end = FULL_TURN * (n - 1) / n  # The frame after the last would be 360 = frame 0: it loops.
     return [f"rotate {k} yaw=0:{_num(end)}:{n}" for k in objects]
   if name == "rescale":
-    return [f"rescale {k} 1:{_num(f)}:{n}" for k in objects for f in ef.RESCALE_FACTORS]
+    return [f"rescale {k} 1:{_num(f)}:{n}" for k in objects for f in edit_cases.RESCALE_FACTORS]
   if name == "duplicate":
     return [f"duplicate {k} x=0:{_num(m)}:{n} frame=camera" for k in objects
-            for m in ef.DUPLICATE_OFFSETS]
+            for m in edit_cases.DUPLICATE_OFFSETS]
   if name == "camera move":
     return [f"camera x=0:{_num(x)} y=0:{_num(y)} z=0:{_num(z)}:{n}"
-            for x, y, z in ef.CAMERA_OFFSETS]
+            for x, y, z in edit_cases.CAMERA_OFFSETS]
   if name == "camera orbit":
-    return [f"camera orbit=0:{_num(d)}:{n}" for d in ef.ORBIT_DEGREES]
+    return [f"camera orbit=0:{_num(d)}:{n}" for d in edit_cases.ORBIT_DEGREES]
   raise ValueError(f"Unknown trajectory type {name!r} (want one of {TRAJECTORY_TYPES}).")
 
 
@@ -211,7 +215,7 @@ def score_frames(pred: np.ndarray, truth: np.ndarray, regions: Sequence[Optional
   return scores
 
 
-def score_scene(held: ef.HeldOutScene, max_objects: int, render_model: RenderFn,
+def score_scene(held: synthetic_edits.HeldOutScene, max_objects: int, render_model: RenderFn,
                 scorer: ef.Scorer, scene_config, num_frames: int = DEFAULT_NUM_FRAMES,
                 per_frame_noise: bool = True, diff_threshold: float = 0.1,
                 min_change: float = ef.MIN_GROUND_TRUTH_CHANGE,
@@ -231,15 +235,16 @@ def score_scene(held: ef.HeldOutScene, max_objects: int, render_model: RenderFn,
   resolution = scene.image.shape[:2]
   states = {id(scene): held.state}
   unedited = editing.as_edit(scene)
-  u_img, u_masks = ef.render_ground_truth(unedited, states, scene_config, resolution)
+  u_img, u_masks = synthetic_edits.render_ground_truth(unedited, states, scene_config,
+                                                       resolution)
   # id(edit) -> (edit, render): holding the edit keeps its id from being reused by a later
   # candidate's edit once a refused candidate is freed.
   truth_cache: dict[int, tuple[editing.Edit, tuple[np.ndarray, dict[int, np.ndarray]]]] = {}
 
   def ground_truth(edit):
     if id(edit) not in truth_cache:
-      truth_cache[id(edit)] = (edit, ef.render_ground_truth(edit, states, scene_config,
-                                                            resolution))
+      truth_cache[id(edit)] = (edit, synthetic_edits.render_ground_truth(edit, states,
+                                                                         scene_config, resolution))
     return truth_cache[id(edit)][1]
 
   def region(edit):
@@ -317,7 +322,7 @@ def model_renderer(bundle, seed: int = 0, guidance_scale: Optional[float] = None
 
 
 def run(bundle, *, num_scenes: int = DEFAULT_NUM_SCENES, num_frames: int = DEFAULT_NUM_FRAMES,
-        seed: int = ef.DEFAULT_SEED, out_dir: Optional[str] = None, lpips_fn=None,
+        seed: int = synthetic_edits.DEFAULT_SEED, out_dir: Optional[str] = None, lpips_fn=None,
         render_seed: int = 0, guidance_scale: Optional[float] = None,
         num_steps: Optional[int] = None, per_frame_noise: bool = True, crop_size: int = 64,
         diff_threshold: float = 0.1, render_model: Optional[RenderFn] = None,
@@ -331,9 +336,10 @@ def run(bundle, *, num_scenes: int = DEFAULT_NUM_SCENES, num_frames: int = DEFAU
   load_start = os.getloadavg()
   config = bundle.config
   resolution = tuple(int(r) for r in config.data.resolution)
-  scene_config = ef.scene_config_for(config)
-  scenes = ef.heldout_scenes(scene_config, seed, num_scenes, resolution, bundle.max_objects,
-                             resize_method=config.data.get("resize_method", "area"))
+  scene_config = synthetic_edits.scene_config_for(config)
+  scenes = synthetic_edits.heldout_scenes(scene_config, seed, num_scenes, resolution,
+                                          bundle.max_objects,
+                                          resize_method=config.data.get("resize_method", "area"))
   render_model = render_model or model_renderer(bundle, render_seed, guidance_scale, num_steps,
                                                 max(1, int(num_frames)))
   scorer = ef.Scorer(lpips_fn, crop_size)
@@ -401,7 +407,7 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--num_scenes", type=int_at_least(1), default=DEFAULT_NUM_SCENES)
   parser.add_argument("--num_frames", type=int_at_least(trajectory.MIN_FRAMES),
                       default=DEFAULT_NUM_FRAMES)
-  parser.add_argument("--seed", type=int, default=ef.DEFAULT_SEED,
+  parser.add_argument("--seed", type=int, default=synthetic_edits.DEFAULT_SEED,
                       help="Held-out generator stream (default: %(default)s).")
   parser.add_argument("--render_seed", type=int, default=0)
   parser.add_argument("--num_steps", type=int_at_least(1), default=None)
@@ -421,8 +427,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   from neural_assets import inference  # pylint: disable=g-import-not-at-top
   from neural_assets.evaluation import lpips  # pylint: disable=g-import-not-at-top
   bundle = inference.load_model_for_inference(args.checkpoint, step=args.step)
-  out_dir = args.out_dir or os.path.join(os.path.dirname(ef.default_out_dir(args.checkpoint)),
-                                         "trajectory_fidelity")
+  out_dir = args.out_dir or os.path.join(
+      os.path.dirname(edit_report.default_out_dir(args.checkpoint)), "trajectory_fidelity")
   report = run(bundle, num_scenes=args.num_scenes, num_frames=args.num_frames, seed=args.seed,
                out_dir=out_dir, lpips_fn=lpips.distance_fn(args.lpips_weights),
                render_seed=args.render_seed, guidance_scale=args.guidance,
