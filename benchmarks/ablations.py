@@ -21,7 +21,7 @@ compiles, so compile time is not charged; the steps reached are reported, since 
 machine's load changes them), and are scored the same way:
 - held-out metrics: `trainer.evaluate_checkpoint` on the eval split with the paper's frame pairs
   (gap >= `--eval_min_gap`, whatever the variant trained on), image and object level;
-- edit fidelity: `neural_assets/evaluation/edit_fidelity.py` on `--num_scenes` held-out scenes (its means over
+- edit fidelity: `benchmarks/edit_fidelity.py` on `--num_scenes` held-out scenes (its means over
   the edit types of the model row).
 Results: WORKDIR/<variant>/result.json (a finished variant is skipped when re-run, so a dead run
 resumes), `--out` JSON (benchmarks/results/ablations.json) and a bar chart (`--chart`,

@@ -200,11 +200,11 @@ def bench_full_step(config, batch_size: int, steps: int, memory_limit: int | Non
   from neural_assets.training import mesh as mesh_lib
   from neural_assets.training import sharding as sharding_lib
   from neural_assets.training import train_step as train_step_lib
-  from neural_assets.training import trainer
+  from neural_assets.training.state_setup import setup_state
 
   mesh = mesh_lib.create_mesh({"data": 1}, jax.devices()[:1])
   model, vae = train_step_lib.build_models(config)
-  setup = trainer.setup_state(config, model, vae, mesh)
+  setup = setup_state(config, model, vae, mesh)
   step = train_step_lib.make_train_step(
       config, model, vae, setup.tx, setup.schedules, setup.state_shardings,
       sharding_lib.batch_sharding(mesh), sharding_lib.replicated(mesh))
@@ -236,6 +236,7 @@ def bench_unet_jax(config, batch_size: int, steps: int) -> dict:
   import jax.numpy as jnp
   import optax
   from benchmarks.memory import compiled_flops  # pylint: disable=g-import-not-at-top
+  from benchmarks.train_step import unet_train_step
   from neural_assets.diffusion.schedule import NoiseSchedule
   from neural_assets.models.unet import UNet2DConditionModel
 
@@ -251,20 +252,7 @@ def bench_unet_jax(config, batch_size: int, steps: int) -> dict:
   tx = optax.adamw(1e-4)
   opt_state = tx.init(params)
 
-  def step(params, opt_state, key):
-    noise_key, t_key = jax.random.split(key)
-    noise = jax.random.normal(noise_key, x0.shape)
-    t = jax.random.randint(t_key, (batch_size,), 0, schedule.num_train_timesteps)
-
-    def loss_fn(p):
-      out = unet.apply({"params": p}, schedule.add_noise(x0, noise, t), t, ctx)
-      return jnp.mean(jnp.square(out.astype(jnp.float32) - noise))
-
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  jitted = jax.jit(step, donate_argnums=(0, 1))
+  jitted = jax.jit(unet_train_step(unet, schedule, tx, x0, ctx), donate_argnums=(0, 1))
   start = time.perf_counter()
   compiled = jitted.lower(params, opt_state, jax.random.key(0)).compile()
   compile_s = time.perf_counter() - start

@@ -129,7 +129,7 @@ def run(bundle, *, num_scenes: int = DEFAULT_NUM_SCENES, seed: int = DEFAULT_SEE
   pool = num_scenes + min(NUM_DONORS, num_scenes)
   scenes = synthetic_edits.heldout_scenes(scene_config, seed, pool, resolution,
                                           bundle.max_objects,
-                                          resize_method=config.data.get("resize_method", "area"))
+                                          resize_method=config.data.resize_method)
   render_model = render_model or model_renderer(bundle, render_seed, guidance_scale, num_steps)
   scorer = Scorer(lpips_fn, crop_size)
   per_scene = []

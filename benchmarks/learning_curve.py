@@ -105,6 +105,9 @@ def main():
   from neural_assets.training import sharding as sharding_lib
   from neural_assets.training import train_step as train_step_lib
   from neural_assets.training import trainer
+  from neural_assets.training.eval_sampling import evaluate, make_evaluator, make_sample_fn
+  from neural_assets.training.init_checkpoint import load_pretrained
+  from neural_assets.training.state_setup import setup_state
 
   t_start = time.time()
   config = config_files.load(args.config, args.set)
@@ -123,10 +126,10 @@ def main():
 
   mesh = mesh_lib.create_mesh(config.mesh)
   model, vae = train_step_lib.build_models(config)
-  setup = trainer.setup_state(config, model, vae, mesh)
+  setup = setup_state(config, model, vae, mesh)
   state = setup.init_fn(jax.random.key(config.training.seed))
   if config.training.init_checkpoint:
-    state = trainer.load_pretrained(state, config.training.init_checkpoint, setup,
+    state = load_pretrained(state, config.training.init_checkpoint, setup,
                                     config.optimizer.ema_decay > 0)
   step_fn = train_step_lib.make_train_step(
       config, model, vae, setup.tx, setup.schedules, setup.state_shardings,
@@ -144,13 +147,13 @@ def main():
       break
     eval_batches.append(batch)
   sampler = DDIMSampler.from_config(config.diffusion, config.sampler)
-  sample_fn = trainer.make_sample_fn(config, model, vae, sampler)
-  evaluator = trainer.make_evaluator(config)
+  sample_fn = make_sample_fn(config, model, vae, sampler)
+  evaluator = make_evaluator(config)
   quiet = metric_writers.MultiWriter([])
   strip = lambda m: {k[len("eval/"):]: float(v) for k, v in m.items()}  # noqa: E731
-  baseline = strip(trainer.evaluate(eval_config, model, vae, state, mesh, quiet,
+  baseline = strip(evaluate(eval_config, model, vae, state, mesh, quiet,
                                     demo_eval.copy_source_sample_fn, evaluator))
-  ceiling = strip(trainer.evaluate(eval_config, model, vae, state, mesh, quiet,
+  ceiling = strip(evaluate(eval_config, model, vae, state, mesh, quiet,
                                    demo_eval.make_vae_reconstruction_fn(vae), evaluator))
   error_fn = demo_eval.make_conditioning_error_fn(config, model, vae)
 
@@ -163,7 +166,7 @@ def main():
 
   def evaluate(step, train_seconds, loss):
     t0 = time.time()
-    model_metrics = strip(trainer.evaluate(eval_config, model, vae, state, mesh, quiet,
+    model_metrics = strip(evaluate(eval_config, model, vae, state, mesh, quiet,
                                            sample_fn, evaluator))
     params = (state.ema_params if (config.eval.use_ema and state.ema_params is not None)
               else state.params)
@@ -188,11 +191,7 @@ def main():
   train_seconds, step, losses = cache_seconds, 0, []
   segment_start = time.time()
   while train_seconds + time.time() - segment_start < budget:
-    batch = next(train_iter)
-    if cache is not None:
-      batch = cache.add_to(batch)
-    batch = sharding_lib.shard_batch(batch, mesh)
-    state, metrics = step_fn(state, batch)
+    state, metrics = step_fn(state, trainer.next_global_batch(train_iter, cache, mesh))
     step += 1
     losses.append(metrics["loss"])
     if step == 1:

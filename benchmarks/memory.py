@@ -61,10 +61,10 @@ def state_plan(config, mesh) -> dict:
   from neural_assets.training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from neural_assets.training import sharding as sharding_lib
   from neural_assets.training import train_step as train_step_lib
-  from neural_assets.training import trainer
+  from neural_assets.training.state_setup import setup_state
 
   model, vae = train_step_lib.build_models(config)
-  setup = trainer.setup_state(config, model, vae, mesh)
+  setup = setup_state(config, model, vae, mesh)
   state, shardings = setup.abstract_state, setup.state_shardings
   replicated = lambda tree: jax.tree_util.tree_map(
       lambda _: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()), tree)
@@ -101,7 +101,6 @@ def compile_step(config, mesh, models, batch_size: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   from neural_assets.training import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   from neural_assets.training import train_step as train_step_lib
-  from neural_assets.training import trainer
 
   model, vae, setup = models
   step = train_step_lib.make_train_step(
@@ -110,7 +109,7 @@ def compile_step(config, mesh, models, batch_size: int) -> dict:
   batch_sharding = sharding_lib.batch_sharding(mesh)
   batch = jax.tree_util.tree_map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=batch_sharding),
-      jax.eval_shape(lambda: trainer.dummy_batch(config, batch_size)))
+      jax.eval_shape(lambda: train_step_lib.dummy_batch(config, batch_size)))
   start = time.perf_counter()
   lowered = step.lower(setup.abstract_state, batch)
   lower_s = time.perf_counter() - start

@@ -41,7 +41,8 @@ from neural_assets.models.unet import UNet2DConditionModel
 from neural_assets.training import mesh as mesh_lib
 from neural_assets.training import sharding as sharding_lib
 from neural_assets.training import train_step as train_step_lib
-from neural_assets.training import trainer
+from neural_assets.training.state_setup import setup_state
+from neural_assets.training.train_step import latent_shape
 
 
 def parse_mesh(text: str) -> dict[str, int]:
@@ -94,7 +95,7 @@ def _time(fn, steps: int) -> float:
 
 def bench_full_step(config, mesh, batch_size: int, steps: int) -> dict:
   model, vae = train_step_lib.build_models(config)
-  setup = trainer.setup_state(config, model, vae, mesh)
+  setup = setup_state(config, model, vae, mesh)
   step = train_step_lib.make_train_step(
       config, model, vae, setup.tx, setup.schedules, setup.state_shardings,
       sharding_lib.batch_sharding(mesh), sharding_lib.replicated(mesh))
@@ -128,10 +129,31 @@ def _bare_unet_fields(config) -> dict:
   return dict(config.model.unet, in_channels=config.model.unet.out_channels)
 
 
+def unet_train_step(unet, schedule: NoiseSchedule, tx, x0: jax.Array, ctx: jax.Array):
+  """(params, opt_state, key) -> (params, opt_state, loss): one epsilon-loss step of the bare
+  UNet on fixed latents x0 [B, h, w, 4] and context ctx [B, T, D] (the loss in float32)."""
+  batch_size = x0.shape[0]
+
+  def step(params, opt_state, key):
+    noise_key, t_key = jax.random.split(key)
+    noise = jax.random.normal(noise_key, x0.shape)
+    t = jax.random.randint(t_key, (batch_size,), 0, schedule.num_train_timesteps)
+
+    def loss_fn(p):
+      out = unet.apply({"params": p}, schedule.add_noise(x0, noise, t), t, ctx)
+      return jnp.mean(jnp.square(out.astype(jnp.float32) - noise))
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  return step
+
+
 def bench_unet_jax(config, batch_size: int, steps: int) -> dict:
   unet = UNet2DConditionModel(**_bare_unet_fields(config))
   _, vae = train_step_lib.build_models(config)
-  shape = trainer.latent_shape(config, vae, batch_size)
+  shape = latent_shape(config, vae, batch_size)
   context = ((config.model.conditioning.max_objects + 1) * 4, config.model.unet.cross_attention_dim)
   schedule = NoiseSchedule.from_config(config.diffusion)
   rng = np.random.default_rng(0)
@@ -141,17 +163,7 @@ def bench_unet_jax(config, batch_size: int, steps: int) -> dict:
   tx = optax.adamw(1e-4)
   opt_state = tx.init(params)
 
-  @jax.jit
-  def step(params, opt_state, key):
-    noise_key, t_key = jax.random.split(key)
-    noise = jax.random.normal(noise_key, x0.shape)
-    t = jax.random.randint(t_key, (batch_size,), 0, schedule.num_train_timesteps)
-    def loss_fn(p):
-      out = unet.apply({"params": p}, schedule.add_noise(x0, noise, t), t, ctx)
-      return jnp.mean(jnp.square(out - noise))
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+  step = jax.jit(unet_train_step(unet, schedule, tx, x0, ctx))
 
   holder = {"p": params, "o": opt_state, "i": 0}
 
@@ -214,7 +226,7 @@ def fsdp_memory_plan(config_path: str, device_counts=(1, 8, 64, 256)) -> dict:
   plan = {}
   for n in device_counts:
     mesh = mesh_lib.abstract_mesh({"data": 1, "fsdp": n}, n)  # fsdp factored as in training.
-    setup = trainer.setup_state(config, model, vae, mesh)
+    setup = setup_state(config, model, vae, mesh)
     state, shardings = setup.abstract_state, setup.state_shardings
     parts = {name: sharding_lib.per_device_bytes(getattr(state, name), getattr(shardings, name))
              for name in ("params", "opt_state", "frozen_params")}

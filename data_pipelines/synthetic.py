@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from neural_assets import cli_validation
+from neural_assets import range_checks
 from neural_assets import geometry
 
 SHAPES = ("box", "sphere", "cylinder")
@@ -416,8 +416,8 @@ def render_frame(scene: dict[str, Any], poses: dict[str, np.ndarray], intrinsics
 
 # ------------------------------------------------------------------------------------------------
 # Scene states: one static 3D scene, rendered exactly as the generator renders its frames. Ground
-# truth for edits (neural_assets/evaluation/edit_fidelity.py): change a state's objects / camera / background
-# and render it again.
+# truth for edits (data_pipelines/synthetic_edits.py): change a state's objects / camera /
+# background and render it again.
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -753,7 +753,7 @@ def main(argv=None):
   parser = argparse.ArgumentParser(
       prog="python -m data_pipelines.synthetic", description=__doc__.split("\n")[0],
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  count = cli_validation.int_at_least
+  count = range_checks.int_at_least
   parser.add_argument("--out_dir", default=None,
                       help="Where to write the video-record shards (<split>.array_record-NNNNN-of-NNNNN).")
   parser.add_argument("--export_videos", default=None,

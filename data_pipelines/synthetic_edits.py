@@ -2,7 +2,7 @@
 
 Real scenes have no ground truth for "this object, moved 1 m left"; the synthetic generator
 (`data_pipelines/synthetic.py`) does. The edit-fidelity benchmark (`benchmarks/edit_fidelity.py`)
-and the trajectory benchmark (`neural_assets/evaluation/trajectory_fidelity.py`) take held-out
+and the trajectory benchmark (`benchmarks/trajectory_fidelity.py`) take held-out
 scenes from here (`heldout_scenes`: videos of the generator's stream `seed`, never used for
 training: the demo trains on seed 0 and evaluates on seed 1) and render the ground truth of
 each edit with the generator's own ray caster (`synthetic.render_state`) from the same edited
@@ -175,11 +175,13 @@ def ground_truth_renderer(held: HeldOutScene, others: Sequence[HeldOutScene],
   are among `others`' scenes; each edit (by identity) rendered once."""
   resolution = held.scene.image.shape[:2]
   states = {id(held.scene): held.state, **{id(o.scene): o.state for o in others}}
-  truth: dict[int, GroundTruth] = {}
+  # id(edit) -> (edit, render): holding the edit keeps its id from being reused by a later
+  # edit once the caller frees this one (a refused candidate, say).
+  truth: dict[int, tuple[editing.Edit, GroundTruth]] = {}
 
   def ground_truth(edit):
     if id(edit) not in truth:
-      truth[id(edit)] = render_ground_truth(edit, states, scene_config, resolution)
-    return truth[id(edit)]
+      truth[id(edit)] = (edit, render_ground_truth(edit, states, scene_config, resolution))
+    return truth[id(edit)][1]
 
   return ground_truth

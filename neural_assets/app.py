@@ -17,7 +17,7 @@ the camera. The wireframes follow each edit at once (geometry only: `neural_asse
 and shows the edit beside the source. An edit that would put an object behind the camera or off
 screen is refused with the editing API's message unless "apply even if invalid" is ticked.
 Undo / reset; the render downloads as PNG, the edit as an `.npz` that `python -m
-neural_assets.edit --scene` accepts. "Render motion" renders a trajectory on top of the current
+neural_assets.edit_cli --scene` accepts. "Render motion" renders a trajectory on top of the current
 edit (an op whose numbers may be paths, e.g. `rotate 1 yaw=0:360:12`: the grammar of
 `neural_assets.editing.trajectory`) with a progress bar per frame batch, plays it inline (MP4)
 and offers it as an animated GIF.
@@ -531,16 +531,10 @@ def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="python -m neural_assets.app",
                                    description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--checkpoint", default=DEFAULT_WORKDIR,
-                      help="Training workdir, the demo's workdir, a checkpoints/ dir or one step "
-                      "dir (default: %(default)s, where demo.sh trains).")
+  inference.add_checkpoint_arguments(parser, default_checkpoint=DEFAULT_WORKDIR)
   parser.add_argument("--scenes", default=None,
                       help="Directory of scene / edited-scene .npz files (default: "
                       "<checkpoint>/scenes when it exists, else synthetic scenes).")
-  parser.add_argument("--config", default=None,
-                      help="Config .py / .json (default: the one stored with the checkpoint).")
-  parser.add_argument("--step", type=int, default=None, help="Checkpoint step (default: newest).")
-  parser.add_argument("--no_ema", action="store_true", help="Use the raw, not the EMA, weights.")
   parser.add_argument("--port", type=int, default=7860, help="Port on 127.0.0.1.")
   parser.add_argument("--no_warmup", action="store_true",
                       help="Do not compile the sampler in the background at start.")

@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence
 
 import ml_collections
 
-from neural_assets.cli_validation import describe_range, in_range
+from neural_assets.range_checks import describe_range, in_range
 
 
 class ConfigError(ValueError):

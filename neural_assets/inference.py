@@ -11,6 +11,7 @@ decoder that `neural_assets.editing.render` samples with. Code that already hold
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import os
@@ -22,7 +23,8 @@ import ml_collections
 import numpy as np
 
 from neural_assets import config_files
-from neural_assets.models.neural_assets import NeuralAssetsModel
+from neural_assets.range_checks import int_at_least
+from neural_assets.models.asset_diffusion import NeuralAssetsModel
 from neural_assets.training import checkpoint_files
 from neural_assets.training import train_state as train_state_lib
 from neural_assets.training import train_step
@@ -76,6 +78,32 @@ class ModelBundle:
                  if v is not None}
     return DDIMSampler.from_config(self.config.diffusion, {**dict(self.config.sampler),
                                                            **overrides})
+
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser,
+                             default_checkpoint: str | None = None) -> None:
+  """--checkpoint / --config / --step / --no_ema, the arguments of `load_model_for_inference`.
+
+  Read them back with `load_model_from_args(args)`. Without `default_checkpoint`,
+  --checkpoint is required.
+  """
+  where = ("Training workdir, the demo's workdir, a checkpoints/ dir or one step dir")
+  if default_checkpoint is None:
+    parser.add_argument("--checkpoint", required=True, help=where + ".")
+  else:
+    parser.add_argument("--checkpoint", default=default_checkpoint,
+                        help=where + " (default: %(default)s).")
+  parser.add_argument("--config", default=None,
+                      help="Config .py / .json (default: the one stored with the checkpoint).")
+  parser.add_argument("--step", type=int_at_least(0), default=None,
+                      help="Checkpoint step (default: newest).")
+  parser.add_argument("--no_ema", action="store_true", help="Use the raw, not the EMA, weights.")
+
+
+def load_model_from_args(args: argparse.Namespace) -> "ModelBundle":
+  """`load_model_for_inference` from the arguments of `add_checkpoint_arguments`."""
+  return load_model_for_inference(args.checkpoint, args.config, args.step,
+                                  use_ema=not args.no_ema)
 
 
 def load_model_for_inference(workdir_or_checkpoint: str,

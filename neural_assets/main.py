@@ -116,9 +116,10 @@ def main(argv):
   from neural_assets.convert.checkpoint_io import CheckpointMismatchError
   from neural_assets.training import checkpointing
   from neural_assets.training import trainer
+  from neural_assets.training.init_checkpoint import InitCheckpointError
   # pylint: enable=g-import-not-at-top
   refusals = (checkpointing.CheckpointError, checkpointing.CheckpointSaveError,
-              trainer.InitCheckpointError, trainer.TrainingDivergedError,
+              InitCheckpointError, trainer.TrainingDivergedError,
               CheckpointMismatchError, config_checks.ConfigError, FileNotFoundError,
               DataFileError)
   try:

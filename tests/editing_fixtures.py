@@ -64,14 +64,14 @@ def make_tiny_checkpoint(workdir: str, config: ml_collections.ConfigDict | None 
                          seed: int = 0) -> str:
   """Writes `<workdir>/checkpoints/0` (and `config.json`) with random weights; returns workdir."""
   # pylint: disable=g-import-not-at-top
-  from neural_assets.training import checkpointing, optimizer, train_state, train_step, trainer
+  from neural_assets.training import checkpointing, optimizer, train_state, train_step
   # pylint: enable=g-import-not-at-top
   config = config or tiny_config()
   model, vae = train_step.build_models(config)
   # Compiling (or running eagerly) the real initialiser takes a minute on a loaded CPU; random
   # values of the right shapes (from a trace only) make an equally valid tiny random model.
   params, frozen = random_params(jax.eval_shape(
-      functools.partial(trainer.init_params, config, model, vae), jax.random.key(seed)), seed)
+      functools.partial(train_step.init_params, config, model, vae), jax.random.key(seed)), seed)
   tx, _ = optimizer.make_optimizer(config.optimizer, params, config.training.num_train_steps)
   state = train_state.create(params, frozen, tx, jax.random.key(seed), use_ema=False)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=1,

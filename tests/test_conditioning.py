@@ -13,7 +13,7 @@ from configs import conditioning as conditioning_config
 from configs import sd21
 from neural_assets.diffusion.schedule import NoiseSchedule
 from neural_assets.models import conditioning
-from neural_assets.models.neural_assets import NeuralAssetsModel, diffusion_loss
+from neural_assets.models.asset_diffusion import NeuralAssetsModel, diffusion_loss
 from neural_assets.models.unet import UNet2DConditionModel
 
 B, N, H, W = 3, 3, 40, 48

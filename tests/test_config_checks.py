@@ -1,11 +1,11 @@
 """Config range checks, override typos and the CLI validators (neural_assets/config_checks.py,
-neural_assets/cli_validation.py)."""
+neural_assets/range_checks.py)."""
 import argparse
 
 import pytest
 
 from configs import smoke
-from neural_assets import cli_validation
+from neural_assets import range_checks
 from neural_assets import config_checks
 
 
@@ -51,9 +51,9 @@ def test_unknown_override_names_the_key_and_close_matches():
 
 def test_argparse_validators_refuse_nan_and_out_of_range():
   parser = argparse.ArgumentParser(prog="p", exit_on_error=False)
-  parser.add_argument("--guidance_scale", type=cli_validation.finite_float(low=0.0))
-  parser.add_argument("--num_videos", type=cli_validation.int_at_least(1))
-  parser.add_argument("--prob", type=cli_validation.finite_float(0.0, 1.0))
+  parser.add_argument("--guidance_scale", type=range_checks.finite_float(low=0.0))
+  parser.add_argument("--num_videos", type=range_checks.int_at_least(1))
+  parser.add_argument("--prob", type=range_checks.finite_float(0.0, 1.0))
   args = parser.parse_args(["--guidance_scale", "2.5", "--num_videos", "3", "--prob", "1"])
   assert (args.guidance_scale, args.num_videos, args.prob) == (2.5, 3, 1.0)
   for argv, message in ((["--guidance_scale", "nan"], "nan is not a finite number >= 0"),

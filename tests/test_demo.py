@@ -166,7 +166,7 @@ def test_conditioning_errors_equal_the_per_variant_definition():
   import jax.numpy as jnp
   from neural_assets.demo import evaluation
   from neural_assets.diffusion.schedule import NoiseSchedule
-  from neural_assets.models.neural_assets import NeuralAssetsModel
+  from neural_assets.models.asset_diffusion import NeuralAssetsModel
   from neural_assets.training import train_step as train_step_lib
 
   config = smoke.get_config()

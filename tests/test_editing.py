@@ -5,8 +5,9 @@ from PIL import Image
 import numpy as np
 import pytest
 
-from neural_assets import edit as edit_cli
+from neural_assets import edit_cli
 from neural_assets import editing
+from neural_assets.editing import op_grammar
 from neural_assets import geometry
 from tests import editing_fixtures as fx
 from tests import video_fixtures
@@ -430,16 +431,16 @@ def test_cli_writes_each_edit_and_a_grid(workdir, scene, other, tmp_path, capsys
     ("rescale 1 2 x=3", "either one factor"),
 ])
 def test_cli_parse_errors_name_the_op(scene, op, message):
-  with pytest.raises(edit_cli.OpParseError, match=message) as info:
-    edit_cli.build_edit(scene, "rotate 0 yaw=10; " + op)
+  with pytest.raises(op_grammar.OpParseError, match=message) as info:
+    op_grammar.build_edit(scene, "rotate 0 yaw=10; " + op)
   assert op in str(info.value)
 
 
 def test_cli_refusal_names_the_cli_override(scene):
-  with pytest.raises(edit_cli.OpParseError, match="behind the camera") as info:
-    edit_cli.build_edit(scene, "translate 0 z=-50")
+  with pytest.raises(op_grammar.OpParseError, match="behind the camera") as info:
+    op_grammar.build_edit(scene, "translate 0 z=-50")
   assert "force=1" in str(info.value) and "allow_invalid" not in str(info.value)
-  forced = edit_cli.build_edit(scene, "translate 0 z=-50 force=1")
+  forced = op_grammar.build_edit(scene, "translate 0 z=-50 force=1")
   assert forced.active().tolist() == [False, True, True, True]
 
 

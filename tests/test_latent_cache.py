@@ -11,6 +11,7 @@ from neural_assets.training import mesh as mesh_lib
 from neural_assets.training import sharding as sharding_lib
 from neural_assets.training import train_step as train_step_lib
 from neural_assets.training import trainer
+from neural_assets.training.state_setup import setup_state
 from tests import video_fixtures
 
 
@@ -25,7 +26,7 @@ def setup(tmp_path_factory):
   config.training.cache_latents_batch_size = 4  # 15 frames: 3 full chunks + a padded one.
   mesh = mesh_lib.create_mesh({"data": 1})
   model, vae = train_step_lib.build_models(config)
-  state_setup = trainer.setup_state(config, model, vae, mesh)
+  state_setup = setup_state(config, model, vae, mesh)
   state = state_setup.init_fn(jax.random.key(0))
   return config, mesh, model, vae, state_setup, state
 

@@ -28,7 +28,9 @@ _MESH = textwrap.dedent("""
     from configs import smoke
     from neural_assets.models import partitioning
     from neural_assets.training import mesh as mesh_lib, sharding as sharding_lib
-    from neural_assets.training import train_step as train_step_lib, trainer
+    from neural_assets.training import train_step as train_step_lib
+    from neural_assets.training.state_setup import setup_state
+    from neural_assets.training.train_step import dummy_batch
 
     mesh = mesh_lib.create_mesh({"data": 1, "fsdp": 8})
     replicated = NamedSharding(mesh, P())
@@ -44,14 +46,14 @@ _MESH = textwrap.dedent("""
       mesh = mesh_lib.create_mesh({"data": 1, "fsdp": num_devices},
                                   devices=jax.devices()[:num_devices])
       model, vae = train_step_lib.build_models(config)
-      setup = trainer.setup_state(config, model, vae, mesh)
+      setup = setup_state(config, model, vae, mesh)
       batch_sharding = sharding_lib.batch_sharding(mesh)
       step = train_step_lib.make_train_step(config, model, vae, setup.tx, setup.schedules,
                                             setup.state_shardings, batch_sharding,
                                             sharding_lib.replicated(mesh))
       batch = jax.tree_util.tree_map(
           lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=batch_sharding),
-          jax.eval_shape(lambda: trainer.dummy_batch(config, 2 * num_devices)))
+          jax.eval_shape(lambda: dummy_batch(config, 2 * num_devices)))
       compiled = step.lower(setup.abstract_state, batch).compile()
       return compiled.memory_analysis().temp_size_in_bytes
 

@@ -10,7 +10,6 @@ import sys
 import textwrap
 
 import jax
-import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
@@ -18,7 +17,7 @@ from configs import smoke
 from neural_assets.training import mesh as mesh_lib
 from neural_assets.training import sharding as sharding_lib
 from neural_assets.training import train_step as train_step_lib
-from neural_assets.training import trainer
+from neural_assets.training.state_setup import setup_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -86,7 +85,7 @@ def test_smoke_model_state_divides_on_small_meshes(fsdp):
   config.sharding.min_size_to_shard = 2 ** 10
   model, vae = train_step_lib.build_models(config)
   mesh = mesh_lib.abstract_mesh({"data": 2, "fsdp": fsdp}, 2 * fsdp)
-  setup = trainer.setup_state(config, model, vae, mesh)
+  setup = setup_state(config, model, vae, mesh)
   state, shardings = setup.abstract_state, setup.state_shardings
   leaves = jax.tree_util.tree_leaves_with_path(state)
   shard_leaves = jax.tree_util.tree_leaves(

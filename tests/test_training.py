@@ -255,7 +255,8 @@ _DEVICES = textwrap.dedent("""
     from configs import smoke
     from data_pipelines import pipeline
     from neural_assets.training import mesh as mesh_lib, sharding as sharding_lib
-    from neural_assets.training import train_step as train_step_lib, trainer
+    from neural_assets.training import train_step as train_step_lib
+    from neural_assets.training.state_setup import setup_state
     config = smoke.get_config()
     config.data.data_dir = sys.argv[1]
     model, vae = train_step_lib.build_models(config)
@@ -264,7 +265,7 @@ _DEVICES = textwrap.dedent("""
     results = {}
     for name, mesh in (("one", mesh_lib.create_mesh({"data": 1}, jax.devices()[:1])),
                        ("eight", mesh_lib.create_mesh({"data": 2, "fsdp": 4}))):
-      setup = trainer.setup_state(config, model, vae, mesh)
+      setup = setup_state(config, model, vae, mesh)
       step = train_step_lib.make_train_step(
           config, model, vae, setup.tx, setup.schedules, setup.state_shardings,
           sharding_lib.batch_sharding(mesh), sharding_lib.replicated(mesh))
@@ -362,13 +363,14 @@ _NONFINITE = textwrap.dedent("""
     from configs import smoke
     from data_pipelines import pipeline
     from neural_assets.training import mesh as mesh_lib, sharding as sharding_lib
-    from neural_assets.training import train_step as train_step_lib, trainer
+    from neural_assets.training import train_step as train_step_lib
+    from neural_assets.training.state_setup import setup_state
     config = smoke.get_config()
     config.data.data_dir = sys.argv[1]
     config.training.compute_dtype = "bfloat16"
     model, vae = train_step_lib.build_models(config)
     mesh = mesh_lib.create_mesh({"data": 1})
-    setup = trainer.setup_state(config, model, vae, mesh)
+    setup = setup_state(config, model, vae, mesh)
     step = train_step_lib.make_train_step(
         config, model, vae, setup.tx, setup.schedules, setup.state_shardings,
         sharding_lib.batch_sharding(mesh), sharding_lib.replicated(mesh))
@@ -425,11 +427,13 @@ _PRETRAINED = textwrap.dedent("""
     import jax, numpy as np, orbax.checkpoint as ocp
     from configs import smoke
     from neural_assets.convert.checkpoint_io import CheckpointMismatchError
-    from neural_assets.training import mesh as mesh_lib, train_step as train_step_lib, trainer
+    from neural_assets.training import mesh as mesh_lib, train_step as train_step_lib
+    from neural_assets.training.init_checkpoint import InitCheckpointError, load_pretrained
+    from neural_assets.training.state_setup import setup_state
     config = smoke.get_config()
     model, vae = train_step_lib.build_models(config)
     mesh = mesh_lib.create_mesh({"data": 1})
-    setup = trainer.setup_state(config, model, vae, mesh)
+    setup = setup_state(config, model, vae, mesh)
     # What `python -m neural_assets.convert` writes, with weights that differ from seed 42's.
     other = setup.init_fn(jax.random.key(123))
     tree = {"unet": other.params["unet"],
@@ -441,7 +445,7 @@ _PRETRAINED = textwrap.dedent("""
     checkpointer.wait_until_finished()
     config.training.init_checkpoint = path
     config.optimizer.ema_decay = 0.0
-    state = trainer.load_pretrained(setup.init_fn(jax.random.key(42)), path, setup, False)
+    state = load_pretrained(setup.init_fn(jax.random.key(42)), path, setup, False)
     random = setup.init_fn(jax.random.key(42))
     same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(
         jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
@@ -460,23 +464,23 @@ _PRETRAINED = textwrap.dedent("""
     ckpt.save(5, trained, {"pos": 0})
     ckpt.close()
     for where in ("/run", "/run/checkpoints/5"):
-      loaded = trainer.load_pretrained(setup.init_fn(jax.random.key(42)), sys.argv[1] + where,
+      loaded = load_pretrained(setup.init_fn(jax.random.key(42)), sys.argv[1] + where,
                                        setup, False)
       out["training" + where] = dict(
           params=same(loaded.params, trained.params),
           vae=same(loaded.frozen_params["vae"], trained.frozen_params["vae"]),
           step=int(loaded.step))
     try:
-      trainer.load_pretrained(state, sys.argv[1] + "/run/checkpoints/5/data", setup, False)
-    except trainer.InitCheckpointError as e:
+      load_pretrained(state, sys.argv[1] + "/run/checkpoints/5/data", setup, False)
+    except InitCheckpointError as e:
       out["not_a_checkpoint"] = str(e)
     config.model.unet.cross_attention_dim = 16
     config.model.conditioning.context_dim = 16
     config.model.conditioning.token_dim = 8
     model, vae = train_step_lib.build_models(config)
-    setup = trainer.setup_state(config, model, vae, mesh)
+    setup = setup_state(config, model, vae, mesh)
     try:
-      trainer.load_pretrained(state, path, setup, False)
+      load_pretrained(state, path, setup, False)
     except CheckpointMismatchError as e:
       out["error"] = str(e)
     print("RESULT" + json.dumps(out))

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from neural_assets import edit as edit_cli
+from neural_assets import edit_cli
 from neural_assets import editing
 from neural_assets.diffusion import ddim
 from neural_assets.editing import trajectory
@@ -290,6 +290,11 @@ def fidelity_setup():
   return held, config
 
 
+def _ground_truth(held, config):
+  from data_pipelines import synthetic_edits
+  return synthetic_edits.ground_truth_renderer(held, [], config)
+
+
 def _truth_renderer(held, config):
   from data_pipelines import synthetic_edits
   states = {id(held.scene): held.state}
@@ -331,7 +336,8 @@ def test_a_perfect_renderer_scores_the_cap_and_no_flicker(fidelity_setup):
   from neural_assets.evaluation import trajectory_fidelity as tf
   held, config = fidelity_setup
   scorer = ef.Scorer(_random_lpips(), crop_size=FID_RES)
-  result = tf.score_scene(held, 6, _truth_renderer(held, config), scorer, config, num_frames=4)
+  result = tf.score_scene(held.scene, _ground_truth(held, config), 6, _truth_renderer(held, config),
+                          scorer, num_frames=4)
   assert set(result["scores"]) == set(tf.TRAJECTORY_TYPES), result["specs"]
   assert result["specs"]["rotate (yaw)"].endswith("yaw=0:270.0:4")
   for name, by_method in result["scores"].items():
@@ -362,7 +368,7 @@ def test_a_flickering_renderer_scores_lower(fidelity_setup):
     return np.clip(frames + rng.integers(-20, 21, frames.shape), 0, 255).astype(np.uint8)
 
   scorer = ef.Scorer(None, crop_size=FID_RES)
-  result = tf.score_scene(held, 6, noisy, scorer, config, num_frames=3,
+  result = tf.score_scene(held.scene, _ground_truth(held, config), 6, noisy, scorer, num_frames=3,
                           per_frame_noise=False, types=("rotate (yaw)", "camera orbit"))
   for name in ("rotate (yaw)", "camera orbit"):
     row = result["scores"][name]["model"]
@@ -378,8 +384,9 @@ def test_a_flickering_renderer_scores_lower(fidelity_setup):
 
 
 def test_trajectory_fidelity_smoke_run(workdir, tmp_path, capsys):
+  from benchmarks import trajectory_fidelity as tf_benchmark
   from neural_assets.evaluation import trajectory_fidelity as tf
-  assert tf.main(["--checkpoint", workdir, "--num_scenes", "1", "--num_frames", "2",
+  assert tf_benchmark.main(["--checkpoint", workdir, "--num_scenes", "1", "--num_frames", "2",
                   "--num_steps", "1", "--lpips_weights", "none", "--out_dir",
                   str(tmp_path)]) == 0
   assert "| trajectory | method |" in capsys.readouterr().out
@@ -391,7 +398,7 @@ def test_trajectory_fidelity_smoke_run(workdir, tmp_path, capsys):
   for name in chosen:
     model, ceiling = (report["means"][name][m] for m in ("model", "ground truth (ceiling)"))
     assert model["region/psnr"] < ceiling["region/psnr"] == 100.0  # A random model is far off.
-    gif = trajectory.read_video(str(tmp_path / f"{tf._file_name(name)}.gif"))  # pylint: disable=protected-access
+    gif = trajectory.read_video(str(tmp_path / f"{tf_benchmark._file_name(name)}.gif"))  # pylint: disable=protected-access
     # Ground truth | model | per-frame noise, side by side, upscaled 2x.
     assert gif.shape == (2, 2 * fx.RESOLUTION, 3 * 2 * fx.RESOLUTION, 3)
   assert "| trajectory | method |" in (tmp_path / "table.md").read_text()
@@ -416,9 +423,11 @@ def test_demo_trajectories_and_their_gifs_in_the_report(bundle, scene, tmp_path)
   from neural_assets.demo import edits as demo_edits
   from neural_assets.evaluation import trajectory_fidelity as tf
   config = smoke.get_config()
+  from neural_assets.demo import settings as demo_settings
   assert demo_edits.trajectory_settings(config) == dict(
-      frames=demo_edits.DEFAULT_TRAJECTORY_FRAMES, steps=demo_edits.DEFAULT_TRAJECTORY_STEPS,
-      fps=demo_edits.DEFAULT_TRAJECTORY_FPS)
+      frames=demo_settings.DEFAULTS["trajectory_frames"],
+      steps=demo_settings.DEFAULTS["trajectory_steps"],
+      fps=demo_settings.DEFAULTS["trajectory_fps"])
   config.demo = dict(trajectory_frames=1)
   with pytest.raises(ValueError, match="trajectory_frames must be 0"):
     demo_edits.trajectory_settings(config)

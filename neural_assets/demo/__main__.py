@@ -24,10 +24,10 @@ Steps (each skipped when its output already exists, so re-running resumes):
      the VAE (the ceiling), through the very same code.
   3b. The token-swap test (`evaluation.conditioning_errors`): the denoising error per timestep
      bucket with the true tokens vs another held-out scene's tokens vs the null context; and
-     the held-out scenes written as WORKDIR/scenes/*.npz (`python -m neural_assets.edit --scene`).
+     the held-out scenes written as WORKDIR/scenes/*.npz (`python -m neural_assets.edit_cli --scene`).
   4. Each edit type of `neural_assets.editing` on a few eval scenes: the render before and
      after, the edited object's box drawn.
-  4b. The edit-fidelity benchmark (`neural_assets.evaluation.edit_fidelity`) on
+  4b. The edit-fidelity benchmark (`benchmarks/edit_fidelity.py`) on
      `--num_fidelity_scenes` held-out scenes: every edit type scored against the generator's
      ground-truth render of the edited 3D state, into WORKDIR/edit_fidelity (table in the report).
   5. WORKDIR/report/index.html (`neural_assets.report`) and WORKDIR/report/results.json.
@@ -47,7 +47,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from neural_assets import cli_validation
+from neural_assets import range_checks
 from neural_assets.demo import host_devices
 from neural_assets.demo import run as run_lib
 from neural_assets.demo.run import run_demo
@@ -95,7 +95,7 @@ _EVAL_MIN_GAP = flags.DEFINE_integer(
     "eval_min_gap", 1, "Minimum frame gap of the evaluation pairs (see the module docstring).")
 _VAE_MINUTES = flags.DEFINE_float(
     "vae_minutes", None, "Part of --minutes spent first warming up the VAE on the synthetic frames "
-    "(default: config.demo.vae_minutes, else 3) "
+    "(default: config.demo.vae_minutes) "
     "(once per workdir; 0: keep a randomly initialised VAE, whose samples are noise).")
 _BACKSTOP_SECONDS = flags.DEFINE_float(
     "backstop_seconds", 120.0, "Grace after the budget before the demo's on_step asks the "
@@ -110,7 +110,7 @@ _FLAG_RANGES = (("minutes", "a finite number", 0), ("vae_minutes", "a finite num
                 ("num_fidelity_scenes", "an integer", 0),
                 ("eval_min_gap", "an integer", 0))
 for _name, _kind, _low in _FLAG_RANGES:
-  flags.register_validator(_name, *cli_validation.absl_validator(_name, _kind, _low))
+  flags.register_validator(_name, *range_checks.absl_validator(_name, _kind, _low))
 
 
 class _QuietLibraries(py_logging.Filter):

@@ -70,7 +70,7 @@ def ensure_data(data_dir: str, spec: Mapping[str, Any], num_workers: int = 1) ->
 def write_scenes(config: ml_collections.ConfigDict, batches: Sequence[Mapping[str, Any]],
                  out_dir: str) -> list[str]:
   """Writes the held-out (eval) pairs' source frames as scene .npz files
-  (`editing.Scene.save`, what `python -m neural_assets.edit --scene` and the app open):
+  (`editing.Scene.save`, what `python -m neural_assets.edit_cli --scene` and the app open):
   out_dir/scene_<video>_<frame>.npz. Returns the paths."""
   # pylint: disable=g-import-not-at-top
   from data_pipelines import data_config

@@ -2,7 +2,7 @@
 trajectory per edit type that has a path (`evaluation.trajectory_fidelity.TRAJECTORY_TYPES`:
 not remove, insert, background swap) as an animated GIF under that type's grid.
 
-Trajectory cost is kept small and set by `config.demo` (defaults below): `trajectory_frames`
+Trajectory cost is kept small and set by `config.demo` (defaults in `settings.py`): `trajectory_frames`
 (0: no trajectories), `trajectory_steps` (DDIM steps per frame), `trajectory_fps`."""
 from __future__ import annotations
 
@@ -14,22 +14,14 @@ import numpy as np
 from neural_assets import report as report_lib
 from neural_assets.images import image_grid
 from neural_assets.demo.evaluation import Restored
+from neural_assets.demo.settings import demo_settings
 from neural_assets.evaluation import edit_cases
 
 EDIT_TYPES = edit_cases.EDIT_TYPES  # The demo shows the edits the benchmark scores.
-# A few frames at a few DDIM steps: 7 trajectories cost about 7 x 6 renders at 5 steps, a small
-# part of the demo's evaluation (which samples at config.sampler's steps).
-DEFAULT_TRAJECTORY_FRAMES = 6
-DEFAULT_TRAJECTORY_STEPS = 5
-DEFAULT_TRAJECTORY_FPS = 6.0
-
-
 def trajectory_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """(frames, steps, fps) of the demo's trajectories from `config.demo` (module docstring)."""
-  demo = config.get("demo", None) or {}
-  frames = int(demo.get("trajectory_frames", DEFAULT_TRAJECTORY_FRAMES))
-  steps = int(demo.get("trajectory_steps", DEFAULT_TRAJECTORY_STEPS))
-  fps = float(demo.get("trajectory_fps", DEFAULT_TRAJECTORY_FPS))
+  """(frames, steps, fps) of the demo's trajectories from `config.demo` (`settings.DEFAULTS`)."""
+  demo = demo_settings(config)
+  frames, steps, fps = demo.trajectory_frames, demo.trajectory_steps, demo.trajectory_fps
   if frames != 0 and frames < 2:
     raise ValueError(f"config.demo.trajectory_frames must be 0 (off) or >= 2, got {frames}.")
   if steps < 1 or not np.isfinite(fps) or fps <= 0:

@@ -115,7 +115,7 @@ def make_conditioning_error_fn(config: ml_collections.ConfigDict, model: Any, va
   """
   # pylint: disable=g-import-not-at-top
   from neural_assets.diffusion.schedule import NoiseSchedule
-  from neural_assets.models.neural_assets import NeuralAssetsModel
+  from neural_assets.models.asset_diffusion import NeuralAssetsModel
   from neural_assets.training import train_step as train_step_lib
   # pylint: enable=g-import-not-at-top
   schedule = NoiseSchedule.from_config(config.diffusion)

@@ -20,6 +20,8 @@ import math
 import os
 from typing import Iterable
 
+from neural_assets.demo.settings import demo_settings
+
 XLA_FLAG = "--xla_force_host_platform_device_count"
 
 
@@ -80,10 +82,10 @@ def split_host_devices(batch_sizes: Iterable[int], requested: int = 0) -> int:
 def split_for_config(config) -> int:
   """`split_host_devices` for a demo config: its training, evaluation and VAE warm-up batches,
   `config.demo.cpu_devices` devices (0 = one per core)."""
-  demo = config.get("demo", {})
+  demo = demo_settings(config)
   return split_host_devices(
       (config.data.global_batch_size, config.data.eval_global_batch_size,
-       demo.get("vae_batch_size", 8)), int(demo.get("cpu_devices", 0)))
+       demo.vae_batch_size), demo.cpu_devices)
 
 
 def prepare_process(config) -> int:
@@ -91,5 +93,5 @@ def prepare_process(config) -> int:
   with huge-page malloc when `config.demo.malloc_hugepages` (`malloc_hugepages`), then
   `split_for_config`; returns the device count."""
   from neural_assets.demo import malloc_hugepages  # pylint: disable=g-import-not-at-top
-  malloc_hugepages.reexec_with_hugepages(config.get("demo", {}).get("malloc_hugepages", False))
+  malloc_hugepages.reexec_with_hugepages(demo_settings(config).malloc_hugepages)
   return split_for_config(config)

@@ -17,6 +17,7 @@ from neural_assets import images
 from neural_assets import report as report_lib
 from neural_assets.demo.data import data_spec, ensure_data, write_scenes
 from neural_assets.demo.edits import run_edits
+from neural_assets.demo.settings import demo_settings
 from neural_assets.demo.evaluation import (conditioning_errors, evaluate_model_and_baseline,
                                            restore_latest)
 from neural_assets.demo.training import train_with_budget
@@ -28,8 +29,6 @@ _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 # default workdir (`default_workdir`), so runs of different worlds never resume each other.
 PRESETS = {"default": os.path.join(_REPO, "configs", "synthetic.py"),
            "3d": os.path.join(_REPO, "configs", "synthetic_3d.py")}
-DEFAULT_MINUTES = 12.0  # For a config without `demo.minutes`.
-DEFAULT_FIDELITY_SCENES = 8  # For a config without `demo.fidelity_scenes`.
 
 
 def default_workdir(preset: str) -> str:
@@ -69,9 +68,8 @@ def preset_argv(argv: list[str]) -> list[str]:
 
 def demo_defaults(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The config's budget knobs: minutes (VAE warm-up + training) and edit-fidelity scenes."""
-  demo = config.get("demo", {})
-  return {"minutes": float(demo.get("minutes", DEFAULT_MINUTES)),
-          "fidelity_scenes": int(demo.get("fidelity_scenes", DEFAULT_FIDELITY_SCENES))}
+  demo = demo_settings(config)
+  return {"minutes": demo.minutes, "fidelity_scenes": demo.fidelity_scenes}
 
 
 def fidelity_tables(fidelity: Mapping[str, Any], num_scenes: int
@@ -152,15 +150,15 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str, minutes: float, *,
              backstop_seconds: float = 120.0, vae_minutes: Optional[float] = None
              ) -> dict[str, Any]:
   """The whole demo (module docstring); returns what results.json holds. `vae_minutes` None:
-  `config.demo.vae_minutes` (else 3). `num_fidelity_scenes` > 0: the edit-fidelity benchmark
-  (`neural_assets.evaluation.edit_fidelity`) scores the checkpoint's edits against the
+  `config.demo.vae_minutes` (`settings.DEFAULTS`). `num_fidelity_scenes` > 0: the edit-fidelity benchmark
+  (`benchmarks/edit_fidelity.py`) scores the checkpoint's edits against the
   generator's ground truth into WORKDIR/edit_fidelity, linked from the report (None:
   `config.demo.fidelity_scenes`, see `demo_defaults`)."""
   t0 = time.time()
   if num_fidelity_scenes is None:
     num_fidelity_scenes = demo_defaults(config)["fidelity_scenes"]
   if vae_minutes is None:
-    vae_minutes = float(config.get("demo", {}).get("vae_minutes", 3.0))
+    vae_minutes = demo_settings(config).vae_minutes
   workdir = os.path.abspath(os.path.expanduser(workdir))
   data_dir, train_dir = os.path.join(workdir, "data"), os.path.join(workdir, "train")
   report_dir = os.path.join(workdir, "report")
@@ -227,7 +225,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str, minutes: float, *,
       [b for b in eval_batches if len(b["video_index"]) >= 2])
   run_info["token-swap test seconds"] = round(time.time() - t_cond, 1)
   scene_paths = write_scenes(eval_config, eval_batches, os.path.join(workdir, "scenes"))
-  run_info["held-out scenes (.npz, for python -m neural_assets.edit --scene)"] = (
+  run_info["held-out scenes (.npz, for python -m neural_assets.edit_cli --scene)"] = (
       f"{len(scene_paths)} in {os.path.join(workdir, 'scenes')}")
 
   grids = [reconstruction_grid(evaluation["examples"])]

@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from neural_assets.demo.settings import demo_settings
+
 def pretrain_vae(config: ml_collections.ConfigDict, out_dir: str, seconds: float, *,
                  batch_size: int = 8, lr: float = 2e-3, kl_weight: float = 1e-6,
                  max_steps: int = 100_000, num_stat_batches: int = 4) -> dict[str, Any]:
@@ -113,6 +115,5 @@ def ensure_vae(config: ml_collections.ConfigDict, vae_dir: str, seconds: float
       return json.load(f)
   if seconds <= 0:
     return None
-  knobs = config.get("demo", {})
-  return pretrain_vae(config, vae_dir, seconds, batch_size=int(knobs.get("vae_batch_size", 8)),
-                      lr=float(knobs.get("vae_lr", 2e-3)))
+  knobs = demo_settings(config)
+  return pretrain_vae(config, vae_dir, seconds, batch_size=knobs.vae_batch_size, lr=knobs.vae_lr)

@@ -152,7 +152,7 @@ class Edit:
   def save(self, path: str) -> None:
     """Writes the edit (its scenes, assets, camera, background choice) to one `.npz` file.
 
-    `python -m neural_assets.edit --scene FILE` and `load_scene_or_edit` read it back; further
+    `python -m neural_assets.edit_cli --scene FILE` and `load_scene_or_edit` read it back; further
     edits apply on top. Arrays: `scene<i>_<name>` per scene (`Scene.arrays`), `asset_*` [M, ...]
     per asset, `world_to_camera`, `intrinsics`, `background_scene`, `min_depth`,
     `min_projected_size`, `steps` (strings), `kind` = "edit", `format_version`.

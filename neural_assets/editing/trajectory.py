@@ -1,6 +1,6 @@
 r"""Edit trajectories: a scene edited along a path, rendered frame by frame and written as video.
 
-A trajectory is one `--op` string of `neural_assets.edit` (operations joined by ';') in which
+A trajectory is one `--op` string of `editing.op_grammar` (operations joined by ';') in which
 numbers may be *paths* instead of constants. Frame k is the op with every path replaced by its
 value at frame k, applied to the START scene (not to frame k-1), so each frame is an ordinary
 edit and the editing API's checks (boxes behind the camera, off screen, ...) apply per frame.
@@ -40,6 +40,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
+from neural_assets.editing import op_grammar
 from neural_assets.editing.ops import Edit
 from neural_assets.editing.ops import EditError
 from neural_assets.editing.render import render
@@ -91,7 +92,7 @@ class Trajectory:
   Attributes:
     spec: the text as given.
     num_frames: F.
-    ops: F op strings of `neural_assets.edit`'s grammar, frame k's edit of the start scene.
+    ops: F op strings of `op_grammar`'s grammar, frame k's edit of the start scene.
     paths: {"<op index>:<key>": [F] values} of every path (for titles and tests).
   """
   spec: str
@@ -200,8 +201,6 @@ def build_trajectory(start: Union[Scene, Edit], spec: Union[str, Trajectory],
     TrajectoryError: a syntax error, or a frame the editing API refuses (the message names the
       frame and its values; `force=1` in the spec applies such frames, as for --op).
   """
-  # The op grammar lives with its command line; imported here, as that module imports this one.
-  from neural_assets import edit as op_grammar  # pylint: disable=g-import-not-at-top
   trajectory = spec if isinstance(spec, Trajectory) else parse_trajectory(spec)
   edits = []
   for k, op in enumerate(trajectory.ops):

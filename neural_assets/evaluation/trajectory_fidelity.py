@@ -1,12 +1,14 @@
-r"""Trajectory fidelity: edit trajectories scored frame by frame against the generator's truth.
+r"""Trajectory fidelity: edit trajectories scored frame by frame against a ground-truth renderer.
 
-  python -m neural_assets.evaluation.trajectory_fidelity --checkpoint WORKDIR \
+The benchmark (held-out synthetic scenes, the run, the CLI) is `benchmarks/trajectory_fidelity.py`:
+
+  python -m benchmarks.trajectory_fidelity --checkpoint WORKDIR \
       [--num_scenes 4 --num_frames 8 --seed 1000 --num_steps N --guidance G] \
       [--lpips_weights pretrained|none|FILES] [--no_per_frame_noise] [--out_dir DIR]
 
 The still-edit benchmark (`edit_fidelity`) asks whether one edit lands; a trajectory also asks
-whether the frames in between hold together. On held-out synthetic scenes (`edit_fidelity.
-heldout_scenes`, the generator's stream `--seed`), each trajectory type moves one object (the
+whether the frames in between hold together. On held-out synthetic scenes (`data_pipelines.
+synthetic_edits.heldout_scenes`, the generator's stream `--seed`), each trajectory type moves one object (the
 largest the editing API accepts along the whole path) or the camera along a path of
 `--num_frames` frames, written in the trajectory grammar (`neural_assets.editing.trajectory`):
 
@@ -19,7 +21,7 @@ largest the editing API accepts along the whole path) or the camera along a path
   camera orbit             camera orbit=0:D:N
 
 Every frame's ground truth is the generator's ray-cast render of that frame's edited 3D state
-(`edit_fidelity.render_ground_truth`, which also gives the objects' masks); a path is used only
+(`synthetic_edits.render_ground_truth`, which also gives the objects' masks); a path is used only
 if some frame's ground truth changes at least MIN_GROUND_TRUTH_CHANGE of its region
 (`edit_fidelity.changed_fraction`). Scores, per trajectory, then averaged over scenes:
 
@@ -37,28 +39,17 @@ if some frame's ground truth changes at least MIN_GROUND_TRUTH_CHANGE of its reg
 Methods: `model` (shared initial noise, the default of `render_frames`), `model, per-frame
 noise` (frame k from seed + k: what sharing buys), `source frame` (the unedited frame every
 frame: no flicker, no motion) and `ground truth (ceiling)` (PSNR at the cap, flicker excess 0).
-Writes `trajectory_fidelity.json` (means, per-scene values, specs, settings), `table.md` and,
-for the first scene, `<type>.gif` (ground truth | model | model, per-frame noise) to `--out_dir`
-(default: CHECKPOINT/trajectory_fidelity).
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import sys
-import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from data_pipelines import synthetic_edits
 from neural_assets import editing
 from neural_assets.editing import trajectory
 from neural_assets.evaluation import edit_cases
 from neural_assets.evaluation import edit_fidelity as ef
-from neural_assets.evaluation import edit_report
 
 TRAJECTORY_TYPES = ("translate (image plane)", "translate (depth)", "rotate (yaw)", "rescale",
                     "duplicate", "camera move", "camera orbit")
@@ -66,12 +57,7 @@ METHODS = ("model", "model, per-frame noise", "source frame", "ground truth (cei
 FRAME_METRICS = ("region/psnr", "region/ssim", "region/lpips", "image/psnr")
 METRICS = FRAME_METRICS + ("flicker", "flicker/excess")
 DEFAULT_NUM_FRAMES = 8
-DEFAULT_NUM_SCENES = 4
-DEFAULT_FPS = 6.0  # The GIFs: slow enough to follow a few frames.
 FULL_TURN = 360.0
-GIF_SCALE = 2  # Nearest upscaling of the GIFs of small synthetic frames.
-# Model renders per sampler call: one compiled shape for every trajectory of a run.
-DEFAULT_BATCH_SIZE = DEFAULT_NUM_FRAMES
 
 # render_model(scene, edits [F], shared_noise) -> [F, H, W, 3] uint8.
 RenderFn = Callable[[editing.Scene, Sequence[editing.Edit], bool], np.ndarray]
@@ -215,14 +201,18 @@ def score_frames(pred: np.ndarray, truth: np.ndarray, regions: Sequence[Optional
   return scores
 
 
-def score_scene(held: synthetic_edits.HeldOutScene, max_objects: int, render_model: RenderFn,
-                scorer: ef.Scorer, scene_config, num_frames: int = DEFAULT_NUM_FRAMES,
+def score_scene(scene: editing.Scene, ground_truth: ef.GroundTruthFn, max_objects: int,
+                render_model: RenderFn, scorer: ef.Scorer, num_frames: int = DEFAULT_NUM_FRAMES,
                 per_frame_noise: bool = True, diff_threshold: float = 0.1,
                 min_change: float = ef.MIN_GROUND_TRUTH_CHANGE,
                 types: Sequence[str] = TRAJECTORY_TYPES) -> dict[str, Any]:
   """Every trajectory type on one held-out scene, each method scored against the ground truth.
 
   Args:
+    scene: the scene whose trajectories are scored.
+    ground_truth: edit -> (rgb, masks), the ground-truth render of an edit of `scene` (the
+      benchmark's is `synthetic_edits.ground_truth_renderer`); called for every frame of every
+      candidate path, so it should cache.
     render_model: (scene, edits, shared_noise) -> [F, H, W, 3] uint8 (the model; a test may
       pass the ground-truth renderer, a perfect model).
     per_frame_noise: also render the `model, per-frame noise` method.
@@ -231,21 +221,8 @@ def score_scene(held: synthetic_edits.HeldOutScene, max_objects: int, render_mod
     {'scores': {type: {method: {metric: value, 'per_frame': ...}}}, 'specs': {type: spec or
     None}, 'frames': {type: {method: [F, H, W, 3]}}}.
   """
-  scene = held.scene
-  resolution = scene.image.shape[:2]
-  states = {id(scene): held.state}
   unedited = editing.as_edit(scene)
-  u_img, u_masks = synthetic_edits.render_ground_truth(unedited, states, scene_config,
-                                                       resolution)
-  # id(edit) -> (edit, render): holding the edit keeps its id from being reused by a later
-  # candidate's edit once a refused candidate is freed.
-  truth_cache: dict[int, tuple[editing.Edit, tuple[np.ndarray, dict[int, np.ndarray]]]] = {}
-
-  def ground_truth(edit):
-    if id(edit) not in truth_cache:
-      truth_cache[id(edit)] = (edit, synthetic_edits.render_ground_truth(edit, states,
-                                                                         scene_config, resolution))
-    return truth_cache[id(edit)][1]
+  u_img, u_masks = ground_truth(unedited)
 
   def region(edit):
     masks = ground_truth(edit)[1]
@@ -301,142 +278,3 @@ def format_table(means: Mapping[str, Any]) -> str:
                for m in METRICS]
       lines.append(f"| {name} | {method} | {row['scenes']} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------------
-# The run.
-
-
-def model_renderer(bundle, seed: int = 0, guidance_scale: Optional[float] = None,
-                   num_steps: Optional[int] = None,
-                   batch_size: int = DEFAULT_BATCH_SIZE) -> RenderFn:
-  """(scene, edits, shared_noise) -> frames, with `trajectory.render_frames`."""
-
-  def render(scene, edits, shared_noise):
-    del scene  # The edits know their scene.
-    return trajectory.render_frames(bundle, edits, seed=seed, shared_noise=shared_noise,
-                                    guidance_scale=guidance_scale, num_steps=num_steps,
-                                    batch_size=batch_size)
-
-  return render
-
-
-def run(bundle, *, num_scenes: int = DEFAULT_NUM_SCENES, num_frames: int = DEFAULT_NUM_FRAMES,
-        seed: int = synthetic_edits.DEFAULT_SEED, out_dir: Optional[str] = None, lpips_fn=None,
-        render_seed: int = 0, guidance_scale: Optional[float] = None,
-        num_steps: Optional[int] = None, per_frame_noise: bool = True, crop_size: int = 64,
-        diff_threshold: float = 0.1, render_model: Optional[RenderFn] = None,
-        fps: float = DEFAULT_FPS, log=print) -> dict[str, Any]:
-  """Scores a model bundle's trajectories on `num_scenes` held-out scenes; writes `out_dir`.
-
-  Returns the JSON content: 'means' (`aggregate`), 'per_scene' (specs and scores with their
-  per-frame values), 'settings', machine, load and seconds.
-  """
-  start = time.time()
-  load_start = os.getloadavg()
-  config = bundle.config
-  resolution = tuple(int(r) for r in config.data.resolution)
-  scene_config = synthetic_edits.scene_config_for(config)
-  scenes = synthetic_edits.heldout_scenes(scene_config, seed, num_scenes, resolution,
-                                          bundle.max_objects,
-                                          resize_method=config.data.get("resize_method", "area"))
-  render_model = render_model or model_renderer(bundle, render_seed, guidance_scale, num_steps,
-                                                max(1, int(num_frames)))
-  scorer = ef.Scorer(lpips_fn, crop_size)
-  per_scene = []
-  for i, held in enumerate(scenes):
-    t0 = time.time()
-    result = score_scene(held, bundle.max_objects, render_model, scorer, scene_config,
-                         num_frames, per_frame_noise, diff_threshold)
-    result["video"] = held.video
-    per_scene.append(result)
-    log(f"scene {i + 1}/{num_scenes} (video {held.video}): {time.time() - t0:.1f} s")
-  report = {
-      "checkpoint_step": getattr(bundle, "step", None),
-      "means": aggregate(per_scene),
-      "per_scene": [{"video": s["video"], "specs": s["specs"], "scores": s["scores"]}
-                    for s in per_scene],
-      "settings": {"held_out_seed": seed, "num_scenes": num_scenes, "num_frames": num_frames,
-                   "frame": scenes[0].frame, "render_seed": render_seed,
-                   "per_frame_noise": per_frame_noise, "resolution": list(resolution),
-                   "crop_size": crop_size, "diff_threshold": diff_threshold,
-                   "psnr_cap": ef.PSNR_CAP, "lpips": bool(lpips_fn),
-                   "min_ground_truth_change": ef.MIN_GROUND_TRUTH_CHANGE,
-                   "guidance_scale": guidance_scale if guidance_scale is not None
-                   else float(config.sampler.guidance_scale),
-                   "num_steps": num_steps if num_steps is not None
-                   else int(config.sampler.num_inference_steps)},
-      "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-      "load_1min_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
-      "seconds": round(time.time() - start, 1),
-  }
-  if out_dir:
-    write_outputs(out_dir, report, per_scene[0]["frames"] if per_scene else {}, fps)
-  return report
-
-
-def write_outputs(out_dir: str, report: Mapping[str, Any],
-                  frames: Mapping[str, Mapping[str, np.ndarray]], fps: float = DEFAULT_FPS
-                  ) -> None:
-  """trajectory_fidelity.json, table.md and one GIF per type of the first scene (columns:
-  ground truth | model | model, per-frame noise when rendered)."""
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, "trajectory_fidelity.json"), "w") as f:
-    json.dump(report, f, indent=2, default=str)
-  with open(os.path.join(out_dir, "table.md"), "w") as f:
-    f.write(format_table(report["means"]) + "\n")
-  for name, by_method in frames.items():
-    columns = [by_method[m] for m in ("ground truth (ceiling)", "model",
-                                      "model, per-frame noise") if m in by_method]
-    side_by_side = np.concatenate(columns, axis=2)  # [F, H, C*W, 3]
-    trajectory.write_video(side_by_side, os.path.join(out_dir, f"{_file_name(name)}.gif"), fps,
-                           GIF_SCALE)
-
-
-def _file_name(name: str) -> str:
-  return name.replace(" ", "_").replace("(", "").replace(")", "")
-
-
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="python -m neural_assets.evaluation.trajectory_fidelity",
-                                   description=__doc__.split("\n\n")[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  from neural_assets.cli_validation import finite_float, int_at_least  # pylint: disable=g-import-not-at-top
-  parser.add_argument("--checkpoint", required=True)
-  parser.add_argument("--step", type=int_at_least(0), default=None)
-  parser.add_argument("--num_scenes", type=int_at_least(1), default=DEFAULT_NUM_SCENES)
-  parser.add_argument("--num_frames", type=int_at_least(trajectory.MIN_FRAMES),
-                      default=DEFAULT_NUM_FRAMES)
-  parser.add_argument("--seed", type=int, default=synthetic_edits.DEFAULT_SEED,
-                      help="Held-out generator stream (default: %(default)s).")
-  parser.add_argument("--render_seed", type=int, default=0)
-  parser.add_argument("--num_steps", type=int_at_least(1), default=None)
-  parser.add_argument("--guidance", type=finite_float(low=0.0), default=None)
-  parser.add_argument("--lpips_weights", default="pretrained",
-                      help="'pretrained', 'none' or comma-separated weight files "
-                      "(neural_assets.evaluation.lpips.distance_fn).")
-  parser.add_argument("--no_per_frame_noise", action="store_true",
-                      help="Skip the per-frame-noise method (halves the rendering).")
-  parser.add_argument("--out_dir", default=None,
-                      help="Default: CHECKPOINT/trajectory_fidelity.")
-  return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-  args = _parser().parse_args(argv)
-  from neural_assets import inference  # pylint: disable=g-import-not-at-top
-  from neural_assets.evaluation import lpips  # pylint: disable=g-import-not-at-top
-  bundle = inference.load_model_for_inference(args.checkpoint, step=args.step)
-  out_dir = args.out_dir or os.path.join(
-      os.path.dirname(edit_report.default_out_dir(args.checkpoint)), "trajectory_fidelity")
-  report = run(bundle, num_scenes=args.num_scenes, num_frames=args.num_frames, seed=args.seed,
-               out_dir=out_dir, lpips_fn=lpips.distance_fn(args.lpips_weights),
-               render_seed=args.render_seed, guidance_scale=args.guidance,
-               num_steps=args.num_steps, per_frame_noise=not args.no_per_frame_noise)
-  print(format_table(report["means"]))
-  print(f"Wrote {out_dir}")
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())

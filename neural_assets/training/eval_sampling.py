@@ -26,7 +26,7 @@ from neural_assets.diffusion.ddim import DDIMSampler
 from neural_assets.diffusion.schedule import NoiseSchedule
 from neural_assets.evaluation import evaluator as evaluator_lib
 from neural_assets.models import partitioning
-from neural_assets.models.neural_assets import NeuralAssetsModel
+from neural_assets.models.asset_diffusion import NeuralAssetsModel
 from neural_assets.models.vae import AutoencoderKL
 from neural_assets.training import mesh as mesh_lib
 from neural_assets.training import sharding as sharding_lib

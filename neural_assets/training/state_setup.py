@@ -17,7 +17,7 @@ import flax
 import jax
 import ml_collections
 
-from neural_assets.models.neural_assets import NeuralAssetsModel
+from neural_assets.models.asset_diffusion import NeuralAssetsModel
 from neural_assets.models.vae import AutoencoderKL
 from neural_assets.training import checkpointing
 from neural_assets.training import init_checkpoint

@@ -3,7 +3,7 @@
     latents = scaling_factor * VAE.encode(target_image in [-1, 1])   (frozen; posterior sample
                                                                       or mean, by config)
     t ~ U[0, T), noise ~ N(0, I), drop_cond ~ Bernoulli(cfg_drop_prob)   (fold_in(rng, step))
-    loss = |model(x_t, t, batch, drop_cond) - target(eps or v)|^2     (models.neural_assets)
+    loss = |model(x_t, t, batch, drop_cond) - target(eps or v)|^2     (models.asset_diffusion)
     grads -> optax (frozen groups zeroed, clip, AdamW per group) -> params
 
 Numerics: parameters are float32 master weights; `config.training.compute_dtype='bfloat16'`
@@ -28,7 +28,7 @@ import optax
 
 from neural_assets.diffusion.schedule import NoiseSchedule
 from neural_assets.models import partitioning
-from neural_assets.models.neural_assets import NeuralAssetsModel, diffusion_loss
+from neural_assets.models.asset_diffusion import NeuralAssetsModel, diffusion_loss
 from neural_assets.models.vae import AutoencoderKL
 from neural_assets.training import latent_cache
 from neural_assets.training import optimizer as optimizer_lib

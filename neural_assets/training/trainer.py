@@ -16,7 +16,7 @@ restore for evaluation), `init_checkpoint` (`config.training.init_checkpoint`),
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 from absl import logging
 from clu import metric_writers
@@ -42,16 +42,6 @@ from neural_assets.training import state_setup
 from neural_assets.training import train_step as train_step_lib
 from neural_assets.training.multihost import CompileThenSync
 from neural_assets.training.train_state import TrainState
-# Names callers import from the trainer (main.py, benchmarks/, tests/); defined beside it.
-# pylint: disable=unused-import,g-multiple-import
-from neural_assets.training.eval_sampling import (  # noqa: F401
-    evaluate, make_evaluator, make_sample_fn)
-from neural_assets.training.init_checkpoint import (  # noqa: F401
-    InitCheckpointError, load_pretrained)
-from neural_assets.training.state_setup import setup_state  # noqa: F401
-from neural_assets.training.train_step import (  # noqa: F401
-    dummy_batch, init_params, latent_shape)
-# pylint: enable=unused-import,g-multiple-import
 
 # `on_step(step, scalars) -> stop`: called after every step; `scalars` holds the step's logged
 # means ('train/loss', ..., 'data/...') on log steps (`training.log_every_steps` and the last
@@ -110,6 +100,16 @@ def build_latent_cache(config: ml_collections.ConfigDict, vae: AutoencoderKL,
   logging.info("Latent cache: %d frames of %d videos, %.1f MiB, %.1f s.", len(cache.latents),
                cache.num_videos, cache.latents.nbytes / 2 ** 20, time.monotonic() - start)
   return cache
+
+
+def next_global_batch(train_iter: Iterator[Any], latent_cache: Optional[Any],
+                      mesh: jax.sharding.Mesh) -> dict[str, Any]:
+  """The next host batch, with its cached target latents when `latent_cache` is set, as one
+  global batch sharded over `mesh`'s data axes."""
+  batch = next(train_iter)
+  if latent_cache is not None:
+    batch = latent_cache.add_to(batch)
+  return sharding_lib.shard_batch(batch, mesh)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -180,10 +180,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   try:
     while step < train_cfg.num_train_steps:
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        batch = next(train_iter)
-        if latent_cache is not None:
-          batch = latent_cache.add_to(batch)
-        batch = sharding_lib.shard_batch(batch, mesh)
+        batch = next_global_batch(train_iter, latent_cache, mesh)
         state, metrics = train_step(state, batch)
       step += 1
       history.append(metrics)
