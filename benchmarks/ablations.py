@@ -21,8 +21,8 @@ compiles, so compile time is not charged; the steps reached are reported, since 
 machine's load changes them), and are scored the same way:
 - held-out metrics: `trainer.evaluate_checkpoint` on the eval split with the paper's frame pairs
   (gap >= `--eval_min_gap`, whatever the variant trained on), image and object level;
-- edit fidelity: `benchmarks/edit_fidelity.py` on `--num_scenes` held-out scenes (its means over
-  the edit types of the model row).
+- edit fidelity: `neural_assets/demo/edit_benchmark.py` on `--num_scenes` held-out scenes (its
+  means over the edit types of the model row).
 Results: WORKDIR/<variant>/result.json (a finished variant is skipped when re-run, so a dead run
 resumes), `--out` JSON (benchmarks/results/ablations.json) and a bar chart (`--chart`,
 benchmarks/results/ablations.png), and a table on stdout.
@@ -90,7 +90,7 @@ def run_variant(config, name: str, workdir: str, minutes: float, num_scenes: int
                 log=print) -> dict[str, Any]:
   """Trains one variant for `minutes`, then scores it; returns (and saves) its result."""
   # pylint: disable=g-import-not-at-top
-  from benchmarks import edit_fidelity
+  from neural_assets.demo import edit_benchmark
   from neural_assets.training import trainer
   # pylint: enable=g-import-not-at-top
   out_dir = os.path.join(workdir, name)
@@ -127,13 +127,13 @@ def run_variant(config, name: str, workdir: str, minutes: float, num_scenes: int
   t1 = time.time()
   heldout = trainer.evaluate_checkpoint(eval_cfg, train_dir)
   eval_seconds = time.time() - t1
-  bundle = edit_fidelity.load_bundle(train_dir)
-  edits = edit_fidelity.run(bundle, num_scenes=num_scenes,
-                            out_dir=os.path.join(out_dir, "edit_fidelity"), label=name,
-                            seed=edit_fidelity.DEFAULT_SEED if seed is None else seed,
-                            num_steps=num_steps, log=log,
-                            lpips_fn=edit_fidelity.load_lpips(cfg.evaluation.lpips.weights,
-                                                              cfg.evaluation.lpips.net))
+  bundle = edit_benchmark.load_bundle(train_dir)
+  edits = edit_benchmark.run(bundle, num_scenes=num_scenes,
+                             out_dir=os.path.join(out_dir, "edit_fidelity"), label=name,
+                             seed=edit_benchmark.DEFAULT_SEED if seed is None else seed,
+                             num_steps=num_steps, log=log,
+                             lpips_fn=edit_benchmark.load_lpips(cfg.evaluation.lpips.weights,
+                                                                cfg.evaluation.lpips.net))
   result = {
       "variant": name, "description": VARIANTS[name][0],
       "switches": {k: list(v) if isinstance(v, tuple) else v

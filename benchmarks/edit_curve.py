@@ -4,12 +4,13 @@ r"""Edit effects against training steps: the edit-fidelity benchmark at several 
       [--num_scenes 32] [--out benchmarks/results/edit_curve.json]
 
 For each chosen step of the run's checkpoints (`--steps`, else every `--every`-th kept step and
-the last), scores `benchmarks.edit_fidelity.run` on the same held-out scenes and keeps, per edit
-type, whether it takes effect and the paired differences (model - model, unedited and model -
-source frame; region PSNR and localisation IoU, with their 95% bootstrap intervals). Writes
---out (JSON, rewritten after every step, so a killed run keeps its curve) and the same name
-with .png: one panel per edit type, the differences against steps with their intervals. Keep
-the checkpoints of a run with `--config.checkpoint.max_to_keep` (the demo's configs keep 2).
+the last), scores `neural_assets.demo.edit_benchmark.run` on the same held-out scenes (made
+once; each step's weights go into the first step's bundle, so its renders compile once) and
+keeps, per edit type, whether it takes effect and the paired differences (model - model,
+unedited and model - source frame; region PSNR and localisation IoU, with their 95% bootstrap
+intervals). Writes --out (JSON, rewritten after every step, so a killed run keeps its curve)
+and the same name with .png: one panel per edit type, the differences against steps with their
+intervals. Keep the checkpoints of a run with `--config.checkpoint.max_to_keep` (the demo's configs keep 2).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import sys
 import time
 from typing import Any, Optional, Sequence
 
-from benchmarks import edit_fidelity
+from neural_assets.demo import edit_benchmark
 from neural_assets.evaluation.edit_effects import BASELINES, EFFECT_METRICS
 from neural_assets.range_checks import int_at_least
 from neural_assets.training import checkpoint_files
@@ -93,8 +94,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   parser.add_argument("--every", type=int_at_least(1), default=4,
                       help="Every N-th kept checkpoint, and the last.")
   parser.add_argument("--num_scenes", type=int_at_least(2),
-                      default=edit_fidelity.DEFAULT_NUM_SCENES)
-  parser.add_argument("--seed", type=int, default=edit_fidelity.DEFAULT_SEED)
+                      default=edit_benchmark.DEFAULT_NUM_SCENES)
+  parser.add_argument("--seed", type=int, default=edit_benchmark.DEFAULT_SEED)
   parser.add_argument("--out", default=os.path.join("benchmarks", "results", "edit_curve.json"))
   args = parser.parse_args(argv)
 
@@ -110,13 +111,20 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   result = {"checkpoint": os.path.abspath(args.checkpoint), "num_scenes": args.num_scenes,
             "held_out_seed": args.seed, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
             "points": []}
-  lpips_fn = None
+  bundle = lpips_fn = held_out = None
   for step in steps:
     start = time.time()
-    bundle = edit_fidelity.load_bundle(args.checkpoint, step)
-    lpips_fn = lpips_fn or edit_fidelity.experiment_lpips(bundle)
-    report = edit_fidelity.run(bundle, num_scenes=args.num_scenes, seed=args.seed,
-                               lpips_fn=lpips_fn, label=f"step {step}", log=lambda *_: None)
+    loaded = edit_benchmark.load_bundle(args.checkpoint, step)
+    if bundle is None:
+      bundle = loaded
+      lpips_fn = edit_benchmark.experiment_lpips(bundle)
+      held_out = edit_benchmark.heldout_pool(bundle.config, bundle.max_objects, args.num_scenes,
+                                             args.seed)
+    else:
+      bundle = bundle.with_weights(loaded)
+    report = edit_benchmark.run(bundle, num_scenes=args.num_scenes, seed=args.seed,
+                                lpips_fn=lpips_fn, held_out=held_out, label=f"step {step}",
+                                log=lambda *_: None)
     result["points"].append({"step": step, "effects": curve_point(report),
                              "seconds": round(time.time() - start, 1),
                              "load_1min": round(os.getloadavg()[0], 2)})

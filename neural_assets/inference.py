@@ -12,6 +12,7 @@ decoder that `neural_assets.editing.render` samples with. Code that already hold
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 import os
@@ -61,6 +62,16 @@ class ModelBundle:
     # One object for the sampler's static argument, so its compilation is reused across calls.
     self.denoise_fn = train_step.denoiser(model)
     self.decode_fn = jax.jit(functools.partial(train_step.decode_latents, vae))
+
+  def with_weights(self, other: "ModelBundle") -> "ModelBundle":
+    """This bundle with `other`'s parameters and step (a checkpoint of the same config): the
+    jitted pieces are shared, so renders compiled for this bundle are not compiled again."""
+    if other.config.to_json() != self.config.to_json():
+      raise ValueError("with_weights: the bundles' configs differ; load the other checkpoint "
+                       "as a bundle of its own.")
+    bundle = copy.copy(self)
+    bundle.params, bundle.vae_params, bundle.step = other.params, other.vae_params, other.step
+    return bundle
 
   @property
   def resolution(self) -> tuple[int, int]:

@@ -61,8 +61,9 @@ def random_params(abstract, seed: int = 0):
 
 
 def make_tiny_checkpoint(workdir: str, config: ml_collections.ConfigDict | None = None,
-                         seed: int = 0) -> str:
-  """Writes `<workdir>/checkpoints/0` (and `config.json`) with random weights; returns workdir."""
+                         seed: int = 0, step: int = 0) -> str:
+  """Writes `<workdir>/checkpoints/<step>` (and `config.json`) with random weights of `seed`
+  (kept beside the workdir's other steps); returns workdir."""
   # pylint: disable=g-import-not-at-top
   from neural_assets.training import checkpointing, optimizer, train_state, train_step
   # pylint: enable=g-import-not-at-top
@@ -74,9 +75,9 @@ def make_tiny_checkpoint(workdir: str, config: ml_collections.ConfigDict | None 
       functools.partial(train_step.init_params, config, model, vae), jax.random.key(seed)), seed)
   tx, _ = optimizer.make_optimizer(config.optimizer, params, config.training.num_train_steps)
   state = train_state.create(params, frozen, tx, jax.random.key(seed), use_ema=False)
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=1,
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=None,
                                     async_save=False, config_json=config.to_json_best_effort())
-  ckpt.save(0, state, {})
+  ckpt.save(step, state, {})
   ckpt.close()
   (epath.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2))
   return workdir

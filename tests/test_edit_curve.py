@@ -2,6 +2,7 @@
 import json
 
 from benchmarks import edit_curve
+from neural_assets.demo import edit_benchmark
 from neural_assets.evaluation import edit_cases
 from neural_assets.evaluation.edit_effects import BASELINES, EFFECT_METRICS
 
@@ -24,16 +25,27 @@ def test_a_point_keeps_the_verdict_and_the_intervals():
   assert point["remove"]["source frame"]["region/psnr"] == {"mean": 5.0, "low": 4.0, "high": 6.0}
 
 
-def test_a_run_over_a_tiny_checkpoint(tmp_path, capsys):
+def test_a_run_over_two_checkpoints_scores_each_as_a_fresh_load(tmp_path, capsys):
   from tests import editing_fixtures as fx  # pylint: disable=g-import-not-at-top
-  workdir = fx.make_tiny_checkpoint(str(tmp_path / "run"))
+  workdir = fx.make_tiny_checkpoint(str(tmp_path / "run"), seed=0, step=0)
+  fx.make_tiny_checkpoint(workdir, seed=1, step=1)
   out = tmp_path / "curve.json"
-  result = edit_curve.main(["--checkpoint", workdir, "--num_scenes", "2", "--out", str(out)])
+  result = edit_curve.main(["--checkpoint", workdir, "--num_scenes", "2", "--every", "1",
+                            "--out", str(out)])
   saved = json.loads(out.read_text())
   assert saved == json.loads(json.dumps(result))
-  (point,) = saved["points"]
-  assert point["step"] == 0 and set(point["effects"]) == set(edit_cases.EDIT_TYPES)
-  # A random model: nothing takes effect.
-  assert not any(e["takes_effect"] for e in point["effects"].values())
+  first, second = saved["points"]
+  assert (first["step"], second["step"]) == (0, 1)
+  assert set(first["effects"]) == set(edit_cases.EDIT_TYPES)
+  # Random models: nothing takes effect.
+  assert not any(e["takes_effect"] for p in (first, second) for e in p["effects"].values())
   assert (tmp_path / "curve.png").stat().st_size > 0
-  assert "step 0: 0 of 10 take effect" in capsys.readouterr().out
+  printed = capsys.readouterr().out
+  assert "step 0: 0 of 10 take effect" in printed and "step 1: 0 of 10 take effect" in printed
+  # Step 1 was scored with step 0's bundle and held-out scenes, reused: the same numbers as a
+  # bundle loaded fresh from step 1, and not step 0's.
+  fresh = edit_benchmark.load_bundle(workdir, 1)
+  report = edit_benchmark.run(fresh, num_scenes=2, lpips_fn=edit_benchmark.experiment_lpips(fresh),
+                              log=lambda *_: None)
+  assert second["effects"] == json.loads(json.dumps(edit_curve.curve_point(report)))
+  assert first["effects"] != second["effects"]

@@ -1,4 +1,5 @@
-"""Edit fidelity (benchmarks/edit_fidelity.py; the ground truth, data_pipelines/synthetic_edits.py;
+"""Edit fidelity (the runner, neural_assets/demo/edit_benchmark.py, and its CLI,
+benchmarks/edit_fidelity.py; the ground truth, data_pipelines/synthetic_edits.py;
 cases, scores, effects and report, neural_assets/evaluation/edit_*.py): ground-truth renders of
 edits, the scores' ceiling, and a smoke run of the runner on a tiny checkpoint."""
 import json
@@ -12,6 +13,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import edit_fidelity as ef_cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+from neural_assets.demo import edit_benchmark  # pylint: disable=g-import-not-at-top,wrong-import-position
 from neural_assets.evaluation import edit_fidelity as ef  # pylint: disable=g-import-not-at-top,wrong-import-position
 from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top,wrong-import-position
 from data_pipelines import synthetic_edits  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -160,7 +162,7 @@ def test_a_perfect_model_scores_the_ceiling(held):
                      for e in edits])
 
   scorer = ef.Scorer(_random_lpips(), crop_size=RES)
-  result = ef_cli.score_scene(h, other, 6, perfect, scorer, CFG)
+  result = edit_benchmark.score_scene(h, other, 6, perfect, scorer, CFG)
   assert set(result["scores"]) == set(edit_cases.EDIT_TYPES)  # every edit type was applied.
   means = ef.aggregate([result])
   for name in edit_cases.EDIT_TYPES:
@@ -182,7 +184,7 @@ def test_smoke_run_on_a_tiny_checkpoint(tmp_path):
   workdir = fx.make_tiny_checkpoint(str(tmp_path / "run"))
   results = tmp_path / "result.json"
   report = ef_cli.main(["--checkpoint", workdir, "--num_scenes", "1", "--crop_size", "16",
-                    "--results_json", str(results)])
+                        "--results_json", str(results)])
   out = os.path.join(workdir, "edit_fidelity")
   assert os.path.exists(os.path.join(out, "index.html"))
   assert any(f.startswith("grid_") and f.endswith(".png") for f in os.listdir(out))
@@ -226,7 +228,7 @@ def test_every_edit_types_ground_truth_differs_from_the_unedited_one(name):
   # magnitude whose ground truth differs from the unedited ground truth in at least
   # MIN_GROUND_TRUTH_CHANGE of the scored region's pixels (recomputed here from the renders).
   config, res, num = _world(name), (64, 64), 6
-  held = synthetic_edits.heldout_scenes(config, SEED, num + ef_cli.NUM_DONORS, res, 3)
+  held = synthetic_edits.heldout_scenes(config, SEED, num + edit_benchmark.NUM_DONORS, res, 3)
   states = _states(*held)
   scorer = ef.Scorer(None, crop_size=16)
 
@@ -234,8 +236,8 @@ def test_every_edit_types_ground_truth_differs_from_the_unedited_one(name):
     return np.stack([scene.image] * len(edits))
 
   for i in range(num):
-    donors = held[i + 1:i + 1 + ef_cli.NUM_DONORS]
-    result = ef_cli.score_scene(held[i], donors, 3, copy_source, scorer, config)
+    donors = held[i + 1:i + 1 + edit_benchmark.NUM_DONORS]
+    result = edit_benchmark.score_scene(held[i], donors, 3, copy_source, scorer, config)
     assert set(result["scores"]) == set(edit_cases.EDIT_TYPES), result["notes"]
     cases = edit_cases.make_cases(held[i].scene, [d.scene for d in donors], 3)  # Without the check.
     unedited, u_masks = synthetic_edits.render_ground_truth(held[i].scene, states, config, res)
@@ -299,7 +301,7 @@ def test_bootstrap_interval_and_paired_differences():
 
 def test_a_perfect_model_takes_effect_everywhere_and_copying_nowhere():
   config, res, num = _world("synthetic_3d"), (64, 64), 8
-  held = synthetic_edits.heldout_scenes(config, SEED, num + ef_cli.NUM_DONORS, res, 3)
+  held = synthetic_edits.heldout_scenes(config, SEED, num + edit_benchmark.NUM_DONORS, res, 3)
   states = _states(*held)
   scorer = ef.Scorer(_random_lpips(), crop_size=64)  # AlexNet LPIPS needs crops of >= ~32 px.
 
@@ -310,8 +312,9 @@ def test_a_perfect_model_takes_effect_everywhere_and_copying_nowhere():
     return np.stack([scene.image] * len(edits))
 
   for render, expected in ((perfect, True), (copy_source, False)):
-    per_scene = [ef_cli.score_scene(held[i], held[i + 1:i + 1 + ef_cli.NUM_DONORS], 3, render,
-                                    scorer, config) for i in range(num)]
+    donors = lambda i: held[i + 1:i + 1 + edit_benchmark.NUM_DONORS]
+    per_scene = [edit_benchmark.score_scene(held[i], donors(i), 3, render, scorer, config)
+                 for i in range(num)]
     diffs = edit_effects.paired_differences(per_scene)
     effects = edit_effects.takes_effect(diffs)
     assert effects == {name: expected for name in edit_cases.EDIT_TYPES}, (expected, effects)

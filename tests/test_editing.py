@@ -393,6 +393,18 @@ def test_load_model_errors(workdir, tmp_path):
                                                              "0"), 0)
 
 
+
+def test_with_weights_shares_the_compiled_pieces_and_refuses_another_config(bundle):
+  from neural_assets import inference  # pylint: disable=g-import-not-at-top
+  other = inference.ModelBundle(bundle.config, bundle.params, bundle.vae_params, step=7)
+  swapped = bundle.with_weights(other)
+  assert swapped.step == 7 and bundle.step == 0 and swapped.params is other.params
+  assert swapped.denoise_fn is bundle.denoise_fn and swapped.tokenize_fn is bundle.tokenize_fn
+  config = fx.tiny_config()
+  config.sampler.guidance_scale = 9.0
+  with pytest.raises(ValueError, match="configs differ"):
+    bundle.with_weights(inference.ModelBundle(config, bundle.params, bundle.vae_params))
+
 # ------------------------------------------------------------------------------------------------
 # CLI.
 

@@ -27,7 +27,7 @@ Steps (each skipped when its output already exists, so re-running resumes):
      the held-out scenes written as WORKDIR/scenes/*.npz (`python -m neural_assets.edit_cli --scene`).
   4. Each edit type of `neural_assets.editing` on a few eval scenes: the render before and
      after, the edited object's box drawn.
-  4b. The edit-fidelity benchmark (`benchmarks/edit_fidelity.py`) on
+  4b. The edit-fidelity benchmark (`neural_assets/demo/edit_benchmark.py`) on
      `--num_fidelity_scenes` held-out scenes: every edit type scored against the generator's
      ground-truth render of the edited 3D state, into WORKDIR/edit_fidelity (table in the report).
   5. WORKDIR/report/index.html (`neural_assets.report`) and WORKDIR/report/results.json.

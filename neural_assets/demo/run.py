@@ -150,9 +150,9 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str, minutes: float, *,
              backstop_seconds: float = 120.0, vae_minutes: Optional[float] = None
              ) -> dict[str, Any]:
   """The whole demo (module docstring); returns what results.json holds. `vae_minutes` None:
-  `config.demo.vae_minutes` (`settings.DEFAULTS`). `num_fidelity_scenes` > 0: the edit-fidelity benchmark
-  (`benchmarks/edit_fidelity.py`) scores the checkpoint's edits against the
-  generator's ground truth into WORKDIR/edit_fidelity, linked from the report (None:
+  `config.demo.vae_minutes` (`settings.DEFAULTS`). `num_fidelity_scenes` > 0: the edit-fidelity
+  benchmark (`demo/edit_benchmark.py`) scores the checkpoint's edits against the generator's
+  ground truth into WORKDIR/edit_fidelity, linked from the report (None:
   `config.demo.fidelity_scenes`, see `demo_defaults`)."""
   t0 = time.time()
   if num_fidelity_scenes is None:
@@ -237,14 +237,14 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str, minutes: float, *,
   tables, links = {}, {}
   if num_fidelity_scenes > 0:
     # pylint: disable=g-import-not-at-top
-    from benchmarks import edit_fidelity
     from neural_assets import inference
+    from neural_assets.demo import edit_benchmark
     # pylint: enable=g-import-not-at-top
     t_fidelity = time.time()
     bundle = inference.bundle_from_train_state(eval_config, restored.state, restored.step,
                                                use_ema=bool(eval_config.eval.use_ema))
-    fidelity = edit_fidelity.run_for_workdir(bundle, workdir, num_scenes=num_fidelity_scenes,
-                                             log=logging.info)
+    fidelity = edit_benchmark.run_for_workdir(bundle, workdir, num_scenes=num_fidelity_scenes,
+                                              log=logging.info)
     run_info["edit fidelity seconds"] = round(time.time() - t_fidelity, 1)
     run_info["edit types taking effect"] = (
         f"{sum(fidelity['takes_effect'].values())} of {len(fidelity['takes_effect'])} on "
