@@ -40,7 +40,6 @@ def data_spec(config: ml_collections.ConfigDict, **overrides: Optional[int]) -> 
 def ensure_data(data_dir: str, spec: Mapping[str, Any], num_workers: int = 1) -> float:
   """Generates the train and eval splits into `data_dir` unless a finished dataset with the same
   spec is there (marker file `spec.json`, written last). Returns the seconds spent."""
-  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
   marker = os.path.join(data_dir, "spec.json")
   if os.path.exists(marker):
     with open(marker) as f:
@@ -54,17 +53,25 @@ def ensure_data(data_dir: str, spec: Mapping[str, Any], num_workers: int = 1) ->
   start = time.time()
   for split, count, seed in (("train", spec["num_train_videos"], spec["train_seed"]),
                              ("eval", spec["num_eval_videos"], spec["eval_seed"])):
-    logging.info("Rendering %d synthetic %s videos into %s ...", count, split, data_dir)
-    synthetic.main([
-        "--out_dir", data_dir, "--split", split, "--num_videos", str(count),
-        "--seed", str(seed), "--resolution", str(spec["resolution"]),
-        "--num_frames", str(spec["num_frames"]), "--min_objects", str(spec["min_objects"]),
-        "--max_objects", str(spec["max_objects"]), "--image_format", spec["image_format"],
-        "--records_per_shard", str(spec["records_per_shard"]), "--num_workers", str(num_workers),
-        "--scene_json", json.dumps(spec["scene"])])
+    render_split(data_dir, spec, split, count, seed, num_workers)
   with open(marker, "w") as f:
     json.dump(dict(spec), f, indent=2)
   return time.time() - start
+
+
+def render_split(data_dir: str, spec: Mapping[str, Any], split: str, count: int, seed: int,
+                 num_workers: int = 1) -> None:
+  """Renders `count` videos of the world in `spec` (`data_spec`) with generator seed `seed` as
+  the ArrayRecord split `split` of `data_dir` (`data_pipelines.synthetic`)."""
+  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
+  logging.info("Rendering %d synthetic %s videos into %s ...", count, split, data_dir)
+  synthetic.main([
+      "--out_dir", data_dir, "--split", split, "--num_videos", str(count),
+      "--seed", str(seed), "--resolution", str(spec["resolution"]),
+      "--num_frames", str(spec["num_frames"]), "--min_objects", str(spec["min_objects"]),
+      "--max_objects", str(spec["max_objects"]), "--image_format", spec["image_format"],
+      "--records_per_shard", str(spec["records_per_shard"]), "--num_workers", str(num_workers),
+      "--scene_json", json.dumps(spec["scene"])])
 
 
 def write_scenes(config: ml_collections.ConfigDict, batches: Sequence[Mapping[str, Any]],
