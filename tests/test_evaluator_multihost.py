@@ -4,19 +4,14 @@ examples; `result(all_processes=True)` equals one process's result over all of t
 The network metrics are small deterministic stand-ins (a fixed random projection as the FID
 feature net, etc.): what is tested is the reduction of sums, counts and FID statistics.
 """
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 
 from tests.test_evaluator import _batches, _config
-from tests.test_training import _free_port
+from tests import two_processes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _SETUP = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
@@ -60,22 +55,7 @@ _WORKER = _SETUP + textwrap.dedent("""
 
 
 def test_two_processes_reduce_to_the_single_process_result(tmp_path):
-  port = _free_port()
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT, "XLA_FLAGS": "",
-         "TF_CPP_MIN_LOG_LEVEL": "3"}
-  procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(port), str(i)], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for i in range(2)]
-  outs = []
-  try:
-    for p in procs:
-      out, err = p.communicate(timeout=240)
-      assert p.returncode == 0, err[-4000:]
-      outs.append(json.loads(out.split("RESULT")[1].splitlines()[0]))
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
+  outs = two_processes.run(_WORKER)
 
   namespace = {}
   exec(_SETUP, namespace)  # pylint: disable=exec-used

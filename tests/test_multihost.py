@@ -1,15 +1,10 @@
 """training/multihost across 2 JAX processes (gloo CPU collectives): the barrier waits for a
-process that arrives 40 s late (more than gloo's 30 s key-value timeout), a name mismatch fails
-on both processes, and CompileThenSync runs a cross-process program after compiling it."""
-import json
-import os
-import subprocess
-import sys
+process that arrives 40 s late, a name mismatch fails on both processes, and CompileThenSync
+runs a cross-process program after compiling it."""
 import textwrap
 
-from tests.test_training import _free_port
+from tests import two_processes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LATE_S = 40.0
 
 _WORKER = textwrap.dedent("""
@@ -41,22 +36,7 @@ _WORKER = textwrap.dedent("""
 
 
 def test_barrier_waits_for_a_late_process_and_refuses_a_name_mismatch():
-  port = _free_port()
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT, "XLA_FLAGS": "",
-         "TF_CPP_MIN_LOG_LEVEL": "3"}
-  procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(port), str(i), str(LATE_S)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True) for i in range(2)]
-  outs = []
-  try:
-    for p in procs:
-      out, err = p.communicate(timeout=240)
-      assert p.returncode == 0, err[-4000:]
-      outs.append(json.loads(out.split("RESULT")[1].splitlines()[0]))
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
+  outs = two_processes.run(_WORKER, str(LATE_S))
   # Process 0 waited for process 1's late arrival; process 1 found it waiting.
   assert outs[0]["waited_s"] > LATE_S - 5, outs
   assert outs[1]["waited_s"] < LATE_S - 5, outs
