@@ -28,13 +28,13 @@ import time
 from typing import Any, Optional, Sequence
 
 import jax
-import numpy as np
 
 from neural_assets import inference
 from neural_assets.demo import data as demo_data
 from neural_assets.demo.evaluation import copy_source_sample_fn
 from neural_assets.diffusion.ddim import DDIMSampler
 from neural_assets.training import eval_sampling
+from neural_assets.training import mesh as mesh_lib
 
 # (metric, better): what "beats copy-source" compares, where the Evaluator reports it.
 VERDICT_METRICS = (("image/psnr", "higher"), ("object/psnr", "higher"),
@@ -80,14 +80,13 @@ def validation_config(bundle: inference.ModelBundle, work_dir: str, num_videos: 
 
 
 def score(config: Any, bundle: inference.ModelBundle, sample_fn: Any) -> dict[str, float]:
-  """The Evaluator's means of `sample_fn`'s images over every eval pair of `config`."""
+  """The Evaluator's means of `sample_fn`'s images over every eval pair of `config`
+  (`eval_sampling.score_eval_split` on `config.mesh`, the bundle's weights replicated)."""
+  mesh = mesh_lib.create_mesh(config.mesh)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  params, vae_params = jax.device_put((bundle.params, bundle.vae_params), replicated)
   evaluator = eval_sampling.make_evaluator(config)
-  key = jax.random.key(int(config.eval.seed))
-  for index, batch in enumerate(eval_sampling.eval_batches(config)):
-    generated = np.asarray(jax.device_get(sample_fn(bundle.params, bundle.vae_params, batch,
-                                                    jax.random.fold_in(key, index))))
-    evaluator.update(generated, batch["target_image"], batch["target_boxes"],
-                     batch["slot_mask"])
+  eval_sampling.score_eval_split(config, params, vae_params, mesh, sample_fn, evaluator)
   return {k: float(v) for k, v in evaluator.result().items()}
 
 

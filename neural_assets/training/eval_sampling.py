@@ -4,6 +4,7 @@ guidance, scored by the Evaluator).
   make_summary_fn(...)   (state, batch) -> source | target | VAE recon | one-step x0 panels
   make_sample_fn(...)    (params, vae_params, batch, key) -> generated targets in [0, 1]
   eval_batches(config)   the eval split's host batches, `config.eval.num_batches` of them
+  score_eval_split(...)  feed every eval batch's generations into an Evaluator
   evaluate(...)          generate every eval batch, score, write and return the metrics
 """
 from __future__ import annotations
@@ -125,6 +126,36 @@ def eval_batches(config: ml_collections.ConfigDict) -> Iterator[dict[str, np.nda
   return itertools.islice(batches, limit) if limit >= 0 else iter(batches)
 
 
+def score_eval_split(config: ml_collections.ConfigDict, params: Any, vae_params: Any,
+                     mesh: jax.sharding.Mesh, sample_fn: Any, evaluator: Any,
+                     first_batch: Any = None) -> int:
+  """Feeds `sample_fn(params, vae_params, batch, key)`'s images of every eval batch of this
+  process (`eval_batches`, the final one padded; key `config.eval.seed` folded with the batch
+  index) into `evaluator` after resetting it; `first_batch(batch, generated, keep)` sees the
+  first one. Returns the number of batches (ValueError when there is none)."""
+  evaluator.reset()
+  host_batch = sharding_lib.check_batch_size(config.data.eval_global_batch_size, mesh)
+  key = jax.random.key(config.eval.seed)
+  num_batches = 0
+  for index, batch in enumerate(eval_batches(config)):
+    batch, valid = pad_batch(batch, host_batch)
+    generated = sample_fn(params, vae_params, sharding_lib.shard_batch(batch, mesh),
+                          jax.random.fold_in(key, index))
+    # This process's rows of the generations: the inverse of shard_batch, no cross-host copy.
+    generated = np.asarray(multihost_utils.global_array_to_host_local_array(
+        generated, mesh, jax.sharding.PartitionSpec(mesh_lib.batch_axes(mesh))))
+    keep = np.asarray(valid, bool)
+    evaluator.update(generated[keep], batch["target_image"][keep],
+                     batch["target_boxes"][keep], batch["slot_mask"][keep])
+    if num_batches == 0 and first_batch is not None:
+      first_batch(batch, generated, keep)
+    num_batches += 1
+  if num_batches == 0:
+    raise ValueError(f"The eval split {config.data.eval_files!r} in {config.data.data_dir!r} "
+                     "yielded no batch.")
+  return num_batches
+
+
 def evaluate(config: ml_collections.ConfigDict, model: NeuralAssetsModel, vae: AutoencoderKL,
              state: TrainState, mesh: jax.sharding.Mesh, writer: metric_writers.MetricWriter,
              sample_fn: Any = None, evaluator: Any = None) -> dict[str, float]:
@@ -140,32 +171,18 @@ def evaluate(config: ml_collections.ConfigDict, model: NeuralAssetsModel, vae: A
   sampler = DDIMSampler.from_config(config.diffusion, config.sampler)
   sample_fn = sample_fn or make_sample_fn(config, model, vae, sampler, mesh)
   evaluator = evaluator or make_evaluator(config)
-  evaluator.reset()
   params, weights = train_state_lib.eval_weights(state, config.eval.use_ema)
-  host_batch = sharding_lib.check_batch_size(config.data.eval_global_batch_size, mesh)
-  key = jax.random.key(config.eval.seed)
   start = time.time()
-  num_batches = 0
-  for index, batch in enumerate(eval_batches(config)):
-    batch, valid = pad_batch(batch, host_batch)
-    generated = sample_fn(params, state.frozen_params["vae"],
-                          sharding_lib.shard_batch(batch, mesh), jax.random.fold_in(key, index))
-    # This process's rows of the generations: the inverse of shard_batch, no cross-host copy.
-    generated = np.asarray(multihost_utils.global_array_to_host_local_array(
-        generated, mesh, jax.sharding.PartitionSpec(mesh_lib.batch_axes(mesh))))
-    keep = np.asarray(valid, bool)
-    evaluator.update(generated[keep], batch["target_image"][keep],
-                     batch["target_boxes"][keep], batch["slot_mask"][keep])
-    if num_batches == 0:
-      n = min(config.training.num_image_summaries, int(keep.sum()))
-      panels = np.concatenate([batch["source_image"][keep][:n] / 255.0,
-                               batch["target_image"][keep][:n] / 255.0,
-                               generated[keep][:n]], axis=2)
-      writer.write_images(step, {"eval/source_target_generated": panels})
-    num_batches += 1
-  if num_batches == 0:
-    raise ValueError(f"The eval split {config.data.eval_files!r} in {config.data.data_dir!r} "
-                     "yielded no batch.")
+
+  def write_panels(batch, generated, keep):
+    n = min(config.training.num_image_summaries, int(keep.sum()))
+    panels = np.concatenate([batch["source_image"][keep][:n] / 255.0,
+                             batch["target_image"][keep][:n] / 255.0,
+                             generated[keep][:n]], axis=2)
+    writer.write_images(step, {"eval/source_target_generated": panels})
+
+  num_batches = score_eval_split(config, params, state.frozen_params["vae"], mesh, sample_fn,
+                                 evaluator, first_batch=write_panels)
   results = {f"eval/{k}": float(v)
              for k, v in evaluator.result(all_processes=True).items()}
   results["eval/seconds"] = time.time() - start
