@@ -1,8 +1,16 @@
 r"""The paper's ablations on the toy synthetic setting: one short training run per variant.
 
-  python -m benchmarks.ablations --workdir ./workdir/ablations [--minutes 4] \
+  python -m benchmarks.ablations --workdir ./workdir/ablations [--minutes 4 | --steps N] \
       [--config configs/synthetic.py] [--variants paper,frozen_encoder,...] [--num_scenes 4] \
-      [--vae_dir WORKDIR/vae]
+      [--vae_dir WORKDIR/vae] [--data_dir WORKDIR/data] [--from_run paper=RUN_DIR]
+
+At the 3D preset's budget, against the preset demo's own run (its data, VAE and checkpoint):
+
+  python -m benchmarks.ablations --config configs/synthetic_3d.py --workdir ./workdir/abl_3d \
+      --variants paper,shuffled_pose,single_frame --steps 17586 --num_scenes 32 \
+      --from_run paper=workdir/demo_3d/train --data_dir workdir/demo_3d/data \
+      --vae_dir workdir/demo_3d/vae --out benchmarks/results/demo_3d/ablations.json \
+      --chart benchmarks/results/demo_3d/ablations.png
 
 Each variant is the toy config (`configs/synthetic.py`) with one switch flipped (defaults = the
 paper's choice):
@@ -18,7 +26,8 @@ All variants share the synthetic data (WORKDIR/data, `neural_assets.demo`'s gene
 the warmed-up frozen VAE (WORKDIR/vae, or `--vae_dir` to reuse a demo's), train from scratch for
 the same wall-clock `--minutes` (`training.max_train_seconds`, counted after a first step that
 compiles, so compile time is not charged; the steps reached are reported, since a shared
-machine's load changes them), and are scored the same way:
+machine's load changes them) or to the same `--steps` (load-independent), and are scored the same
+way:
 - held-out metrics: `trainer.evaluate_checkpoint` on the eval split with the paper's frame pairs
   (gap >= `--eval_min_gap`, whatever the variant trained on), image and object level;
 - edit fidelity: `neural_assets/demo/edit_benchmark.py` on `--num_scenes` held-out scenes (its
@@ -85,10 +94,56 @@ def variant_config(config, name: str):
   return config
 
 
+# Config keys that say how long or how loudly a run trained, not what it trained: an adopted run
+# (`--from_run`) may differ from the variant's config in these only.
+_RUN_LENGTH_KEYS = ("training.num_train_steps", "training.max_train_seconds",
+                    "training.log_every_steps", "training.image_summary_every_steps",
+                    "training.num_image_summaries", "checkpoint.", "demo.")
+
+
+def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def adopt_run(cfg, run_dir: str, train_dir: str, steps: Optional[int]) -> int:
+  """Scores an existing run as a variant (e.g. the 3D preset demo's WORKDIR/train as `paper`):
+  copies its checkpoint of step `steps` (default its newest) into `train_dir`. Returns the step.
+
+  Raises:
+    ValueError: the run's config.json differs from the variant's config in what it trained
+    (anything but `_RUN_LENGTH_KEYS`: model, data, optimizer, seeds, the data and VAE paths).
+  """
+  import shutil  # pylint: disable=g-import-not-at-top
+  from neural_assets.training import checkpoint_files  # pylint: disable=g-import-not-at-top
+  step_dir, step = checkpoint_files.find_checkpoint(run_dir, steps)
+  config_path = os.path.join(os.path.dirname(os.path.dirname(step_dir)), "config.json")
+  with open(config_path) as f:
+    theirs = _flat(json.load(f))
+  ours = _flat(json.loads(cfg.to_json_best_effort()))
+  differ = sorted(k for k in set(theirs) | set(ours)
+                  if not k.startswith(_RUN_LENGTH_KEYS) and theirs.get(k) != ours.get(k))
+  if differ:
+    raise ValueError(f"{run_dir} did not train this variant's config ({config_path}); differs in "
+                     + ", ".join(f"{k}: {theirs.get(k)!r} vs {ours.get(k)!r}" for k in differ))
+  target = os.path.join(train_dir, "checkpoints", str(step))
+  if not os.path.isdir(target):
+    shutil.copytree(step_dir, target + ".tmp", dirs_exist_ok=True)
+    os.replace(target + ".tmp", target)  # A dead copy is never taken for a checkpoint.
+  return step
+
+
 def run_variant(config, name: str, workdir: str, minutes: float, num_scenes: int,
                 eval_min_gap: int = 1, seed: Optional[int] = None, num_steps: Optional[int] = None,
+                train_steps: Optional[int] = None, from_run: Optional[str] = None,
                 log=print) -> dict[str, Any]:
-  """Trains one variant for `minutes`, then scores it; returns (and saves) its result."""
+  """Trains one variant for `minutes` (or to `train_steps` steps; or adopts the run in
+  `from_run`, see `adopt_run`), then scores it; returns (and saves) its result."""
   # pylint: disable=g-import-not-at-top
   from neural_assets.demo import edit_benchmark
   from neural_assets.training import trainer
@@ -103,23 +158,34 @@ def run_variant(config, name: str, workdir: str, minutes: float, num_scenes: int
   cfg.training.image_summary_every_steps = 0  # Not needed; its compile would cost minutes.
   train_dir = os.path.join(out_dir, "train")
   load_start = os.getloadavg()[0]
-  # The budget is training time, not compile time (minutes on a loaded CPU, and different per
-  # variant): one step first (compiles, through the persistent cache when set), then the
-  # budget from there.
-  cfg.training.num_train_steps = max(int(cfg.training.num_train_steps), 10 ** 6)  # time-bound.
-  t0 = time.time()
-  first = copy.deepcopy(cfg)  # The same graph (schedules depend on num_train_steps).
-  first.training.max_train_seconds = 1e-3  # Stops (and saves) after its first step.
-  trainer.train_and_evaluate(first, train_dir, run_eval=False)
-  compile_seconds = time.time() - t0
-  cfg.training.max_train_seconds = 60.0 * minutes
-  log(f"{name}: first step {compile_seconds:.0f} s; training for {minutes} min "
-      f"({VARIANTS[name][0]}) ...")
-  t0 = time.time()
-  state = trainer.train_and_evaluate(cfg, train_dir, run_eval=False)
-  train_seconds = time.time() - t0
-  steps = int(state.step)
-  del state
+  compile_seconds = train_seconds = None
+  if from_run:
+    steps = adopt_run(cfg, from_run, train_dir, train_steps)
+    log(f"{name}: adopted step {steps} of {from_run}.")
+  elif train_steps:
+    # A step budget: what a variant learns does not depend on the host's load.
+    cfg.training.num_train_steps = int(train_steps)
+    cfg.training.max_train_seconds = 0.0
+    log(f"{name}: training to step {train_steps} ({VARIANTS[name][0]}) ...")
+    t0 = time.time()
+    steps = int(trainer.train_and_evaluate(cfg, train_dir, run_eval=False).step)
+    train_seconds = time.time() - t0
+  else:
+    # The budget is training time, not compile time (minutes on a loaded CPU, and different per
+    # variant): one step first (compiles, through the persistent cache when set), then the
+    # budget from there.
+    cfg.training.num_train_steps = max(int(cfg.training.num_train_steps), 10 ** 6)  # time-bound.
+    t0 = time.time()
+    first = copy.deepcopy(cfg)  # The same graph (schedules depend on num_train_steps).
+    first.training.max_train_seconds = 1e-3  # Stops (and saves) after its first step.
+    trainer.train_and_evaluate(first, train_dir, run_eval=False)
+    compile_seconds = time.time() - t0
+    cfg.training.max_train_seconds = 60.0 * minutes
+    log(f"{name}: first step {compile_seconds:.0f} s; training for {minutes} min "
+        f"({VARIANTS[name][0]}) ...")
+    t0 = time.time()
+    steps = int(trainer.train_and_evaluate(cfg, train_dir, run_eval=False).step)
+    train_seconds = time.time() - t0
   # Held-out metrics with the paper's frame pairs for every variant.
   eval_cfg = copy.deepcopy(cfg)
   eval_cfg.data.min_gap = max(int(config.data.min_gap), eval_min_gap)
@@ -128,8 +194,8 @@ def run_variant(config, name: str, workdir: str, minutes: float, num_scenes: int
   heldout = trainer.evaluate_checkpoint(eval_cfg, train_dir)
   eval_seconds = time.time() - t1
   bundle = edit_benchmark.load_bundle(train_dir)
-  edits = edit_benchmark.run(bundle, num_scenes=num_scenes,
-                             out_dir=os.path.join(out_dir, "edit_fidelity"), label=name,
+  edit_dir = os.path.join(out_dir, "edit_fidelity")
+  edits = edit_benchmark.run(bundle, num_scenes=num_scenes, out_dir=edit_dir, label=name,
                              seed=edit_benchmark.DEFAULT_SEED if seed is None else seed,
                              num_steps=num_steps, log=log,
                              lpips_fn=edit_benchmark.load_lpips(cfg.evaluation.lpips.weights,
@@ -138,13 +204,16 @@ def run_variant(config, name: str, workdir: str, minutes: float, num_scenes: int
       "variant": name, "description": VARIANTS[name][0],
       "switches": {k: list(v) if isinstance(v, tuple) else v
                    for k, v in VARIANTS[name][1].items()},
-      "steps": steps, "train_minutes": minutes, "train_wall_seconds": round(train_seconds, 1),
-      "first_step_seconds": round(compile_seconds, 1),
+      "steps": steps, "train_minutes": None if (train_steps or from_run) else minutes,
+      "train_steps": train_steps, "adopted_from": from_run,
+      "train_wall_seconds": None if train_seconds is None else round(train_seconds, 1),
+      "first_step_seconds": None if compile_seconds is None else round(compile_seconds, 1),
       "eval_seconds": round(eval_seconds, 1), "edit_seconds": edits["seconds"],
       "load_1min_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
       "heldout": {k.replace("eval/", "heldout/"): v for k, v in heldout.items()},
       "edit": {f"edit/{k}": v for k, v in edits["summary"]["model"].items()},
       "edit_means": edits["means"],
+      "edit_fidelity_json": os.path.join(edit_dir, "edit_fidelity.json"),
   }
   os.makedirs(out_dir, exist_ok=True)
   with open(result_path, "w") as f:
@@ -156,8 +225,39 @@ def scores(result: Mapping[str, Any]) -> dict[str, Optional[float]]:
   return {**result["heldout"], **result["edit"]}
 
 
+def _verdict(interval: Mapping[str, Any]) -> str:
+  """'holds' (the winner better over the whole interval), 'reversed' or 'within noise'."""
+  if interval["low"] is None:
+    return "within noise"
+  if interval["better_than_zero"]:
+    return "holds"
+  lower = interval["better"] == "lower"
+  return "reversed" if (interval["low"] > 0 if lower else interval["high"] < 0) else "within noise"
+
+
+def edit_intervals(winner: Mapping[str, Any], loser: Mapping[str, Any]
+                   ) -> Optional[dict[str, dict[str, dict[str, Any]]]]:
+  """Winner - loser on the same held-out edit scenes, per edit type and over all of them
+  (`edit_effects.model_differences`, 95% bootstrap intervals), each with its `_verdict`; None
+  when either variant's per-scene scores are missing."""
+  from neural_assets.evaluation import edit_effects  # pylint: disable=g-import-not-at-top
+  per_scene = []
+  for result in (winner, loser):
+    path = result.get("edit_fidelity_json")
+    if not path or not os.path.exists(path):
+      return None
+    with open(path) as f:
+      per_scene.append(json.load(f)["per_scene"])
+  out = edit_effects.model_differences(*per_scene)
+  for by_metric in out.values():
+    for interval in by_metric.values():
+      interval["verdict"] = _verdict(interval)
+  return out
+
+
 def directions(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-  """For each paper direction (winner > loser) with both variants run: which scores agree."""
+  """For each paper direction (winner > loser) with both variants run: which scores agree, and
+  (where both kept per-scene edit scores) the paired intervals of `edit_intervals`."""
   out = []
   for winner, loser in DIRECTIONS:
     if winner not in results or loser not in results:
@@ -168,9 +268,34 @@ def directions(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]
       if a.get(key) is None or b.get(key) is None:
         continue
       agree[key] = bool((a[key] > b[key]) if higher else (a[key] < b[key]))
-    out.append({"paper": f"{winner} > {loser}", "holds_on": [k for k, v in agree.items() if v],
-                "fails_on": [k for k, v in agree.items() if not v]})
+    direction = {"paper": f"{winner} > {loser}", "holds_on": [k for k, v in agree.items() if v],
+                 "fails_on": [k for k, v in agree.items() if not v]}
+    intervals = edit_intervals(results[winner], results[loser])
+    if intervals is not None:
+      direction["edit_intervals"] = intervals
+    out.append(direction)
   return out
+
+
+def format_intervals(direction: Mapping[str, Any]) -> str:
+  """The markdown table of one direction's `edit_intervals` (winner - loser, 95% intervals)."""
+  from neural_assets.evaluation import edit_effects  # pylint: disable=g-import-not-at-top
+  intervals = direction["edit_intervals"]
+  metrics = edit_effects.DIFFERENCE_METRICS
+  lines = [f"{direction['paper']} (winner - loser, 95% interval, scenes paired):", "",
+           "| edit type | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 1)]
+  for name, by_metric in intervals.items():
+    cells = []
+    for metric in metrics:
+      d = by_metric[metric]
+      if d["mean"] is None:
+        cells.append("n/a")
+        continue
+      digits = 2 if "psnr" in metric else 3
+      span = "" if d["low"] is None else f" [{d['low']:+.{digits}f}, {d['high']:+.{digits}f}]"
+      cells.append(f"{d['mean']:+.{digits}f}{span} {d['verdict']}")
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
 
 
 def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:
@@ -212,46 +337,16 @@ def bar_chart(results: Mapping[str, Mapping[str, Any]], path: str, title: str = 
   return path
 
 
-def ensure_data(config, data_dir: str, data_workers: int = 1,
-                **overrides: Optional[int]) -> dict[str, Any]:
-  """The synthetic train / eval splits of `config.synthetic` (the demo's section, including its
-  `scene` dict of SceneConfig fields), generated once (marker `spec.json`)."""
-  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
-  from neural_assets import demo  # pylint: disable=g-import-not-at-top
-  section = dict(config.synthetic) if "synthetic" in config else {}
-  scene = section.pop("scene", None) or {}
-  scene = scene.to_dict() if hasattr(scene, "to_dict") else dict(scene)
-  spec = {**demo.SYNTHETIC_DEFAULTS, **section}
-  spec.update({k: v for k, v in overrides.items() if v is not None})
-  spec["resolution"] = int(max(config.data.resolution))
-  spec["scene"] = {k: list(v) if isinstance(v, tuple) else v for k, v in scene.items()}
-  marker = os.path.join(data_dir, "spec.json")
-  if os.path.exists(marker):
-    with open(marker) as f:
-      if json.load(f) == spec:
-        return spec
-    os.remove(marker)
-  for split, count, seed in (("train", spec["num_train_videos"], spec["train_seed"]),
-                             ("eval", spec["num_eval_videos"], spec["eval_seed"])):
-    synthetic.main([
-        "--out_dir", data_dir, "--split", split, "--num_videos", str(count), "--seed", str(seed),
-        "--resolution", str(spec["resolution"]), "--num_frames", str(spec["num_frames"]),
-        "--min_objects", str(spec["min_objects"]), "--max_objects", str(spec["max_objects"]),
-        "--image_format", spec["image_format"], "--records_per_shard",
-        str(spec["records_per_shard"]), "--num_workers", str(data_workers),
-        "--scene_json", json.dumps(spec["scene"])])
-  with open(marker, "w") as f:
-    json.dump(spec, f, indent=2)
-  return spec
-
-
 def prepare(config, workdir: str, vae_dir: Optional[str], vae_minutes: float,
-            data_workers: int = 1, **data_overrides: Optional[int]):
-  """Shared data and frozen VAE; returns the config that every variant starts from."""
+            data_workers: int = 1, data_dir: Optional[str] = None,
+            **data_overrides: Optional[int]):
+  """Shared data (`data_dir`, default WORKDIR/data: the demo's synthetic splits of
+  `config.synthetic`, generated once) and frozen VAE; returns the config that every variant
+  starts from."""
   from neural_assets import demo  # pylint: disable=g-import-not-at-top
   config = copy.deepcopy(config)
-  data_dir = os.path.join(workdir, "data")
-  ensure_data(config, data_dir, data_workers, **data_overrides)
+  data_dir = os.path.abspath(data_dir or os.path.join(workdir, "data"))
+  demo.ensure_data(data_dir, demo.data_spec(config, **data_overrides), data_workers)
   config.data.data_dir = data_dir
   vae_dir = vae_dir or os.path.join(workdir, "vae")
   info = demo.ensure_vae(config, vae_dir, 60.0 * vae_minutes)
@@ -266,7 +361,8 @@ def write_report(results, args, start) -> dict[str, Any]:
   report = {
       "config": os.path.relpath(args.config, _ROOT) if args.config.startswith(_ROOT)
                 else args.config,
-      "minutes_per_variant": args.minutes,
+      "minutes_per_variant": None if args.steps else args.minutes,
+      "steps_per_variant": args.steps,
       "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
       "total_seconds": round(time.time() - start, 1),
       "results": results, "directions": directions(results),
@@ -274,8 +370,8 @@ def write_report(results, args, start) -> dict[str, Any]:
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as f:
     json.dump(report, f, indent=2, default=str)
-  bar_chart(results, args.chart, f"{args.minutes:g} min of training per variant, "
-                                 f"{report['machine']}")
+  budget = f"{args.steps} steps" if args.steps else f"{args.minutes:g} min of training"
+  bar_chart(results, args.chart, f"{budget} per variant, {report['machine']}")
   return report
 
 
@@ -285,6 +381,17 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   parser.add_argument("--config", default=os.path.join(_ROOT, "configs", "synthetic.py"))
   parser.add_argument("--variants", default=",".join(VARIANTS))
   parser.add_argument("--minutes", type=float, default=4.0, help="Training minutes per variant.")
+  parser.add_argument("--steps", type=int, default=None,
+                      help="Train every variant to this many steps instead of for --minutes "
+                           "(what each learns is then independent of the host's load).")
+  parser.add_argument("--from_run", action="append", default=[],
+                      help="VARIANT=RUN_DIR: score an existing run of that variant's config "
+                           "(e.g. paper=WORKDIR/train of the 3D preset demo, with --data_dir and "
+                           "--vae_dir its WORKDIR/data and WORKDIR/vae) at step --steps (default "
+                           "its newest) instead of training it; refused if it trained another "
+                           "config.")
+  parser.add_argument("--data_dir", default=None,
+                      help="The synthetic data (default WORKDIR/data, generated when missing).")
   parser.add_argument("--num_scenes", type=int, default=4, help="Held-out edit scenes.")
   parser.add_argument("--eval_min_gap", type=int, default=1)
   parser.add_argument("--edit_num_steps", type=int, default=None,
@@ -318,19 +425,28 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   unknown = [n for n in names if n not in VARIANTS]
   if unknown:
     parser.error(f"Unknown variants {unknown}; known: {sorted(VARIANTS)}.")
+  from_runs = {}
+  for item in args.from_run:
+    name, sep, run_dir = item.partition("=")
+    if not sep or name not in names:
+      parser.error(f"--from_run {item!r}: want VARIANT=RUN_DIR with VARIANT in --variants.")
+    from_runs[name] = os.path.abspath(os.path.expanduser(run_dir))
   config = config_files.load(args.config, args.set)
   start = time.time()
-  base = prepare(config, workdir, args.vae_dir, args.vae_minutes,
+  base = prepare(config, workdir, args.vae_dir, args.vae_minutes, data_dir=args.data_dir,
                  num_train_videos=args.num_train_videos, num_eval_videos=args.num_eval_videos,
                  num_frames=args.num_frames)
   results = {}
   for name in names:
     results[name] = run_variant(base, name, workdir, args.minutes, args.num_scenes,
-                                args.eval_min_gap, num_steps=args.edit_num_steps)
+                                args.eval_min_gap, num_steps=args.edit_num_steps,
+                                train_steps=args.steps, from_run=from_runs.get(name))
     report = write_report(results, args, start)  # after each variant: nothing is lost.
   print(format_table(results))
   for d in report["directions"]:
     print(f"{d['paper']}: holds on {d['holds_on']}; fails on {d['fails_on']}")
+    if "edit_intervals" in d:
+      print(format_intervals(d))
   print(f"Wrote {args.out} and {args.chart}.")
   return report
 

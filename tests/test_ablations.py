@@ -1,5 +1,6 @@
 """The ablation switches (benchmarks/ablations.py): each changes what it should and nothing else."""
 import functools
+import json
 import os
 
 import jax
@@ -178,6 +179,76 @@ def test_directions_table_and_chart(tmp_path):
   assert "| paper | 10 | 20.00 | 20.00 | 0.500 | 20.00 | n/a | 0.500 | 0.500 |" in ablations.format_table(results)
   path = ablations.bar_chart(results, str(tmp_path / "chart.png"))
   assert os.path.getsize(path) > 1000
+
+
+def test_directions_get_paired_intervals_from_the_per_scene_scores(tmp_path):
+  from benchmarks import ablations  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  spread = 2.0 * rng.standard_normal(32)
+
+  def variant(name, psnr_gain, iou):
+    per_scene = [{"video": v, "scores": {
+        edit: {"model": {"region/psnr": 14.0 + spread[v] + (psnr_gain + 0.1 * rng.standard_normal()
+                                                            if edit == "rotate (yaw)" else 0.0),
+                         "localisation/iou": iou + 0.02 * rng.standard_normal(),
+                         "region/lpips": 0.3}} for edit in edit_cases.EDIT_TYPES}}
+                 for v in range(32)]
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"per_scene": per_scene}))
+    return {"steps": 10, "heldout": {}, "edit": {}, "edit_fidelity_json": str(path)}
+
+  results = {"paper": variant("paper", 1.0, 0.40), "shuffled_pose": variant("s", 0.0, 0.45),
+             "single_frame": {"steps": 10, "heldout": {}, "edit": {}}}  # No per-scene scores.
+  found = {d["paper"]: d for d in ablations.directions(results)}
+  assert "edit_intervals" not in found["paper > single_frame"]
+  intervals = found["paper > shuffled_pose"]["edit_intervals"]
+  rot = intervals["rotate (yaw)"]
+  assert rot["region/psnr"]["verdict"] == "holds" and rot["region/psnr"]["low"] > 0.8
+  assert rot["localisation/iou"]["verdict"] == "reversed"  # The loser localises better here.
+  assert rot["region/lpips"]["verdict"] == "within noise"  # A tie: [0, 0] is not better.
+  assert intervals["rescale"]["region/psnr"]["verdict"] == "within noise"
+  text = ablations.format_intervals(found["paper > shuffled_pose"])
+  row = next(line for line in text.splitlines() if line.startswith("| rotate (yaw) |"))
+  assert f"{rot['region/psnr']['mean']:+.2f} [{rot['region/psnr']['low']:+.2f}" in row
+  assert "holds" in row and "reversed" in row
+
+
+def test_a_step_budget_and_an_adopted_run(tmp_path):
+  """--steps trains to that step; --from_run scores an existing run of the same config exactly
+  as its own run scored it, and refuses a run of another variant's config."""
+  from benchmarks import ablations  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  config = os.path.join(root, "tests", "editing_fixtures.py") + ":tiny_config"
+  common = ["--config", config, "--num_scenes", "1", "--vae_minutes", "0",
+            "--num_train_videos", "2", "--num_eval_videos", "3", "--num_frames", "3",
+            "--compilation_cache", "", "--steps", "2"]
+  first = tmp_path / "first"
+  args = common + ["--workdir", str(first), "--variants", "shuffled_pose",
+                   "--out", str(tmp_path / "a.json"), "--chart", str(tmp_path / "a.png")]
+  trained = ablations.main(args)["results"]["shuffled_pose"]
+  assert trained["steps"] == 2 and trained["train_minutes"] is None
+  run_dir = str(first / "shuffled_pose" / "train")
+  args = common + ["--workdir", str(tmp_path / "second"), "--variants", "shuffled_pose",
+                   "--from_run", f"shuffled_pose={run_dir}", "--data_dir", str(first / "data"),
+                   "--out", str(tmp_path / "b.json"), "--chart", str(tmp_path / "b.png")]
+  adopted = ablations.main(args)["results"]["shuffled_pose"]
+  assert adopted["steps"] == 2 and adopted["adopted_from"] == run_dir
+  assert adopted["train_wall_seconds"] is None
+  for part in ("edit", "heldout"):  # None: not scored (no LPIPS weights), in both.
+    assert adopted[part].keys() == trained[part].keys()
+    for key, value in trained[part].items():
+      if key.endswith("seconds"):
+        continue
+      assert adopted[part][key] == (None if value is None else
+                                    pytest.approx(value, rel=1e-5, nan_ok=True)), key
+  assert any(v is not None for v in trained["edit"].values())
+  args = common + ["--workdir", str(tmp_path / "third"), "--variants", "paper",
+                   "--from_run", f"paper={run_dir}", "--data_dir", str(first / "data"),
+                   "--out", str(tmp_path / "c.json"), "--chart", str(tmp_path / "c.png")]
+  with pytest.raises(ValueError, match="shuffle_pose: True vs False"):
+    ablations.main(args)
+  with pytest.raises(SystemExit):  # A variant that is not run.
+    ablations.main(args[:-6] + ["--from_run", f"bg_none={run_dir}"] + args[-4:])
 
 
 def test_smoke_run_trains_scores_and_resumes(tmp_path):

@@ -299,6 +299,45 @@ def test_bootstrap_interval_and_paired_differences():
   assert rot["source frame"]["region/psnr"]["n"] == 32
 
 
+def test_model_differences_pair_two_models_over_the_same_scenes():
+  rng = np.random.default_rng(5)
+  gain = 1.0 + 0.5 * rng.standard_normal(32)
+  spread = 3.0 * rng.standard_normal(32)  # Scenes differ much more than the models do.
+
+  def report(psnr_of, iou=0.4):
+    per_scene = []
+    for v in range(32):
+      scores = {name: {"model": {"region/psnr": psnr_of(v, name), "localisation/iou": iou,
+                                 "region/lpips": 0.3}} for name in edit_cases.EDIT_TYPES}
+      scores["remove"]["model"]["localisation/iou"] = float("nan")  # Not scored: drops out.
+      per_scene.append({"video": v, "scores": scores})
+    return per_scene[::-1] if iou > 0.45 else per_scene  # Paired by video, not by position.
+
+  # A beats B by `gain` dB on rotate only; ties elsewhere.
+  a = report(lambda v, name: 14.0 + spread[v] + (gain[v] if name == "rotate (yaw)" else 0.0),
+             iou=0.5)
+  b = report(lambda v, name: 14.0 + spread[v])
+  diffs = edit_effects.model_differences(a, b)
+  rot = diffs["rotate (yaw)"]["region/psnr"]
+  assert rot["mean"] == pytest.approx(gain.mean()) and rot["n"] == 32
+  # Paired by video: the interval is that of the per-scene gains, the scenes' spread cancels.
+  assert (rot["low"], rot["high"]) == pytest.approx(edit_effects.bootstrap_interval(gain))
+  assert 0.0 < rot["low"] and rot["better_than_zero"]
+  assert diffs["rescale"]["region/psnr"] == {"mean": 0.0, "low": 0.0, "high": 0.0, "n": 32,
+                                             "better": "higher", "better_than_zero": False}
+  assert diffs["remove"]["localisation/iou"]["n"] == 0
+  assert diffs["rescale"]["localisation/iou"]["mean"] == pytest.approx(0.1)
+  # All edit types: each scene's mean over the ten types.
+  every = diffs[edit_effects.ALL_EDIT_TYPES]["region/psnr"]
+  assert every["mean"] == pytest.approx(gain.mean() / len(edit_cases.EDIT_TYPES))
+  assert every["n"] == 32
+  # B - A is the mirror image, with the interval on the other side.
+  back = edit_effects.model_differences(b, a)["rotate (yaw)"]["region/psnr"]
+  assert back["mean"] == pytest.approx(-gain.mean()) and back["high"] < 0
+  with pytest.raises(ValueError, match="Not the same held-out scenes"):
+    edit_effects.model_differences(a, b[:31])
+
+
 def test_a_perfect_model_takes_effect_everywhere_and_copying_nowhere():
   config, res, num = _world("synthetic_3d"), (64, 64), 8
   held = synthetic_edits.heldout_scenes(config, SEED, num + edit_benchmark.NUM_DONORS, res, 3)

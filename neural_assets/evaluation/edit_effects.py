@@ -6,7 +6,7 @@ over the same scenes in region PSNR, region LPIPS and localisation IoU (the scor
 (scipy.stats.bootstrap, BCa, resampling scenes, fixed seed; scenes where either score is NaN drop
 out of that pair). It takes effect when both differences are better than zero at the lower end
 of the interval in region PSNR and IoU (LPIPS is reported, not required: it is not scored
-without weights).
+without weights). `model_differences` pairs two models (ablation variants) the same way.
 """
 from __future__ import annotations
 
@@ -50,33 +50,82 @@ def bootstrap_interval(values: np.ndarray, confidence: float = CONFIDENCE,
   return None, None
 
 
+def difference_interval(diff: np.ndarray, metric: str, confidence: float = CONFIDENCE,
+                        n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
+                        ) -> dict[str, Any]:
+  """The mean of [n] paired differences in `metric`, its bootstrap interval and whether the whole
+  interval is on the better side of zero: {'mean', 'low', 'high' (None for n < 2), 'n',
+  'better': 'higher' | 'lower', 'better_than_zero'}."""
+  diff = np.asarray(diff, np.float64)
+  low, high = bootstrap_interval(diff, confidence, n_resamples, seed)
+  lower = metric in LOWER_IS_BETTER
+  better = low is not None and (high < 0 if lower else low > 0)
+  return {"mean": float(diff.mean()) if diff.size else None, "low": low, "high": high,
+          "n": int(diff.size), "better": "lower" if lower else "higher",
+          "better_than_zero": bool(better)}
+
+
+def _finite_differences(pairs: Sequence[tuple[float, float]]) -> np.ndarray:
+  pairs = np.array(pairs, np.float64).reshape(-1, 2)
+  pairs = pairs[np.isfinite(pairs).all(axis=1)]
+  return pairs[:, 0] - pairs[:, 1]
+
+
 def paired_differences(per_scene: Sequence[Mapping[str, Any]], confidence: float = CONFIDENCE,
                        n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
                        ) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
   """Per edit type, baseline and metric: model - baseline over the scenes where both are finite.
 
   Returns:
-    {type: {baseline: {metric: {'mean', 'low', 'high' (the interval; None for n < 2), 'n',
-    'better': 'higher' | 'lower', 'better_than_zero': the whole interval on the better side}}}}.
+    {type: {baseline: {metric: `difference_interval`}}}.
   """
   out = {}
   for name in edit_cases.EDIT_TYPES:
     rows = [s["scores"][name] for s in per_scene if name in s["scores"]]
-    out[name] = {}
-    for baseline in BASELINES:
-      out[name][baseline] = {}
-      for metric in DIFFERENCE_METRICS:
-        pairs = np.array([(r["model"][metric], r[baseline][metric]) for r in rows],
-                         np.float64).reshape(-1, 2)
-        pairs = pairs[np.isfinite(pairs).all(axis=1)]
-        diff = pairs[:, 0] - pairs[:, 1]
-        low, high = bootstrap_interval(diff, confidence, n_resamples, seed)
-        lower = metric in LOWER_IS_BETTER
-        better = low is not None and (high < 0 if lower else low > 0)
-        out[name][baseline][metric] = {
-            "mean": float(diff.mean()) if diff.size else None, "low": low, "high": high,
-            "n": int(diff.size), "better": "lower" if lower else "higher",
-            "better_than_zero": bool(better)}
+    out[name] = {
+        baseline: {metric: difference_interval(
+            _finite_differences([(r["model"][metric], r[baseline][metric]) for r in rows]),
+            metric, confidence, n_resamples, seed) for metric in DIFFERENCE_METRICS}
+        for baseline in BASELINES}
+  return out
+
+
+ALL_EDIT_TYPES = "all edit types"
+
+
+def model_differences(per_scene_a: Sequence[Mapping[str, Any]],
+                      per_scene_b: Sequence[Mapping[str, Any]], confidence: float = CONFIDENCE,
+                      n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
+                      ) -> dict[str, dict[str, dict[str, Any]]]:
+  """Two models on the same held-out scenes (e.g. two ablation variants): per edit type and
+  metric, model A - model B paired over scenes, with bootstrap intervals.
+
+  `per_scene_*`: the 'per_scene' lists of two `edit_benchmark.run` reports. Row ALL_EDIT_TYPES
+  pairs each scene's mean over the edit types where both scores are finite.
+  Returns:
+    {type | ALL_EDIT_TYPES: {metric: `difference_interval`}}.
+  Raises:
+    ValueError: the two reports did not score the same scenes (then nothing is paired).
+  """
+  by_video_a = {s["video"]: s["scores"] for s in per_scene_a}
+  by_video_b = {s["video"]: s["scores"] for s in per_scene_b}
+  if set(by_video_a) != set(by_video_b) or len(by_video_a) != len(per_scene_a):
+    raise ValueError(f"Not the same held-out scenes: videos {sorted(by_video_a)} vs "
+                     f"{sorted(by_video_b)}; run both with the same seed and --num_scenes.")
+  videos = sorted(by_video_a)
+  out = {}
+  for metric in DIFFERENCE_METRICS:
+    per_type = {name: [(by_video_a[v][name]["model"][metric], by_video_b[v][name]["model"][metric])
+                       if name in by_video_a[v] and name in by_video_b[v] else (np.nan, np.nan)
+                       for v in videos] for name in edit_cases.EDIT_TYPES}
+    for name, pairs in per_type.items():
+      out.setdefault(name, {})[metric] = difference_interval(
+          _finite_differences(pairs), metric, confidence, n_resamples, seed)
+    stacked = np.array(list(per_type.values()), np.float64)  # [types, scenes, 2]
+    diff = stacked[..., 0] - stacked[..., 1]
+    counted = np.isfinite(diff).any(axis=0)
+    out.setdefault(ALL_EDIT_TYPES, {})[metric] = difference_interval(
+        np.nanmean(diff[:, counted], axis=0), metric, confidence, n_resamples, seed)
   return out
 
 
