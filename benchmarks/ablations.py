@@ -101,16 +101,6 @@ _RUN_LENGTH_KEYS = ("training.num_train_steps", "training.max_train_seconds",
                     "training.num_image_summaries", "checkpoint.", "demo.")
 
 
-def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      out.update(_flat(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = value
-  return out
-
-
 def adopt_run(cfg, run_dir: str, train_dir: str, steps: Optional[int]) -> int:
   """Scores an existing run as a variant (e.g. the 3D preset demo's WORKDIR/train as `paper`):
   copies its checkpoint of step `steps` (default its newest) into `train_dir`. Returns the step.
@@ -120,12 +110,13 @@ def adopt_run(cfg, run_dir: str, train_dir: str, steps: Optional[int]) -> int:
     (anything but `_RUN_LENGTH_KEYS`: model, data, optimizer, seeds, the data and VAE paths).
   """
   import shutil  # pylint: disable=g-import-not-at-top
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
   from neural_assets.training import checkpoint_files  # pylint: disable=g-import-not-at-top
   step_dir, step = checkpoint_files.find_checkpoint(run_dir, steps)
   config_path = os.path.join(os.path.dirname(os.path.dirname(step_dir)), "config.json")
   with open(config_path) as f:
-    theirs = _flat(json.load(f))
-  ours = _flat(json.loads(cfg.to_json_best_effort()))
+    theirs = traverse_util.flatten_dict(json.load(f), sep=".")
+  ours = traverse_util.flatten_dict(json.loads(cfg.to_json_best_effort()), sep=".")
   differ = sorted(k for k in set(theirs) | set(ours)
                   if not k.startswith(_RUN_LENGTH_KEYS) and theirs.get(k) != ours.get(k))
   if differ:
