@@ -38,6 +38,9 @@ def optimizer_config() -> ml_collections.ConfigDict:
       pretrained_prefixes=("unet", "tokenizer/encoder"),
       frozen_prefixes=(),  # e.g. ("tokenizer/encoder",) to freeze DINO (paper: fine-tuned).
       warmup_steps=1000,  # (open)
+      # Steps at the peak after warm-up before `decay` starts (warmup-stable-decay: anneal at the
+      # end of a fixed budget); 0: decay right after warm-up.
+      hold_steps=0,
       decay="constant",  # (open) 'cosine' | 'linear' | 'constant'.
       decay_steps=0,  # 0: decay until training ends.
       end_lr_factor=0.0,

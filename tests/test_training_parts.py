@@ -134,6 +134,27 @@ def test_clipping_ignores_frozen_gradients():
   assert float(jnp.abs(updates["b"]).max()) == 0.0
 
 
+def test_warmup_stable_decay_schedule():
+  # Warm-up 10, peak held 50 steps, then linear to 10% over the rest of 100: a WSD schedule.
+  config = _opt_config(lr=1e-3, new_layers_lr=2e-3, decay="linear", hold_steps=50,
+                       end_lr_factor=0.1)
+  schedules = optimizer_lib.make_schedules(config, 100)
+  steps = np.arange(0, 120)
+  expected = np.interp(steps, [0, 10, 60, 100], [0.0, 1.0, 1.0, 0.1])  # x peak; held after.
+  for group, peak in (("pretrained", 1e-3), ("new", 2e-3)):
+    np.testing.assert_allclose([float(schedules[group](s)) for s in steps], peak * expected,
+                               rtol=1e-5, atol=1e-12)
+  # No warm-up: held from step 0. hold_steps 0 is the plain warm-up + decay.
+  no_warmup = optimizer_lib.lr_schedule(1.0, 0, "linear", 10, 0.0, hold_steps=5)
+  np.testing.assert_allclose([float(no_warmup(s)) for s in (0, 4, 5, 10, 15)],
+                             [1.0, 1.0, 1.0, 0.5, 0.0], atol=1e-6)
+  plain = optimizer_lib.lr_schedule(1.0, 10, "linear", 10, 0.0)
+  np.testing.assert_allclose([float(plain(s)) for s in (5, 10, 15, 20)],
+                             [0.5, 1.0, 0.5, 0.0], atol=1e-6)
+  with pytest.raises(ValueError, match="hold_steps=-1 must be >= 0"):
+    optimizer_lib.lr_schedule(1.0, 10, "linear", 10, 0.0, hold_steps=-1)
+
+
 def test_bad_decay_name():
   with pytest.raises(ValueError, match="Unknown learning-rate decay 'cosin'"):
     optimizer_lib.lr_schedule(1e-3, 10, "cosin", 100, 0.0)

@@ -10,8 +10,9 @@ Frozen wins over pretrained. A prefix matches whole path components ('unet' matc
 not 'unet2/x').
 
 Config (`config.optimizer`): lr, new_layers_lr, pretrained_prefixes, frozen_prefixes,
-warmup_steps, decay ('cosine' | 'linear' | 'constant'), decay_steps (0: until the end of
-training), end_lr_factor, b1, b2, eps, weight_decay, clip_grad_norm (0: off), ema_decay (0: off) and
+warmup_steps, hold_steps (steps at the peak after warmup before the decay starts: a
+warmup-stable-decay schedule, which anneals only at the end of a fixed budget), decay ('cosine' |
+'linear' | 'constant'), decay_steps (0: until the end of training), end_lr_factor, b1, b2, eps, weight_decay, clip_grad_norm (0: off), ema_decay (0: off) and
 ema_warmup (`ema_decay_schedule`; both used by the train step).
 """
 from __future__ import annotations
@@ -46,8 +47,11 @@ def param_labels(params: Any, pretrained_prefixes: Sequence[str],
 
 
 def lr_schedule(peak_lr: float, warmup_steps: int, decay: str, decay_steps: int,
-                end_lr_factor: float) -> optax.Schedule:
-  """Linear warmup from 0 to `peak_lr` over `warmup_steps`, then `decay` over `decay_steps`."""
+                end_lr_factor: float, hold_steps: int = 0) -> optax.Schedule:
+  """Linear warmup from 0 to `peak_lr` over `warmup_steps`, `peak_lr` for `hold_steps`, then
+  `decay` over `decay_steps` (to `peak_lr * end_lr_factor`, held after)."""
+  if hold_steps < 0:
+    raise ValueError(f"hold_steps={hold_steps} must be >= 0.")
   end_lr = peak_lr * end_lr_factor
   warmup = optax.linear_schedule(0.0, peak_lr, max(warmup_steps, 1))
   if decay == "constant":
@@ -59,9 +63,15 @@ def lr_schedule(peak_lr: float, warmup_steps: int, decay: str, decay_steps: int,
   else:
     raise ValueError(f"Unknown learning-rate decay {decay!r}: expected 'cosine', 'linear' or "
                      "'constant'.")
-  if warmup_steps <= 0:
+  pieces, boundaries = [after], []
+  if hold_steps > 0:
+    pieces, boundaries = [optax.constant_schedule(peak_lr), after], [hold_steps]
+  if warmup_steps > 0:
+    pieces = [warmup] + pieces
+    boundaries = [warmup_steps] + [warmup_steps + b for b in boundaries]
+  if len(pieces) == 1:
     return after
-  return optax.join_schedules([warmup, after], [warmup_steps])
+  return optax.join_schedules(pieces, boundaries)
 
 
 def ema_decay_schedule(decay: float, warmup: float) -> optax.Schedule:
@@ -86,10 +96,11 @@ def ema_decay_schedule(decay: float, warmup: float) -> optax.Schedule:
 def make_schedules(config: ml_collections.ConfigDict,
                    num_train_steps: int) -> dict[str, optax.Schedule]:
   """{'pretrained': schedule, 'new': schedule} from `config.optimizer`."""
-  decay_steps = config.decay_steps or max(num_train_steps - config.warmup_steps, 1)
+  hold_steps = config.hold_steps
+  decay_steps = config.decay_steps or max(num_train_steps - config.warmup_steps - hold_steps, 1)
   return {
       group: lr_schedule(lr, config.warmup_steps, config.decay, decay_steps,
-                         config.end_lr_factor)
+                         config.end_lr_factor, hold_steps)
       for group, lr in (("pretrained", config.lr), ("new", config.new_layers_lr))
   }
 
