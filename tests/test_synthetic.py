@@ -276,6 +276,13 @@ def test_3d_preset_config_is_complete_and_fits_its_budget():
   default = importlib.import_module("configs.synthetic").get_config()
   assert config.model.to_dict() == default.model.to_dict()  # Same model, other world.
   assert config.demo.minutes <= 55 and config.demo.fidelity_scenes >= 32
+  # A step budget whose learning rate is at its peak until the anneal and reaches 0 at its end.
+  from neural_assets.training import optimizer  # pylint: disable=g-import-not-at-top
+  lr = optimizer.make_schedules(config.optimizer, config.training.num_train_steps)["new"]
+  end, decay = config.training.num_train_steps, config.optimizer.decay_steps
+  np.testing.assert_allclose([float(lr(s)) for s in (end - decay, (2 * end - decay) // 2, end)],
+                             [config.optimizer.new_layers_lr, config.optimizer.new_layers_lr / 2,
+                              0.0], atol=1e-9)
   assert default.demo.minutes + 3 <= 15
   config.lock()
   with pytest.raises(AttributeError):
