@@ -101,13 +101,15 @@ _RUN_LENGTH_KEYS = ("training.num_train_steps", "training.max_train_seconds",
                     "training.num_image_summaries", "checkpoint.", "demo.")
 
 
-def adopt_run(cfg, run_dir: str, train_dir: str, steps: Optional[int]) -> int:
+def adopt_run(cfg, run_dir: str, train_dir: str, steps: Optional[int],
+              allowed: Sequence[str] = ()) -> int:
   """Scores an existing run as a variant (e.g. the 3D preset demo's WORKDIR/train as `paper`):
   copies its checkpoint of step `steps` (default its newest) into `train_dir`. Returns the step.
 
   Raises:
     ValueError: the run's config.json differs from the variant's config in what it trained
-    (anything but `_RUN_LENGTH_KEYS`: model, data, optimizer, seeds, the data and VAE paths).
+    (anything but `_RUN_LENGTH_KEYS` and the keys or prefixes in `allowed`: model, data,
+    optimizer, seeds, the data and VAE paths).
   """
   import shutil  # pylint: disable=g-import-not-at-top
   from flax import traverse_util  # pylint: disable=g-import-not-at-top
@@ -118,7 +120,8 @@ def adopt_run(cfg, run_dir: str, train_dir: str, steps: Optional[int]) -> int:
     theirs = traverse_util.flatten_dict(json.load(f), sep=".")
   ours = traverse_util.flatten_dict(json.loads(cfg.to_json_best_effort()), sep=".")
   differ = sorted(k for k in set(theirs) | set(ours)
-                  if not k.startswith(_RUN_LENGTH_KEYS) and theirs.get(k) != ours.get(k))
+                  if not k.startswith(_RUN_LENGTH_KEYS + tuple(allowed))
+                  and theirs.get(k) != ours.get(k))
   if differ:
     raise ValueError(f"{run_dir} did not train this variant's config ({config_path}); differs in "
                      + ", ".join(f"{k}: {theirs.get(k)!r} vs {ours.get(k)!r}" for k in differ))
@@ -129,16 +132,40 @@ def adopt_run(cfg, run_dir: str, train_dir: str, steps: Optional[int]) -> int:
   return step
 
 
+def score_checkpoint(cfg, paper_data, train_dir: str, edit_dir: str, num_scenes: int,
+                     eval_min_gap: int = 1, seed: Optional[int] = None,
+                     num_steps: Optional[int] = None, label: str = "", log=print):
+  """Held-out metrics (`trainer.evaluate_checkpoint`, the paper's frame pairs: `paper_data`'s
+  gaps, at least `eval_min_gap`, whatever `cfg` trained on) and the edit-fidelity benchmark on
+  `num_scenes` held-out scenes (written to `edit_dir`) of `train_dir`'s newest checkpoint.
+  Returns (held-out metrics, the benchmark's result + 'json_path', evaluation seconds)."""
+  # pylint: disable=g-import-not-at-top
+  from neural_assets.demo import edit_benchmark
+  from neural_assets.training import trainer
+  # pylint: enable=g-import-not-at-top
+  eval_cfg = copy.deepcopy(cfg)
+  eval_cfg.data.min_gap = max(int(paper_data.min_gap), eval_min_gap)
+  eval_cfg.data.max_gap = paper_data.max_gap
+  t1 = time.time()
+  heldout = trainer.evaluate_checkpoint(eval_cfg, train_dir)
+  eval_seconds = time.time() - t1
+  bundle = edit_benchmark.load_bundle(train_dir)
+  edits = edit_benchmark.run(bundle, num_scenes=num_scenes, out_dir=edit_dir, label=label,
+                             seed=edit_benchmark.DEFAULT_SEED if seed is None else seed,
+                             num_steps=num_steps, log=log,
+                             lpips_fn=edit_benchmark.load_lpips(cfg.evaluation.lpips.weights,
+                                                                cfg.evaluation.lpips.net))
+  edits["json_path"] = os.path.join(edit_dir, "edit_fidelity.json")
+  return heldout, edits, eval_seconds
+
+
 def run_variant(config, name: str, workdir: str, minutes: float, num_scenes: int,
                 eval_min_gap: int = 1, seed: Optional[int] = None, num_steps: Optional[int] = None,
                 train_steps: Optional[int] = None, from_run: Optional[str] = None,
                 log=print) -> dict[str, Any]:
   """Trains one variant for `minutes` (or to `train_steps` steps; or adopts the run in
   `from_run`, see `adopt_run`), then scores it; returns (and saves) its result."""
-  # pylint: disable=g-import-not-at-top
-  from neural_assets.demo import edit_benchmark
-  from neural_assets.training import trainer
-  # pylint: enable=g-import-not-at-top
+  from neural_assets.training import trainer  # pylint: disable=g-import-not-at-top
   out_dir = os.path.join(workdir, name)
   result_path = os.path.join(out_dir, "result.json")
   if os.path.exists(result_path):
@@ -177,20 +204,9 @@ def run_variant(config, name: str, workdir: str, minutes: float, num_scenes: int
     t0 = time.time()
     steps = int(trainer.train_and_evaluate(cfg, train_dir, run_eval=False).step)
     train_seconds = time.time() - t0
-  # Held-out metrics with the paper's frame pairs for every variant.
-  eval_cfg = copy.deepcopy(cfg)
-  eval_cfg.data.min_gap = max(int(config.data.min_gap), eval_min_gap)
-  eval_cfg.data.max_gap = config.data.max_gap
-  t1 = time.time()
-  heldout = trainer.evaluate_checkpoint(eval_cfg, train_dir)
-  eval_seconds = time.time() - t1
-  bundle = edit_benchmark.load_bundle(train_dir)
-  edit_dir = os.path.join(out_dir, "edit_fidelity")
-  edits = edit_benchmark.run(bundle, num_scenes=num_scenes, out_dir=edit_dir, label=name,
-                             seed=edit_benchmark.DEFAULT_SEED if seed is None else seed,
-                             num_steps=num_steps, log=log,
-                             lpips_fn=edit_benchmark.load_lpips(cfg.evaluation.lpips.weights,
-                                                                cfg.evaluation.lpips.net))
+  heldout, edits, eval_seconds = score_checkpoint(
+      cfg, config.data, train_dir, os.path.join(out_dir, "edit_fidelity"), num_scenes,
+      eval_min_gap, seed, num_steps, name, log)
   result = {
       "variant": name, "description": VARIANTS[name][0],
       "switches": {k: list(v) if isinstance(v, tuple) else v
@@ -204,7 +220,7 @@ def run_variant(config, name: str, workdir: str, minutes: float, num_scenes: int
       "heldout": {k.replace("eval/", "heldout/"): v for k, v in heldout.items()},
       "edit": {f"edit/{k}": v for k, v in edits["summary"]["model"].items()},
       "edit_means": edits["means"],
-      "edit_fidelity_json": os.path.join(edit_dir, "edit_fidelity.json"),
+      "edit_fidelity_json": edits["json_path"],
   }
   os.makedirs(out_dir, exist_ok=True)
   with open(result_path, "w") as f:
