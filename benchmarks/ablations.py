@@ -421,6 +421,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                            "none): variants that share a graph, and re-runs, skip recompiling.")
   args = parser.parse_args(argv)
   workdir = os.path.abspath(os.path.expanduser(args.workdir))
+  config = config_files.load(args.config, args.set)
+  # As the demo: one XLA CPU device per core (and huge-page malloc), before JAX starts; the
+  # variants then train on the demo's data-parallel step, at its speed.
+  from neural_assets.demo import host_devices  # pylint: disable=g-import-not-at-top
+  host_devices.prepare_process(config)  # May restart this process.
   if args.compilation_cache is None:
     args.compilation_cache = os.path.join(workdir, "jax_cache")
   if args.compilation_cache:
@@ -438,7 +443,6 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     if not sep or name not in names:
       parser.error(f"--from_run {item!r}: want VARIANT=RUN_DIR with VARIANT in --variants.")
     from_runs[name] = os.path.abspath(os.path.expanduser(run_dir))
-  config = config_files.load(args.config, args.set)
   start = time.time()
   base = prepare(config, workdir, args.vae_dir, args.vae_minutes, data_dir=args.data_dir,
                  num_train_videos=args.num_train_videos, num_eval_videos=args.num_eval_videos,

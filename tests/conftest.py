@@ -9,3 +9,6 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 # XLA's CPU backend at its default optimisation level takes minutes and GBs to compile the
 # training step even at smoke size; tests check values, not speed (as tests/test_training.py).
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+# The demo's entry points re-execute their process with huge-page malloc
+# (neural_assets/demo/malloc_hugepages.py); tests call them in-process: never re-execute pytest.
+os.environ.setdefault("NEURAL_ASSETS_MALLOC_REEXEC", "1")

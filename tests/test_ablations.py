@@ -213,7 +213,15 @@ def test_directions_get_paired_intervals_from_the_per_scene_scores(tmp_path):
   assert "holds" in row and "reversed" in row
 
 
-def test_a_step_budget_and_an_adopted_run(tmp_path):
+@pytest.fixture
+def one_device(monkeypatch):
+  """ablations.main splits the host into devices before JAX starts; in the suite's process JAX
+  has started, with one device: say so, as a user's XLA_FLAGS would (no split is tried)."""
+  monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", "")
+                     + " --xla_force_host_platform_device_count=1")
+
+
+def test_a_step_budget_and_an_adopted_run(tmp_path, one_device):
   """--steps trains to that step; --from_run scores an existing run of the same config exactly
   as its own run scored it, and refuses a run of another variant's config."""
   from benchmarks import ablations  # pylint: disable=g-import-not-at-top
@@ -251,7 +259,7 @@ def test_a_step_budget_and_an_adopted_run(tmp_path):
     ablations.main(args[:-6] + ["--from_run", f"bg_none={run_dir}"] + args[-4:])
 
 
-def test_smoke_run_trains_scores_and_resumes(tmp_path):
+def test_smoke_run_trains_scores_and_resumes(tmp_path, one_device):
   from benchmarks import ablations  # pylint: disable=g-import-not-at-top
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   config = os.path.join(root, "tests", "editing_fixtures.py") + ":tiny_config"
