@@ -99,6 +99,9 @@ def variant_config(config, name: str):
 _RUN_LENGTH_KEYS = ("training.num_train_steps", "training.max_train_seconds",
                     "training.log_every_steps", "training.image_summary_every_steps",
                     "training.num_image_summaries", "checkpoint.", "demo.")
+# Config keys added after runs were saved, with the value that does what the code did before
+# them: a run's config.json without the key trained with that value.
+_ADDED_KEY_DEFAULTS = {"optimizer.hold_steps": 0}
 
 
 def adopt_run(cfg, run_dir: str, train_dir: str, steps: Optional[int],
@@ -109,7 +112,8 @@ def adopt_run(cfg, run_dir: str, train_dir: str, steps: Optional[int],
   Raises:
     ValueError: the run's config.json differs from the variant's config in what it trained
     (anything but `_RUN_LENGTH_KEYS` and the keys or prefixes in `allowed`: model, data,
-    optimizer, seeds, the data and VAE paths).
+    optimizer, seeds, the data and VAE paths). A key the run's config.json predates counts as
+    its `_ADDED_KEY_DEFAULTS` value.
   """
   import shutil  # pylint: disable=g-import-not-at-top
   from flax import traverse_util  # pylint: disable=g-import-not-at-top
@@ -118,6 +122,7 @@ def adopt_run(cfg, run_dir: str, train_dir: str, steps: Optional[int],
   config_path = os.path.join(os.path.dirname(os.path.dirname(step_dir)), "config.json")
   with open(config_path) as f:
     theirs = traverse_util.flatten_dict(json.load(f), sep=".")
+  theirs = {**{k: v for k, v in _ADDED_KEY_DEFAULTS.items() if k not in theirs}, **theirs}
   ours = traverse_util.flatten_dict(json.loads(cfg.to_json_best_effort()), sep=".")
   differ = sorted(k for k in set(theirs) | set(ours)
                   if not k.startswith(_RUN_LENGTH_KEYS + tuple(allowed))
@@ -382,6 +387,17 @@ def write_report(results, args, start) -> dict[str, Any]:
   return report
 
 
+DATA_FLAGS = ("num_train_videos", "num_eval_videos", "num_frames")
+
+
+def add_data_flags(parser: argparse.ArgumentParser) -> None:
+  """--num_train_videos / --num_eval_videos / --num_frames: the synthetic data size, when a run
+  overrides the config's (as the demo's flags do)."""
+  for key in DATA_FLAGS:
+    parser.add_argument(f"--{key}", type=int, default=None,
+                        help="Override the config's synthetic data size (as the demo's flags).")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--workdir", default="./workdir/ablations")
@@ -407,10 +423,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                       help="A warmed-up VAE (e.g. a demo's WORKDIR/vae) to reuse; default: "
                            "WORKDIR/vae, trained for --vae_minutes when missing.")
   parser.add_argument("--vae_minutes", type=float, default=3.0)
-  parser.add_argument("--num_train_videos", type=int, default=None,
-                      help="Override the config's synthetic data size (as the demo's flags).")
-  parser.add_argument("--num_eval_videos", type=int, default=None)
-  parser.add_argument("--num_frames", type=int, default=None)
+  add_data_flags(parser)
   parser.add_argument("--set", action="append", default=[],
                       help="KEY=JSON config override for every variant, e.g. "
                            "training.log_every_steps=10 (tests shrink the config with it).")

@@ -49,9 +49,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   parser.add_argument("--run", required=True, help="The demo WORKDIR (train/, data/, vae/).")
   parser.add_argument("--data_dir", default=None, help="Default: RUN/data.")
   parser.add_argument("--vae_dir", default=None, help="Default: RUN/vae.")
-  for key in ("num_train_videos", "num_eval_videos", "num_frames"):
-    parser.add_argument(f"--{key}", type=int, default=None,
-                        help="The run's synthetic data size, when it overrode the config's.")
+  ablations.add_data_flags(parser)
   parser.add_argument("--from_step", type=int, required=True)
   parser.add_argument("--to_step", type=int, required=True)
   parser.add_argument("--workdir", required=True)

@@ -236,7 +236,7 @@ def make_eval_iterator(config, *, process_index: int | None = None,
   data = config.data
   process_index, process_count = host_batches.process_layout(process_index, process_count)
   cfg = data_config.frame_pair_config(config)
-  min_gap = max(cfg.min_gap, int(data.get("eval_min_gap", 0)))
+  min_gap = max(cfg.min_gap, int(data.eval_min_gap))
   # A training gap range below it (e.g. single-frame training) does not bound the eval pairs.
   max_gap = cfg.max_gap if cfg.max_gap is None or cfg.max_gap >= min_gap else None
   cfg = dataclasses.replace(cfg, swap_prob=0.0, min_gap=min_gap, max_gap=max_gap)

@@ -236,6 +236,11 @@ def test_a_step_budget_and_an_adopted_run(tmp_path, one_device):
   trained = ablations.main(args)["results"]["shuffled_pose"]
   assert trained["steps"] == 2 and trained["train_minutes"] is None
   run_dir = str(first / "shuffled_pose" / "train")
+  # A run saved before a key existed (here optimizer.hold_steps) trained with the value that
+  # does what the code did then (0): adopted as the same config.
+  saved = json.loads((first / "shuffled_pose" / "train" / "config.json").read_text())
+  assert saved["optimizer"].pop("hold_steps") == 0
+  (first / "shuffled_pose" / "train" / "config.json").write_text(json.dumps(saved))
   args = common + ["--workdir", str(tmp_path / "second"), "--variants", "shuffled_pose",
                    "--from_run", f"shuffled_pose={run_dir}", "--data_dir", str(first / "data"),
                    "--out", str(tmp_path / "b.json"), "--chart", str(tmp_path / "b.png")]

@@ -6,10 +6,8 @@ feature net, etc.): what is tested is the reduction of sums, counts and FID stat
 """
 import textwrap
 
-import numpy as np
 import pytest
 
-from tests.test_evaluator import _batches, _config
 from tests import two_processes
 
 
