@@ -213,14 +213,6 @@ def test_directions_get_paired_intervals_from_the_per_scene_scores(tmp_path):
   assert "holds" in row and "reversed" in row
 
 
-@pytest.fixture
-def one_device(monkeypatch):
-  """ablations.main splits the host into devices before JAX starts; in the suite's process JAX
-  has started, with one device: say so, as a user's XLA_FLAGS would (no split is tried)."""
-  monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", "")
-                     + " --xla_force_host_platform_device_count=1")
-
-
 def test_a_step_budget_and_an_adopted_run(tmp_path, one_device):
   """--steps trains to that step; --from_run scores an existing run of the same config exactly
   as its own run scored it, and refuses a run of another variant's config."""

@@ -18,10 +18,7 @@ def test_override_keys():
     continue_run.override_keys(["a.b"])
 
 
-def test_continues_a_run_with_a_change_and_pairs_it(tmp_path, monkeypatch):
-  # One XLA device, as the suite's process already has (no split of the host).
-  monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", "")
-                     + " --xla_force_host_platform_device_count=1")
+def test_continues_a_run_with_a_change_and_pairs_it(tmp_path, one_device):
   first = tmp_path / "first"
   ablations.main(["--config", _CONFIG, "--num_scenes", "1", "--vae_minutes", "0",
                   "--num_train_videos", "2", "--num_eval_videos", "3", "--num_frames", "3",
