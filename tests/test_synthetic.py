@@ -276,6 +276,8 @@ def test_3d_preset_config_is_complete_and_fits_its_budget():
   default = importlib.import_module("configs.synthetic").get_config()
   assert config.model.to_dict() == default.model.to_dict()  # Same model, other world.
   assert config.demo.minutes <= 55 and config.demo.fidelity_scenes >= 32
+  # Training pairs may copy (gap 0); the held-out pairs the report scores never do.
+  assert config.data.min_gap == 0 < config.data.eval_min_gap <= config.data.max_gap
   # A step budget whose learning rate is at its peak until the anneal and reaches 0 at its end.
   from neural_assets.training import optimizer  # pylint: disable=g-import-not-at-top
   lr = optimizer.make_schedules(config.optimizer, config.training.num_train_steps)["new"]
